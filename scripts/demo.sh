@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job on the bundled demo set with the offline default encoders:
+# set up, make the demo data, validate, extract features.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+SGMFT=.venv/bin/sgmft
+$SGMFT demo demo/data
+$SGMFT validate demo/data/manifest.jsonl
+$SGMFT extract demo/data/manifest.jsonl --out demo/features

@@ -1,0 +1,126 @@
+"""The `sgmft` command line: demo, validate, extract, train, evaluate, reproduce, predict, serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sgmft import PLACES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help=__doc__)
+
+ImageRoot = Annotated[Path | None, typer.Option(help="Folder image paths are relative to "
+                                                     "(default: the manifest's folder).")]
+Labels = Annotated[str | None, typer.Option(
+    help="Label set: comma-separated names or a file with one per line "
+         f"(default: {','.join(PLACES)}).")]
+SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
+                                           help="Skip bad rows and count them instead of failing.")]
+
+
+def parse_labels(value: str | None) -> tuple[str, ...] | None:
+    """``a,b,c`` or a path to a file with one label per line."""
+    if value is None:
+        return None
+    path = Path(value)
+    names = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    labels = tuple(name.strip().lower() for name in names if name.strip())
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        raise typer.BadParameter(f"need two or more distinct labels, got {labels}")
+    return labels
+
+
+def _load(manifest: Path, image_root: Path | None, labels: str | None, skip_invalid: bool,
+          require_labels: bool = True):
+    """Load a manifest for a command, reporting problems the way a person can act on."""
+    from sgmft.data.manifest import ManifestError, load_manifest
+
+    try:
+        loaded = load_manifest(manifest, image_root, parse_labels(labels),
+                               require_labels=require_labels, skip_invalid=skip_invalid)
+    except (ManifestError, FileNotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if loaded.skipped:
+        typer.echo(f"skipped {len(loaded.skipped)} invalid row(s):", err=True)
+        for problem in loaded.skipped:
+            typer.echo(f"  {problem}", err=True)
+    return loaded
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set into.")] = Path(
+        "demo/data"), posts_per_class: int = 30, seed: int = 0) -> None:
+    """Write the bundled demo set (rendered images, Weibo-style texts): a demo, not a benchmark."""
+    from sgmft.data.demo import make_demo
+
+    path = make_demo(out, posts_per_class, seed)
+    typer.echo(f"wrote {path} ({posts_per_class * len(PLACES)} posts)")
+
+
+@app.command()
+def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None,
+             unlabelled: Annotated[bool, typer.Option(
+                 help="Allow rows without a label (prediction manifests).")] = False) -> None:
+    """Check every row of a manifest and report each problem by row; exit 1 when any."""
+    loaded = _load(manifest, image_root, labels, skip_invalid=True, require_labels=not unlabelled)
+    counts = {label: 0 for label in loaded.labels}
+    for post in loaded.posts:
+        if post.label is not None:
+            counts[post.label] += 1
+    typer.echo(f"{manifest}: {len(loaded)} valid post(s), {len(loaded.skipped)} invalid row(s)")
+    typer.echo("  " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    if loaded.skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def extract(
+    manifest: Path,
+    out: Annotated[Path | None, typer.Option(help="Cache folder (default: beside the data).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name (see `sgmft encoders`).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="chinese-clip: a local folder or hub id.")] = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Encode every post once, in batches, into an on-disk feature cache (resumable)."""
+    from sgmft.encoders.cache import CacheMismatchError
+    from sgmft.pipeline import ensure_features
+
+    loaded = _load(manifest, image_root, labels, skip_invalid)
+    try:
+        cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
+                                        batch_size=batch_size, chunk_size=chunk_size,
+                                        overwrite=overwrite)
+    except CacheMismatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    dims = cache.header["dims"]
+    typer.echo(f"features of {len(cache)} posts in {folder} "
+               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']})")
+
+
+@app.command()
+def encoders() -> None:
+    """List the registered encoders."""
+    from sgmft.encoders import DEFAULT_ENCODER, available_encoders
+
+    for name in available_encoders():
+        typer.echo(f"{name}{'  (default)' if name == DEFAULT_ENCODER else ''}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Posts in: manifests, images, splits and the bundled demo set."""

@@ -1,0 +1,110 @@
+"""Image loading and encoder preprocessing with PIL + numpy (no torchvision, see BACKBONES.md).
+
+`load_image` turns any readable file into an RGB `PIL.Image`: EXIF orientation applied,
+RGBA/LA/P/CMYK/greyscale converted (transparent areas composited on white), the first frame
+of an animated image, a decompression-bomb limit, truncated files rejected.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Pixels above which an image is refused as a decompression bomb (about 8,000 x 8,000).
+MAX_PIXELS = 64_000_000
+
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used: missing, not an image, truncated, or too large."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How an encoder wants its pixels: resize straight to ``size`` x ``size``, then normalise.
+
+    Chinese-CLIP: bicubic to 224x224, no centre crop, OpenAI CLIP mean/std.
+    """
+
+    size: int = 224
+    resample: str = "bicubic"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> float32 array (3, size, size), normalised."""
+        resized = image.resize((self.size, self.size), RESAMPLE[self.resample])
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def batch(self, images: list[Image.Image]) -> np.ndarray:
+        """List of RGB images -> float32 array (N, 3, size, size)."""
+        return np.stack([self(image) for image in images])
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "I;16" or image.mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.uint16) >> 8
+        return Image.fromarray(array.astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = max(array.max() - array.min(), 1e-12)
+        scaled = ((array - array.min()) / span * 255).astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Bytes of an image file -> RGB image, or `ImageError` saying why not.
+
+    The pixel count is checked from the header, before any pixel is decoded; PIL's own
+    bomb check (beyond 2 x `Image.MAX_IMAGE_PIXELS`) is reported the same way.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"decompression bomb refused: {width}x{height} pixels exceeds {max_pixels}"
+            )
+        image.seek(0)  # animated GIF/WebP/APNG: the first frame
+        image.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb refused: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError("not an image (PIL cannot identify the file)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"unreadable or truncated image: {exc}") from exc
+    image = ImageOps.exif_transpose(image) or image
+    return _to_rgb(image)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read and decode an image file (see `decode_image`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError(f"image file not found: {path}") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read image file {path}: {exc}") from exc
+    if not data:
+        raise ImageError(f"image file is empty: {path}")
+    return decode_image(data, max_pixels)

@@ -1,0 +1,126 @@
+"""The one small interface every encoder implements, and the registry that names them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from sgmft.data.images import ImagePreprocess
+
+
+class FeatureDims(NamedTuple):
+    """Widths of the pooled text and image features (equal when the encoders share a space)."""
+
+    text: int
+    image: int
+
+
+class TextEncoder(ABC):
+    """Texts -> pooled features (N, dim), float32."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+    def config(self) -> dict[str, Any]:
+        """What identifies this encoder's output (recorded in feature caches)."""
+        return {"name": self.name, "dim": self.dim}
+
+
+class ImageEncoder(ABC):
+    """RGB images -> pooled features (N, dim), float32, after ``preprocess``."""
+
+    name: str
+    dim: int
+    preprocess: ImagePreprocess
+
+    @abstractmethod
+    def encode(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.__dict__}
+
+
+class Encoder(ABC):
+    """A text encoder and an image encoder, used together: what `sgmft extract` runs."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def dim(self) -> FeatureDims: ...
+
+    @property
+    @abstractmethod
+    def shared_space(self) -> bool:
+        """True when text and image features live in one space (CLIP), False otherwise."""
+
+    @abstractmethod
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Cleaned texts -> float32 (N, dim.text)."""
+
+    @abstractmethod
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        """RGB images -> float32 (N, dim.image)."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the features (recorded in, and checked against, caches)."""
+
+
+class PairEncoder(Encoder):
+    """Separately trained text and image encoders (their spaces differ)."""
+
+    def __init__(self, name: str, text: TextEncoder, image: ImageEncoder):
+        self.name = name
+        self.text = text
+        self.image = image
+
+    @property
+    def dim(self) -> FeatureDims:
+        return FeatureDims(self.text.dim, self.image.dim)
+
+    @property
+    def shared_space(self) -> bool:
+        return False
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.text.encode(texts), dtype=np.float32).reshape(len(texts), -1)
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return np.asarray(self.image.encode(images), dtype=np.float32).reshape(len(images), -1)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "text": self.text.config(), "image": self.image.config()}
+
+
+_REGISTRY: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    """Decorator: make a factory available as ``create_encoder(name)`` and ``--encoder name``."""
+
+    def decorate(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        if name in _REGISTRY:
+            raise ValueError(f"encoder {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def create_encoder(name: str, **kwargs: Any) -> Encoder:
+    """Build a registered encoder by name; keyword arguments go to its factory."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
+    return _REGISTRY[name](**kwargs)
+
+
+def available_encoders() -> list[str]:
+    return sorted(_REGISTRY)

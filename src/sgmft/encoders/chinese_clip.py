@@ -1,0 +1,108 @@
+"""Chinese-CLIP (Yang et al. 2022) through Hugging Face `transformers`, the paper's backbone.
+
+Loads any checkpoint from a local folder or a hub id (the paper's is
+``OFA-Sys/chinese-clip-vit-huge-patch14``). Text: BERT tokenizer, context length 52, the
+[CLS] state through the bias-free text projection. Image: bicubic resize straight to the
+square input size, CLIP mean/std, the vision pooler through the visual projection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sgmft.data.images import ImagePreprocess
+from sgmft.encoders.base import Encoder, FeatureDims
+
+PAPER_CHECKPOINT = "OFA-Sys/chinese-clip-vit-huge-patch14"
+CONTEXT_LENGTH = 52
+
+
+def _pooled(output: Any) -> torch.Tensor:
+    """`get_*_features` returns a tensor (transformers 4) or an output with the projection (5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _image_preprocess(source: str, image_size: int) -> ImagePreprocess:
+    """The checkpoint's mean/std from ``preprocessor_config.json`` when it is a local folder."""
+    defaults = ImagePreprocess(size=image_size)
+    config_file = Path(source) / "preprocessor_config.json"
+    if not config_file.is_file():
+        return defaults
+    config = json.loads(config_file.read_text())
+    return ImagePreprocess(
+        size=image_size,
+        resample="bicubic",
+        mean=tuple(config.get("image_mean", defaults.mean)),
+        std=tuple(config.get("image_std", defaults.std)),
+    )
+
+
+class ChineseCLIPEncoder(Encoder):
+    """Frozen Chinese-CLIP: texts and images to the shared projected space (N, projection_dim)."""
+
+    name = "chinese-clip"
+
+    def __init__(
+        self,
+        checkpoint: str = PAPER_CHECKPOINT,
+        device: str = "cpu",
+        dtype: str = "float32",
+        local_files_only: bool | None = None,
+        context_length: int = CONTEXT_LENGTH,
+    ):
+        from transformers import BertTokenizer, ChineseCLIPModel
+
+        # BertTokenizer, not the fast one: BertTokenizerFast(vocab_file=...) silently built a
+        # 5-token vocabulary in transformers 5 (BACKBONES.md).
+        local = Path(checkpoint).is_dir() if local_files_only is None else local_files_only
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.context_length = context_length
+        self.tokenizer = BertTokenizer.from_pretrained(checkpoint, local_files_only=local)
+        self.model = ChineseCLIPModel.from_pretrained(
+            checkpoint, local_files_only=local, dtype=self.dtype
+        ).to(self.device).eval()
+        self.preprocess = _image_preprocess(checkpoint, self.model.config.vision_config.image_size)
+
+    @property
+    def dim(self) -> FeatureDims:
+        width = self.model.config.projection_dim
+        return FeatureDims(width, width)
+
+    @property
+    def shared_space(self) -> bool:
+        return True
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim.text), np.float32)
+        tokens = self.tokenizer(
+            list(texts), padding="max_length", truncation=True,
+            max_length=self.context_length, return_tensors="pt",
+        ).to(self.device)
+        return _pooled(self.model.get_text_features(**tokens)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim.image), np.float32)
+        pixels = torch.from_numpy(self.preprocess.batch(images)).to(self.device, self.dtype)
+        return _pooled(self.model.get_image_features(pixel_values=pixels)).float().cpu().numpy()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "projection_dim": self.dim.text,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "context_length": self.context_length,
+            "preprocess": self.preprocess.__dict__,
+        }

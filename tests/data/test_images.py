@@ -1,0 +1,90 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sgmft.data.images import ImageError, ImagePreprocess, decode_image, load_image
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_rgb_jpeg_roundtrip():
+    image = decode_image(encode(Image.new("RGB", (40, 30), (10, 200, 30)), "JPEG"))
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+def test_exif_orientation_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
+    assert decoded.size == (20, 40)
+
+
+@pytest.mark.parametrize("mode, color", [("L", 128), ("LA", (128, 255)), ("CMYK", (0, 255, 255, 0)),
+                                         ("I;16", 40000), ("1", 1)])
+def test_modes_converted_to_rgb(mode, color):
+    fmt = {"CMYK": "JPEG", "I;16": "PNG"}.get(mode, "PNG")
+    decoded = decode_image(encode(Image.new(mode, (8, 8), color), fmt))
+    assert decoded.mode == "RGB"
+
+
+def test_rgba_transparency_composited_on_white():
+    decoded = decode_image(encode(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), "PNG"))
+    assert decoded.getpixel((0, 0)) == (255, 255, 255)
+    opaque = decode_image(encode(Image.new("RGBA", (4, 4), (255, 0, 0, 255)), "PNG"))
+    assert opaque.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_palette_image_converted():
+    decoded = decode_image(encode(Image.new("RGB", (4, 4), (0, 0, 255)).convert("P"), "PNG"))
+    assert decoded.getpixel((1, 1)) == (0, 0, 255)
+
+
+def test_animated_gif_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    decoded = decode_image(buffer.getvalue())
+    red, green, blue = decoded.getpixel((4, 4))
+    assert red > 200 and green < 50 and blue < 50
+
+
+def test_truncated_file_rejected():
+    data = encode(Image.effect_noise((256, 256), 50).convert("RGB"), "JPEG")
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_not_an_image_rejected():
+    with pytest.raises(ImageError, match="not an image"):
+        decode_image(b"this is a text file, not a picture")
+
+
+def test_decompression_bomb_refused_before_decoding():
+    data = encode(Image.new("L", (3000, 3000)), "PNG")
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_image(data, max_pixels=1_000_000)
+
+
+def test_load_image_missing_and_empty(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(tmp_path / "empty.jpg")
+
+
+def test_preprocess_resizes_straight_to_square_and_normalises():
+    prep = ImagePreprocess(size=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    out = prep(Image.new("RGB", (10, 3), (255, 0, 127)))
+    assert out.shape == (3, 4, 4) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[1], -1.0, atol=1e-6)
+    np.testing.assert_allclose(out[2], 127 / 255 * 2 - 1, atol=1e-2)
+    assert prep.batch([Image.new("RGB", (5, 5))] * 3).shape == (3, 3, 4, 4)

@@ -1,0 +1,122 @@
+import csv
+import json
+
+import pytest
+
+from sgmft.data.manifest import ManifestError, load_manifest
+from tests.conftest import write_image, write_jsonl
+
+
+def test_valid_jsonl_manifest(small_manifest):
+    manifest = load_manifest(small_manifest)
+    assert len(manifest) == 8 and manifest.skipped == []
+    post = manifest.posts[0]
+    assert post.id == "p0" and post.label == "home" and post.user == "u0" and post.row == 1
+    assert post.tokens and "[" not in post.clean_text and "哈哈" not in post.clean_text
+    assert manifest.label_indices() == list(range(8))
+    assert manifest.posts[0].image_sha256 == manifest.posts[7].image_sha256
+
+
+def test_csv_manifest_with_image_root(tmp_path):
+    write_image(tmp_path / "imgs" / "a.jpg", fmt="JPEG")
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "image", "label"])
+        writer.writerow(["1", "在健身房, 跑步", "a.jpg", "Gym"])
+    manifest = load_manifest(path, image_root=tmp_path / "imgs")
+    assert manifest.posts[0].label == "gym" and manifest.posts[0].row == 2
+
+
+def test_declared_label_set(tmp_path):
+    write_image(tmp_path / "a.png")
+    path = write_jsonl(tmp_path / "m.jsonl", [{"id": "1", "text": "great day", "image": "a.png",
+                                               "label": "positive"}])
+    with pytest.raises(ManifestError, match="unknown label 'positive'"):
+        load_manifest(path)
+    manifest = load_manifest(path, labels=["positive", "negative", "neutral"])
+    assert manifest.labels == ("positive", "negative", "neutral")
+
+
+def bad_rows_manifest(tmp_path):
+    """One row of every problem; returns the path and the expected problem of each row."""
+    write_image(tmp_path / "ok.png")
+    (tmp_path / "text.jpg").write_text("not an image")
+    write_image(tmp_path / "full.jpg", size=(200, 200), fmt="JPEG")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    good = {"text": "今天在公司加班", "image": "ok.png", "label": "work"}
+    lines = [
+        json.dumps({"id": "a", **good}),
+        json.dumps({"id": "a", **good}),                                  # 2 duplicate id
+        json.dumps({"id": "b", **good, "image": "missing.png"}),          # 3 missing image
+        json.dumps({"id": "c", **good, "image": "text.jpg"}),             # 4 not an image
+        json.dumps({"id": "d", **good, "text": "[哈哈] http://t.cn/x"}),   # 5 empty after cleaning
+        json.dumps({"id": "e", **good, "label": "airport"}),              # 6 unknown label
+        '{"id": "f", "text": broken json',                                 # 7 malformed
+        json.dumps({"id": "g", **good, "image": "trunc.jpg"}),            # 8 truncated
+        json.dumps({"id": "h", "image": "ok.png", "label": "work"}),      # 9 missing text
+        json.dumps(["not", "an", "object"]),                              # 10 malformed
+        json.dumps({"id": "i", **good, "split": "dev"}),                  # 11 unknown split
+    ]
+    raw = "\n".join(lines).encode() + b'\n{"id": "j", "text": "\xff\xfe bad", "image": "ok.png"}\n'
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(raw)
+    expected = {2: "duplicate id, first seen in row 1", 3: "missing image", 4: "not an image",
+                5: "empty text after cleaning", 6: "unknown label 'airport'", 7: "malformed row",
+                8: "truncated", 9: "missing field 'text'", 10: "malformed row",
+                11: "unknown split 'dev'", 12: "bad encoding"}
+    return path, expected
+
+
+def test_every_bad_row_reported_by_row(tmp_path):
+    path, expected = bad_rows_manifest(tmp_path)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    problems = {p.row: p.problem for p in info.value.problems}
+    assert sorted(problems) == sorted(expected)
+    for row, fragment in expected.items():
+        assert fragment in problems[row], (row, problems[row])
+    assert "row 3 (id 'b'): missing image" in str(info.value)
+    assert "--skip-invalid" in str(info.value)
+
+
+def test_skip_invalid_counts_and_keeps_good_rows(tmp_path):
+    path, expected = bad_rows_manifest(tmp_path)
+    manifest = load_manifest(path, skip_invalid=True)
+    assert [p.id for p in manifest.posts] == ["a"]
+    assert len(manifest.skipped) == len(expected)
+
+
+def test_csv_wrong_field_count_and_bad_encoding(tmp_path):
+    write_image(tmp_path / "ok.png")
+    path = tmp_path / "m.csv"
+    path.write_bytes("id,text,image,label\n1,你好 公司,ok.png,work\n2,only,two\n".encode()
+                     + b"3,\xc3\x28 text,ok.png,work\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    problems = {p.row: p.problem for p in info.value.problems}
+    assert "3 fields, the header has 4" in problems[3]
+    assert "bad encoding" in problems[4]
+
+
+def test_unlabelled_rows_allowed_for_prediction(tmp_path):
+    write_image(tmp_path / "ok.png")
+    path = write_jsonl(tmp_path / "m.jsonl", [{"id": "1", "text": "看电影", "image": "ok.png"}])
+    with pytest.raises(ManifestError, match="missing field 'label'"):
+        load_manifest(path)
+    assert load_manifest(path, require_labels=False).posts[0].label is None
+
+
+def test_hashes_change_with_content_not_with_path(tmp_path, small_manifest):
+    manifest = load_manifest(small_manifest)
+    again = load_manifest(small_manifest)
+    assert manifest.content_hash() == again.content_hash()
+    write_image(small_manifest.parent / "images" / "home.png", (1, 2, 3))
+    changed = load_manifest(small_manifest)
+    assert changed.content_hash() != manifest.content_hash()
+
+
+def test_missing_manifest_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_manifest(tmp_path / "none.jsonl")

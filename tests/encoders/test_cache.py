@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pytest
+
+from sgmft.data.manifest import load_manifest
+from sgmft.encoders.cache import (
+    CacheCorruptError,
+    CacheMismatchError,
+    chunk_name,
+    extract_features,
+    load_cache,
+)
+from tests.conftest import write_image
+
+
+def run(manifest, out, factory, **kwargs):
+    return extract_features(manifest, out, "fake", encoder_factory=factory, progress=False,
+                            batch_size=2, chunk_size=3, **kwargs)
+
+
+def test_extract_writes_chunks_metadata_and_features(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    cache = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert cache.ids == manifest.ids and cache.text.shape == (8, 6) and cache.image.shape == (8, 3)
+    header = json.loads((tmp_path / "c" / "cache.json").read_text())
+    assert header["complete"] and header["content_hash"] == manifest.content_hash()
+    assert header["encoder"] == {"name": "fake", "dim": 6} and header["dtype"] == "float32"
+    assert sorted(header["chunks"]) == ["0", "1", "2"] and header["versions"]["torch"]
+    encoder = fake_encoder_factory.built[0]
+    assert encoder.images_seen == 7  # p7 repeats p0's image bytes: encoded once
+    np.testing.assert_array_equal(cache.image[7], cache.image[0])
+    expected = encoder.encode_texts([p.clean_text for p in manifest.posts])
+    np.testing.assert_array_equal(cache.text, expected)
+
+
+def test_reuse_when_nothing_changed(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    first = run(manifest, tmp_path / "c", fake_encoder_factory)
+    second = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert len(fake_encoder_factory.built) == 1  # the encoder was not even loaded again
+    np.testing.assert_array_equal(first.text, second.text)
+
+
+def test_resume_after_interruption(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    reference = run(manifest, tmp_path / "ref", fake_encoder_factory)
+
+    class Killed(Exception):
+        pass
+
+    def dying_factory(**kwargs):
+        encoder = fake_encoder_factory(**kwargs)
+        original = encoder.encode_images
+
+        def encode_images(images):
+            if encoder.images_seen >= 3:
+                raise Killed
+            return original(images)
+
+        encoder.encode_images = encode_images
+        return encoder
+
+    with pytest.raises(Killed):
+        run(manifest, tmp_path / "c", dying_factory)
+    header = json.loads((tmp_path / "c" / "cache.json").read_text())
+    assert not header["complete"] and list(header["chunks"]) == ["0"]
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    with pytest.raises(CacheCorruptError, match="incomplete"):
+        load_cache(tmp_path / "c")
+    resumed = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert fake_encoder_factory.built[-1].texts_seen == [p.clean_text for p in manifest.posts[3:]]
+    np.testing.assert_array_equal(resumed.text, reference.text)
+    np.testing.assert_array_equal(resumed.image, reference.image)
+
+
+def test_corrupt_chunk_detected_and_rebuilt(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    reference = run(manifest, tmp_path / "c", fake_encoder_factory)
+    chunk = tmp_path / "c" / chunk_name(1)
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CacheCorruptError, match="missing or corrupt"):
+        load_cache(tmp_path / "c")
+    rebuilt = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert fake_encoder_factory.built[-1].texts_seen == [p.clean_text for p in manifest.posts[3:6]]
+    np.testing.assert_array_equal(rebuilt.image, reference.image)
+
+
+def test_corrupt_header_rebuilds_everything(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    run(manifest, tmp_path / "c", fake_encoder_factory)
+    (tmp_path / "c" / "cache.json").write_text("{ truncated")
+    cache = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert len(fake_encoder_factory.built) == 2 and len(cache) == 8
+
+
+def test_refuses_cache_of_another_encoder_or_manifest(small_manifest, tmp_path,
+                                                      fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    run(manifest, tmp_path / "c", fake_encoder_factory)
+    with pytest.raises(CacheMismatchError, match="encoder"):
+        extract_features(manifest, tmp_path / "c", "other", encoder_factory=fake_encoder_factory,
+                         progress=False)
+    write_image(small_manifest.parent / "images" / "gym.png", (1, 1, 1))
+    changed = load_manifest(small_manifest)
+    with pytest.raises(CacheMismatchError, match="another manifest"):
+        run(changed, tmp_path / "c", fake_encoder_factory)
+    cache = run(changed, tmp_path / "c", fake_encoder_factory, overwrite=True)
+    assert cache.header["content_hash"] == changed.content_hash()
+
+
+def test_rows_lookup(small_manifest, tmp_path, fake_encoder_factory):
+    cache = run(load_manifest(small_manifest), tmp_path / "c", fake_encoder_factory)
+    assert cache.rows(["p3", "p0"]).tolist() == [3, 0]
+    with pytest.raises(KeyError, match="'zz' is not in the feature cache"):
+        cache.rows(["zz"])

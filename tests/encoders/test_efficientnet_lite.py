@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgmft.encoders.efficientnet_lite import Conv2dSame, EfficientNetLite0, EfficientNetLite0Encoder
+
+
+def test_same_padding_matches_tensorflow_output_sizes():
+    conv = Conv2dSame(1, 1, 3, stride=2, bias=False)
+    for size in (224, 225, 7):
+        assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)
+
+
+def test_same_padding_values_on_a_hand_computed_case():
+    conv = Conv2dSame(1, 1, 2, stride=2, bias=False)
+    conv.weight.data.fill_(1.0)
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    # TF SAME for k=2, s=2 on 3 pixels pads 0 before and 1 after.
+    expected = torch.tensor([[[[0 + 1 + 3 + 4, 2 + 5], [6 + 7, 8]]]], dtype=torch.float32)
+    assert torch.equal(conv(x), expected)
+
+
+def test_architecture_matches_the_packaged_weights_strictly():
+    from sgmft.encoders.efficientnet_lite import load_lite0_weights
+
+    model = load_lite0_weights()
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+    assert model.feature_map(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+    assert isinstance(EfficientNetLite0(), torch.nn.Module)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return EfficientNetLite0Encoder()
+
+
+def test_imagenet_top1_on_real_photos(encoder):
+    """scikit-image's photos: an espresso, a cat, a rocket on its launch pad."""
+    skdata = pytest.importorskip("skimage.data")
+    photos = [Image.fromarray(getattr(skdata, name)()).convert("RGB")
+              for name in ("coffee", "chelsea", "rocket")]
+    logits = encoder.classify(photos)
+    assert logits.argmax(1)[0] == 967                      # espresso
+    assert logits.argmax(1)[1] in {281, 282, 285}          # tabby / tiger / Egyptian cat
+    assert {657, 744, 812} & set(np.argsort(-logits[2])[:5].tolist())  # missile/projectile/shuttle
+
+
+def test_pooled_features_shape_and_batch_invariance(encoder):
+    images = [Image.new("RGB", (50, 80), (i * 40, 100, 200 - i * 30)) for i in range(6)]
+    features = encoder.encode(images)
+    assert features.shape == (6, 1280) and features.dtype == np.float32
+    np.testing.assert_allclose(encoder.encode(images[2:3])[0], features[2], rtol=1e-4, atol=1e-5)
+    assert encoder.encode([]).shape == (0, 1280)
