@@ -109,6 +109,121 @@ def extract(
                f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']})")
 
 
+ConfigFile = Annotated[str | None, typer.Option(
+    "--config", help="JSON config file or preset name (paper, fast).")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
+
+
+def _data_overrides(data: Path, encoder: str | None, checkpoint: str | None, image_root: Path | None,
+                    labels: str | None, skip_invalid: bool, cache: Path | None) -> list[str]:
+    """CLI data options as ``--set`` overrides (JSON values)."""
+    import json
+
+    values: dict[str, object] = {"manifest": str(data), "skip_invalid": skip_invalid}
+    for key, value in (("encoder", encoder), ("checkpoint", checkpoint), ("cache", cache),
+                       ("image_root", image_root)):
+        if value is not None:
+            values[key] = str(value)
+    if labels is not None:
+        values["labels"] = list(parse_labels(labels) or [])
+    return [f"data.{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def _resolve(config: str | None, overrides: list[str], variant: str | None = None):
+    from sgmft.training.config import resolve_config
+
+    try:
+        return resolve_config(config, overrides, variant)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Manifest (JSONL or CSV) to train on.")],
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    variant: Annotated[str | None, typer.Option(
+        help="Model variant: a row of Tables 1-4 (see `sgmft variants`).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run from its last checkpoint.")] = False,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="chinese-clip checkpoint.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Train on the cached features of a manifest (extracting them first if needed)."""
+    from sgmft.data.manifest import ManifestError
+    from sgmft.training.run import train_run
+
+    overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
+    run_config = _resolve(config, overrides + (set_ or []), variant)
+    try:
+        folder = train_run(run_config, out, resume=resume)
+    except (ManifestError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    history = __import__("json").loads((folder / "run.json").read_text())["history"]
+    typer.echo(f"trained {run_config.variant} for {len(history)} epoch(s) into {folder} "
+               f"(final train loss {history[-1]['train_loss']:.4f})")
+
+
+@app.command()
+def evaluate(run: Path, figures: bool = True) -> None:
+    """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
+    from sgmft.evaluation.evaluate import evaluate_run
+
+    try:
+        metrics = evaluate_run(run, figures=figures)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+               f"on {metrics['n']} test posts")
+    for label, scores in metrics["per_class"].items():
+        typer.echo(f"  {label:12s} P {scores['precision']:.3f}  R {scores['recall']:.3f}  "
+                   f"F1 {scores['f1']:.3f}  n {scores['support']}")
+    typer.echo(f"written to {run / 'eval'}")
+
+
+@app.command()
+def reproduce(
+    data: Annotated[Path, typer.Option(help="Manifest to reproduce the tables on.")],
+    out: Annotated[Path | None, typer.Option(help="Results folder (default results/<date>).")] = None,
+    seeds: int = 3,
+    config: Annotated[str, typer.Option("--config", help="Config file or preset.")] = "fast",
+    set_: SetOption = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name.")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="chinese-clip checkpoint.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Every row of Tables 1-4 on one split, N seeds, mean ± std, with Figures 5, 7, 8."""
+    import datetime as dt
+
+    from sgmft.evaluation.reproduce import reproduce as run_reproduce
+
+    overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
+    base = _resolve(config, overrides + (set_ or []))
+    folder = out or Path("results") / dt.date.today().isoformat()
+    run_reproduce(base, folder, seeds=seeds)
+    typer.echo(f"tables and figures in {folder}")
+
+
+@app.command()
+def variants() -> None:
+    """List the model variants (rows of the paper's tables) and their settings."""
+    from sgmft.models.variants import VARIANTS
+
+    for name, overrides in VARIANTS.items():
+        typer.echo(f"{name:16s} {overrides or '(the paper: SIM + SFM, text-wise FFN)'}")
+
+
 @app.command()
 def encoders() -> None:
     """List the registered encoders."""

@@ -33,6 +33,10 @@ def work_dir(manifest: Manifest) -> Path:
 
 def stratified_split(labels: list[str], test_fraction: float, seed: int) -> np.ndarray:
     """Boolean test mask of a stratified split (each class keeps its share in test)."""
+    classes = len(set(labels))
+    if int(np.ceil(test_fraction * len(labels))) < classes or len(labels) - classes < classes:
+        raise ValueError(f"a stratified {test_fraction:g} test split of {len(labels)} posts cannot "
+                         f"hold all {classes} classes on both sides: add posts or raise the fraction")
     index = np.arange(len(labels))
     _, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=labels)
     mask = np.zeros(len(labels), bool)

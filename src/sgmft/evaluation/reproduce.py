@@ -1,0 +1,115 @@
+"""`sgmft reproduce`: every row of the paper's Tables 1-4 on one split, N seeds, mean +- std,
+written to ``tables.md`` and ``results.json`` with the t-SNE figures 5, 7 and 8.
+
+Runs are resumable: a (variant, seed) whose run folder already holds evaluated metrics for the
+same configuration is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from sgmft.evaluation.evaluate import evaluate_run, test_outputs
+from sgmft.evaluation.plots import plot_tsne_panels
+from sgmft.io import atomic_write_bytes, atomic_write_json
+from sgmft.models.variants import FIGURES, TABLES
+from sgmft.provenance import now, versions
+from sgmft.training.config import RunConfig
+from sgmft.training.run import PreparedData, load_run, prepare_data, train_run
+
+#: accuracy (%) the paper reports for each variant (Tables 1-4).
+PAPER_ACCURACY = {
+    "mplug": 84.56, "unis-mmc": 86.62, "bridgetower": 86.59, "balance-mla": 85.24,
+    "fusion-cnn": 86.25, "sg-mft": 87.29, "baseline": 78.23, "encoder": 84.91,
+    "encoder+sfm": 85.74, "encoder+sim": 86.94, "sim+asymmetric": 86.32, "sim+merge": 86.35,
+    "sim+coattention": 86.47, "sff-image": 86.88,
+}
+
+
+def table_variants() -> list[str]:
+    """Every variant the tables use, each once, in first-use order."""
+    return list(dict.fromkeys(v for rows in TABLES.values() for _, v in rows))
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * spread:.2f}"
+
+
+def _run_one(config: RunConfig, folder: Path, prepared: PreparedData, progress: bool) -> dict[str, Any]:
+    metrics_file = folder / "eval" / "metrics.json"
+    saved = folder / "config.json"
+    if metrics_file.is_file() and saved.is_file() and json.loads(saved.read_text()) == json.loads(
+            json.dumps(config.to_dict())):
+        return json.loads(metrics_file.read_text())
+    train_run(config, folder, prepared, resume=True, progress=progress)
+    return evaluate_run(folder, prepared, figures=False)
+
+
+def render_tables(results: dict[str, list[dict[str, Any]]], header: str) -> str:
+    lines = [header, ""]
+    for table, rows in TABLES.items():
+        lines += [f"## {table}", "", "| method | accuracy (%) | macro-F1 (%) | paper accuracy (%) |",
+                  "|---|---|---|---|"]
+        for label, variant in rows:
+            runs = results[variant]
+            lines.append(f"| {label} | {_mean_std([r['accuracy'] for r in runs])} | "
+                         f"{_mean_std([r['macro_f1'] for r in runs])} | {PAPER_ACCURACY[variant]:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def reproduce(base: RunConfig, out: Path, seeds: int = 3, progress: bool = True,
+              variants: list[str] | None = None) -> Path:
+    """Train and evaluate every table variant for seeds 0..seeds-1 under ``base`` settings."""
+    from sgmft.training.config import resolve_config
+
+    started = time.perf_counter()
+    prepared = prepare_data(base, progress)
+    chosen = variants or table_variants()
+    results: dict[str, list[dict[str, Any]]] = {}
+    base_dict = base.to_dict()
+    for variant in chosen:
+        for seed in range(seeds):
+            config = resolve_config(variant=variant, base={
+                "data": base_dict["data"], "model": base_dict["model"],
+                "train": {**base_dict["train"], "seed": seed}})
+            folder = out / "runs" / variant / f"seed{seed}"
+            results.setdefault(variant, []).append(_run_one(config, folder, prepared, progress))
+    _figures(out, prepared, chosen)
+    manifest = prepared.manifest
+    header = (f"# SG-MFT tables reproduced on `{manifest.path}`\n\n"
+              f"{len(manifest)} posts, labels {', '.join(manifest.labels)}; split "
+              f"{prepared.split['kind']} {1 - prepared.split['test_fraction']:.0%}/"
+              f"{prepared.split['test_fraction']:.0%} (seed {prepared.split['seed']}, "
+              f"{len(prepared.split['test'])} test posts); encoder "
+              f"`{prepared.cache.header['encoder']['name']}`; {seeds} seed(s), mean ± std. "
+              f"Data hash `{manifest.data_hash()[:16]}`. Paper column: the paper's accuracy on "
+              "its own (unavailable) Weibo data, for reference only.\n")
+    if set(chosen) >= set(table_variants()):
+        atomic_write_bytes(out / "tables.md", render_tables(results, header).encode())
+    atomic_write_json(out / "results.json", {
+        "finished": now(), "seconds": round(time.perf_counter() - started, 1), "seeds": seeds,
+        "base_config": base_dict, "data_hash": manifest.data_hash(), "versions": versions(),
+        "results": {v: [{k: r[k] for k in ("accuracy", "macro_f1", "seed")} for r in runs]
+                    for v, runs in results.items()},
+    })
+    return out
+
+
+def _figures(out: Path, prepared: PreparedData, chosen: list[str]) -> None:
+    """Figures 5, 7, 8: t-SNE of M_fuse on the test split, seed 0 of each variant."""
+    for name, variants in FIGURES.items():
+        present = [v for v in variants if v in chosen]
+        if not present:
+            continue
+        panels = []
+        for variant in present:
+            run = load_run(out / "runs" / variant / "seed0")
+            outputs, y_true = test_outputs(run, prepared)
+            panels.append((variant, outputs["fused"], y_true))
+        plot_tsne_panels(panels, list(prepared.manifest.labels), out / f"{name}.png")

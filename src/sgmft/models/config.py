@@ -1,0 +1,60 @@
+"""The model configuration: one flat dataclass, so any field can be set with ``--set key=value``.
+
+Every choice the paper leaves open is a field here; ``docs/model.md`` gives the reasons for the
+defaults, next to the equation each belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: width D the encoders' features are projected to when they do not share one space
+DEFAULT_PROJECTION = 256
+
+
+@dataclass
+class ModelConfig:
+    # inputs ("encoders" side of the wrapper)
+    text_input: str = "features"      # features | word_mean (Table 2 Baseline) | textcnn (Meng et al.)
+    dim: int | None = None            # common width D; None: keep a shared space's D, else 256
+    reading: str = "elements"         # elements (n = D, w = 1) | chunks (k tokens of D / k)
+    chunks: int = 16                  # k for the chunks reading
+    # SIM (section 3.2.1)
+    sim: bool = True
+    gate: str = "softmax"             # P^m of eq 3: softmax (paper) | sigmoid | scaled_softmax (D * softmax)
+    ca_query: str = "other"           # eq 9: queries of CA from the other modality (paper) | self
+    sff_side: str = "text"            # Table 4: similarity-aware FFN on the text (paper) | image
+    heads: int = 8                    # h of section 4.2
+    head_dim: int = 8                 # width of one head, d_K
+    ffn_hidden: int = 64              # d_h of eq 15
+    # fusion (section 3.2.2, Table 3) and head (section 3.3, Table 1)
+    fusion: str = "sfm"               # sfm | concat | coattention | merge | asymmetric | bridge
+    fusion_layers: int = 2            # layers of coattention / asymmetric / bridge fusion
+    head: str = "mlp5"                # mlp5 | unis-mmc | balance-mla
+    classifier_hidden: tuple[int, ...] = (512, 256, 128, 64)
+    dropout: float = 0.1
+    # word-level text inputs
+    embed_dim: int = 128
+    textcnn_kernels: tuple[int, ...] = (3, 4, 5)
+    textcnn_channels: int = 64
+    max_tokens: int = 64
+    # compared-method extras
+    unimodal_loss_weight: float = 1.0   # UniS-MMC and BalanceMLA unimodal cross-entropies
+    contrastive_weight: float = 0.1     # UniS-MMC's unimodality-supervised contrastive term
+    temperature: float = 0.1            # UniS-MMC contrastive temperature
+
+    def __post_init__(self) -> None:
+        choices = {
+            "text_input": ("features", "word_mean", "textcnn"),
+            "reading": ("elements", "chunks"),
+            "gate": ("softmax", "sigmoid", "scaled_softmax"),
+            "ca_query": ("other", "self"),
+            "sff_side": ("text", "image"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} = {getattr(self, name)!r}; expected one of {allowed}")
+        self.classifier_hidden = tuple(self.classifier_hidden)
+        self.textcnn_kernels = tuple(self.textcnn_kernels)
+        if len(self.classifier_hidden) != 4:
+            raise ValueError("the paper's classifier has 5 fully connected layers: give 4 hidden widths")

@@ -1,0 +1,1 @@
+"""Training: run configuration, data tensors, the training loop with checkpoints and resume."""

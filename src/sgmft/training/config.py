@@ -1,0 +1,153 @@
+"""Run configuration as dataclasses, JSON presets, and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sgmft.encoders import DEFAULT_ENCODER
+from sgmft.models.config import ModelConfig
+from sgmft.models.variants import variant_overrides
+
+
+@dataclass
+class DataConfig:
+    manifest: str = ""
+    image_root: str | None = None
+    labels: list[str] | None = None
+    encoder: str = DEFAULT_ENCODER
+    checkpoint: str | None = None     # chinese-clip: local folder or hub id
+    cache: str | None = None          # feature cache folder (default: beside the data)
+    split: str = "stratified"         # stratified | user | manifest
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    skip_invalid: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 20
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    seed: int = 0
+    early_stopping: int = 0           # patience in epochs on the validation split; 0 = off
+    val_fraction: float = 0.1         # carved from train (stratified) when early stopping is on
+    device: str = "cpu"
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+@dataclass
+class RunConfig:
+    variant: str = "sg-mft"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {"variant", "data", "model", "train"}
+        unknown = set(data) - known - {"_about"}
+        if unknown:
+            raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        return cls(
+            variant=data.get("variant", "sg-mft"),
+            data=_build(DataConfig, data.get("data", {}), "data"),
+            model=_build(ModelConfig, data.get("model", {}), "model"),
+            train=_build(TrainConfig, data.get("train", {}), "train"),
+        )
+
+    def save(self, path: Path) -> None:
+        from sgmft.io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+
+def _build(cls: type, values: dict[str, Any], section: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names - {"_about"}
+    if unknown:
+        raise ValueError(f"unknown {section} field(s): {', '.join(sorted(unknown))}")
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in files("sgmft.configs").iterdir()
+                  if p.name.endswith(".json"))
+
+
+def read_config_file(name_or_path: str) -> dict[str, Any]:
+    """A JSON config file, or a bundled preset by name (``paper``, ``fast``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if name_or_path in preset_names():
+        return json.loads(files("sgmft.configs").joinpath(f"{name_or_path}.json").read_text("utf-8"))
+    raise FileNotFoundError(f"no config file {name_or_path!r}; presets: {', '.join(preset_names())}")
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are JSON when they parse (numbers, true, null, lists), else strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (``variant=name`` at the top level)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        target = data
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = parse_value(value)
+    return data
+
+
+def resolve_config(config_file: str | None = None, overrides: list[str] | None = None,
+                   variant: str | None = None, base: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- ``base`` <- the config file or preset <- the variant's model overrides
+    <- ``--set`` overrides (so an explicit ``--set model.x=...`` always wins)."""
+    data = RunConfig().to_dict()
+    if base:
+        data = _merge(data, base)
+    if config_file:
+        data = _merge(data, read_config_file(config_file))
+    data["variant"] = variant or data.get("variant", "sg-mft")
+    data["model"] = _merge(data["model"], variant_overrides(data["variant"]))
+    config = RunConfig.from_dict(apply_overrides(data, overrides or []))
+    _check_registered(config.model)
+    return config
+
+
+def _check_registered(model: ModelConfig) -> None:
+    """Refuse unknown fusion modules and heads before any data is touched."""
+    from sgmft.models.model import FUSIONS, HEADS
+
+    for kind, name, table in (("fusion", model.fusion, FUSIONS), ("head", model.head, HEADS)):
+        if name not in table:
+            raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(sorted(table))}")

@@ -1,0 +1,144 @@
+"""The training loop: seeded, checkpointed atomically every epoch, resumable bit for bit.
+
+The batch order of epoch e comes from a generator seeded with (seed, e), and the global RNG
+state (dropout) is saved in every checkpoint, so a run resumed after a kill takes exactly the
+steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sgmft.io import atomic_write
+from sgmft.models.model import MultimodalModel
+from sgmft.training.config import TrainConfig
+from sgmft.training.data import batches
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+@torch.no_grad()
+def predict(model: MultimodalModel, tensors: dict[str, torch.Tensor], batch_size: int = 512,
+            device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Eval-mode outputs over all rows: {"logits": (N, C), "fused": (N, F)} plus unimodal
+    logits ("logits_text", "logits_image") and the gate mean ("gate_mean") where present."""
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    inputs = {k: v for k, v in tensors.items() if k != "label"}
+    for batch in batches(inputs, batch_size):
+        out = model({k: v.to(device) for k, v in batch.items()})
+        found = {"logits": out.logits, "fused": out.fused}
+        found |= {f"logits_{name}": value for name, value in out.unimodal.items()}
+        if out.gate is not None:
+            found["gate"] = out.gate.reshape(len(out.gate), -1)
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value.float().cpu())
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def accuracy(model: MultimodalModel, tensors: dict[str, torch.Tensor], config: TrainConfig) -> float:
+    logits = predict(model, tensors, config.eval_batch_size, config.device)["logits"]
+    return float((logits.argmax(-1) == tensors["label"]).float().mean())
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainConfig,
+        run_dir: Path, val: dict[str, torch.Tensor] | None = None, resume: bool = False,
+        progress: bool = True,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` in place; the weights it ends with are the last epoch's, or the best
+    validation epoch's when early stopping is on."""
+    device = torch.device(config.device)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
+                                 weight_decay=config.weight_decay)
+    result, start_epoch, best_score, best_state = FitResult(), 0, -1.0, None
+    path = run_dir / CHECKPOINT
+    seed_everything(config.seed)
+    if resume and path.is_file():
+        state = torch.load(path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        start_epoch, best_score, best_state = state["epoch"] + 1, state["best_score"], state["best_state"]
+        result.history, result.best_epoch = state["history"], state["best_epoch"]
+        result.seconds = state.get("seconds", 0.0)
+    n, waited = len(train["label"]), 0
+    if result.best_epoch is not None:
+        waited = len(result.history) - 1 - result.best_epoch
+    started = time.perf_counter() - result.seconds
+    for epoch in range(start_epoch, config.epochs):
+        if config.early_stopping and waited >= config.early_stopping:
+            result.stopped_early = True
+            break
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(batches(train, config.batch_size, epoch_order(n, config.seed, epoch)),
+                   total=-(-n // config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress, leave=False)
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            output = model(batch)
+            loss = model.loss(output, batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().item() * len(batch["label"])
+            seen += len(batch["label"])
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        record = {"epoch": epoch, "train_loss": total / seen}
+        if val is not None:
+            record["val_accuracy"] = accuracy(model, val, config)
+            if record["val_accuracy"] > best_score:
+                best_score, result.best_epoch, waited = record["val_accuracy"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+        result.history.append(record)
+        result.seconds = time.perf_counter() - started
+        _save_checkpoint(path, {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+            "best_score": best_score, "best_state": best_state, "best_epoch": result.best_epoch,
+            "history": result.history, "seconds": result.seconds,
+        })
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    if config.early_stopping and best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    return result

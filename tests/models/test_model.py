@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from sgmft.models.config import ModelConfig
+from sgmft.models.model import MultimodalModel
+from sgmft.models.variants import FIGURES, TABLES, VARIANTS, variant_overrides
+
+SMALL = {"heads": 2, "head_dim": 4, "ffn_hidden": 8, "fusion_layers": 1, "dim": 16,
+         "classifier_hidden": (16, 16, 8, 8), "embed_dim": 8, "textcnn_channels": 4}
+
+
+def make_batch(n=6):
+    torch.manual_seed(0)
+    return {"text": torch.randn(n, 10), "image": torch.randn(n, 12),
+            "tokens": torch.randint(0, 20, (n, 7)), "label": torch.arange(n) % 3}
+
+
+def build(variant, **overrides):
+    config = ModelConfig(**{**SMALL, **variant_overrides(variant), **overrides})
+    return MultimodalModel(config, 10, 12, num_classes=3, vocab_size=20)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("reading", ["elements", "chunks"])
+def test_every_variant_shapes_and_gradients_reach_every_parameter(variant, reading):
+    model = build(variant, reading=reading, chunks=4)
+    batch = make_batch()
+    out = model(batch)
+    assert out.logits.shape == (6, 3)
+    assert out.fused.shape[0] == 6 and out.fused.ndim == 2
+    assert (out.gate is not None) == model.config.sim
+    model.loss(out, batch["label"]).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"{variant}/{reading}: no gradient for {name}"
+        assert torch.isfinite(parameter.grad).all()
+        assert parameter.grad.abs().sum() > 0, f"{variant}/{reading}: zero gradient for {name}"
+
+
+def test_shared_space_keeps_d_and_unshared_projects():
+    config = ModelConfig(**{**SMALL, "dim": None})
+    shared = MultimodalModel(config, 12, 12, 3, shared_space=True)
+    assert isinstance(shared.inputs.text_proj, torch.nn.Identity) and shared.inputs.length == 12
+    unshared = MultimodalModel(config, 10, 12, 3, shared_space=False)
+    assert unshared.inputs.dim == 256
+
+
+def test_chunks_must_divide_d():
+    with pytest.raises(ValueError, match="not divisible"):
+        build("sg-mft", reading="chunks", chunks=5)
+
+
+def test_unknown_fusion_and_bad_switch():
+    with pytest.raises(KeyError, match="unknown fusion 'nope'"):
+        build("sg-mft", fusion="nope")
+    with pytest.raises(ValueError, match="gate"):
+        ModelConfig(gate="tanh")
+
+
+def test_tables_and_figures_name_known_variants():
+    used = {v for rows in TABLES.values() for _, v in rows} | {v for vs in FIGURES.values() for v in vs}
+    assert used <= set(VARIANTS) and len(TABLES) == 4

@@ -1,0 +1,91 @@
+"""The training loop: learning, seeding, resume after a kill, early stopping."""
+
+import pytest
+import torch
+
+from sgmft.models.config import ModelConfig
+from sgmft.models.model import MultimodalModel
+from sgmft.training.config import TrainConfig
+from sgmft.training.trainer import CHECKPOINT, accuracy, fit
+
+MODEL = ModelConfig(dim=16, heads=2, head_dim=4, ffn_hidden=16, classifier_hidden=(32, 32, 16, 16),
+                    dropout=0.1)
+
+
+def toy_problem(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Separable toy data: the class sets the mean of the text and the image features (the
+    same class means for every seed; ``seed`` draws the noise)."""
+    centres = torch.Generator().manual_seed(1234)
+    centres_t = torch.randn(4, 10, generator=centres) * 3
+    centres_i = torch.randn(4, 12, generator=centres) * 3
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    return {"text": centres_t[labels] + torch.randn(n, 10, generator=generator),
+            "image": centres_i[labels] + torch.randn(n, 12, generator=generator),
+            "tokens": torch.zeros(n, 4, dtype=torch.long), "label": labels}
+
+
+def new_model(seed: int = 0) -> MultimodalModel:
+    torch.manual_seed(seed)
+    return MultimodalModel(MODEL, 10, 12, num_classes=4)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_two_epochs_learn_a_separable_problem(tmp_path):
+    train, test = toy_problem(400, 0), toy_problem(200, 1)
+    config = TrainConfig(epochs=2, batch_size=20, lr=5e-3, seed=0)
+    model = new_model()
+    before = accuracy(model, test, config)
+    result = fit(model, train, config, tmp_path, progress=False)
+    after = accuracy(model, test, config)
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
+    assert before < 0.5 and after > 0.9
+
+
+def test_seeded_runs_are_identical(tmp_path):
+    train = toy_problem(120, 0)
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3)
+    a, b = new_model(), new_model()
+    fit(a, train, config, tmp_path / "a", progress=False)
+    fit(b, train, config, tmp_path / "b", progress=False)
+    for key, value in state(a).items():
+        assert torch.equal(value, state(b)[key]), key
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+    train = toy_problem(120, 0)
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=1)
+    reference = new_model()
+    fit(reference, train, config, tmp_path / "ref", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    interrupted = new_model()
+    with pytest.raises(Killed):
+        fit(interrupted, train, config, tmp_path / "run", progress=False, on_epoch_end=kill_after_first)
+    assert (tmp_path / "run" / CHECKPOINT).is_file()
+    resumed = new_model(seed=99)  # a fresh process: different initial weights, restored from disk
+    result = fit(resumed, train, config, tmp_path / "run", resume=True, progress=False)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    for key, value in state(reference).items():
+        assert torch.equal(value, state(resumed)[key]), key
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    train, val = toy_problem(200, 0), toy_problem(60, 1)
+    config = TrainConfig(epochs=40, batch_size=20, lr=3e-3, seed=0, early_stopping=2)
+    model = new_model()
+    result = fit(model, train, config, tmp_path, val=val, progress=False)
+    best = max(h["val_accuracy"] for h in result.history)
+    assert result.best_epoch is not None
+    assert result.history[result.best_epoch]["val_accuracy"] == best
+    assert result.stopped_early and len(result.history) < 40
+    assert accuracy(model, val, config) == pytest.approx(best)
