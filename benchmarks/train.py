@@ -2,7 +2,7 @@
 
     python benchmarks/train.py [--posts 17000] [--preset fast] [--variants sg-mft,mplug]
 
-Features are random, of the default encoders' sizes (text 384, image 1280); only the timing
+Features are random, of the default encoders' sizes (text 512, image 1280); only the timing
 matters. Each variant trains one epoch on the 80 % train part in its own process (so its peak
 RSS is its own). The last line estimates `sgmft reproduce` (every table variant, 3 seeds,
 the preset's epochs) from the measured epochs.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 
-def one_variant(variant: str, preset: str, posts: int) -> dict:
+def one_variant(variant: str, preset: str, posts: int, overrides: list[str]) -> dict:
     import torch
 
     from sgmft.models.model import MultimodalModel
@@ -28,12 +28,12 @@ def one_variant(variant: str, preset: str, posts: int) -> dict:
     from sgmft.training.trainer import fit, predict
 
     torch.manual_seed(0)
-    config = resolve_config(preset, ["train.epochs=1"], variant=variant)
+    config = resolve_config(preset, [*overrides, "train.epochs=1"], variant=variant)
     n_train = int(posts * 0.8)
-    data = {"text": torch.randn(n_train, 384), "image": torch.randn(n_train, 1280),
+    data = {"text": torch.randn(n_train, 512), "image": torch.randn(n_train, 1280),
             "tokens": torch.randint(1, 5000, (n_train, config.model.max_tokens)),
             "label": torch.randint(0, 8, (n_train,))}
-    model = MultimodalModel(config.model, 384, 1280, 8, vocab_size=5000)
+    model = MultimodalModel(config.model, 512, 1280, 8, vocab_size=5000)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         fit(model, data, config.train, Path(tmp), progress=False)
@@ -42,7 +42,8 @@ def one_variant(variant: str, preset: str, posts: int) -> dict:
     predict(model, {k: v[: posts - n_train] for k, v in data.items()})
     evaluate = time.perf_counter() - start
     return {"variant": variant, "epoch_s": round(epoch, 1), "eval_s": round(evaluate, 1),
-            "epochs": config.train.epochs, "batch_size": config.train.batch_size,
+            "epochs": resolve_config(preset, overrides, variant=variant).train.epochs,
+            "batch_size": config.train.batch_size,
             "dim": config.model.dim, "parameters": sum(p.numel() for p in model.parameters()),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
@@ -55,17 +56,20 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--variants", default=",".join(table_variants()))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="config override, key=value")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_variant(args.one, args.preset, args.posts)))
+        print(json.dumps(one_variant(args.one, args.preset, args.posts, args.set)))
         return
-    print(f"{args.posts} posts ({int(args.posts * 0.8)} train), preset {args.preset}, "
-          "random features 384/1280")
+    print(f"{args.posts} posts ({int(args.posts * 0.8)} train), preset {args.preset} "
+          f"{' '.join(args.set)}, random features 512/1280")
     total = 0.0
     for variant in args.variants.split(","):
+        extra = [f"--set={item}" for item in args.set]
         out = subprocess.run([sys.executable, __file__, "--one", variant, "--preset", args.preset,
-                              "--posts", str(args.posts)], check=True, capture_output=True, text=True)
+                              "--posts", str(args.posts), *extra],
+                             check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         total += args.seeds * (r["epochs"] * r["epoch_s"] + r["eval_s"])
         print(f"  {variant:16s} {r['epoch_s']:7.1f} s/epoch  eval {r['eval_s']:5.1f} s  "

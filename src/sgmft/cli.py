@@ -215,6 +215,155 @@ def reproduce(
     typer.echo(f"tables and figures in {folder}")
 
 
+def _predictor(run: Path):
+    from sgmft.serving.predictor import Predictor
+
+    try:
+        return Predictor(run)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print_prediction(result: dict) -> None:
+    typer.echo(f"place: {result['place']}")
+    for label, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {label:12s} {p:6.3f}  {'#' * round(40 * p)}")
+    evidence = result["evidence"]
+    gate = evidence.get("similarity_gate")
+    if gate:
+        typer.echo(f"similarity gate P^m ({gate['gate']}): mean cross-attention weight "
+                   f"{gate['cross_attention_weight_mean']:.4f} "
+                   f"(max {gate['cross_attention_weight_max']:.4f}), "
+                   f"self-attention {gate['self_attention_weight_mean']:.4f}")
+    for name in ("text", "image"):
+        only = evidence.get(f"{name}_only")
+        if only:
+            typer.echo(f"{name} alone: {only['place']} ({only['probabilities'][only['place']]:.3f}; "
+                       f"from {only['source']})")
+    for warning in result["warnings"]:
+        typer.echo(f"note: {warning}")
+
+
+@app.command()
+def predict(
+    run: Path,
+    text: Annotated[str | None, typer.Option(help="The post's text.")] = None,
+    image: Annotated[Path | None, typer.Option(help="The post's image file.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Predict every row of a manifest.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output of --manifest: .jsonl or .csv.")] = None,
+    image_root: ImageRoot = None,
+    batch_size: int = 64,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
+) -> None:
+    """Predict the place of one post (--text/--image) or of a whole manifest (--manifest --out)."""
+    import json
+
+    from sgmft.data.images import ImageError, load_image
+    from sgmft.serving.predictor import PostInput, PredictionError
+
+    if manifest is not None:
+        from sgmft.serving.batch import predict_manifest, write_predictions
+
+        if out is None:
+            raise typer.BadParameter("--manifest needs --out FILE (.jsonl or .csv)")
+        predictor = _predictor(run)
+        try:
+            records = predict_manifest(predictor, manifest, image_root, batch_size)
+        except FileNotFoundError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        write_predictions(records, out, predictor.labels)
+        errors = sum("error" in r for r in records)
+        typer.echo(f"predicted {len(records) - errors} post(s), {errors} row error(s) -> {out}")
+        return
+    if text is None and image is None:
+        raise typer.BadParameter("give --text and/or --image, or --manifest")
+    try:
+        pil = load_image(image) if image is not None else None
+    except ImageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    predictor = _predictor(run)
+    try:
+        result = predictor.predict([PostInput(text, pil)])[0].to_dict()
+    except PredictionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        _print_prediction(result)
+
+
+@app.command()
+def profile(
+    run: Path,
+    manifest: Annotated[Path, typer.Option(help="Manifest with a user column.")],
+    out: Annotated[Path, typer.Option(help="Folder for profiles.json, profiles.csv, profiles.png.")] = Path(
+        "profiles"),
+    image_root: ImageRoot = None,
+) -> None:
+    """Per user, the distribution of predicted places over their posts (table and PNG)."""
+    import csv
+    import io
+
+    from sgmft.io import atomic_write_bytes, atomic_write_json
+    from sgmft.serving.batch import plot_profiles, predict_manifest, user_profiles
+
+    predictor = _predictor(run)
+    records = predict_manifest(predictor, manifest, image_root)
+    profiles = user_profiles(records, predictor.labels)
+    if not profiles:
+        typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
+        raise typer.Exit(1)
+    atomic_write_json(out / "profiles.json", profiles)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["user", "posts", *predictor.labels])
+    for user, p in profiles.items():
+        writer.writerow([user, p["posts"], *(f"{p['places'][label]:.3f}" for label in predictor.labels)])
+    atomic_write_bytes(out / "profiles.csv", buffer.getvalue().encode())
+    plot_profiles(profiles, predictor.labels, out / "profiles.png")
+    typer.echo(f"{'user':10s} {'posts':>5s} " + " ".join(f"{label[:8]:>8s}" for label in predictor.labels))
+    for user, p in profiles.items():
+        typer.echo(f"{user[:10]:10s} {p['posts']:5d} "
+                   + " ".join(f"{p['places'][label]:8.2f}" for label in predictor.labels))
+    typer.echo(f"written to {out}")
+
+
+@app.command()
+def serve(
+    run: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image upload.")] = 10.0,
+) -> None:
+    """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
+    /docs, and a web page at /."""
+    import uvicorn
+
+    from sgmft.serving.app import create_app
+
+    predictor = _predictor(run)
+    uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024)),
+                host=host, port=port)
+
+
+@app.command()
+def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")]) -> None:
+    """Export the SG-Encoder and classifier as ONNX, checked against PyTorch (onnxruntime)."""
+    from sgmft.serving.export import export_onnx
+
+    try:
+        errors = export_onnx(run, onnx)
+    except (FileNotFoundError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {onnx}; largest |ONNX - PyTorch|: "
+               + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
+
+
 @app.command()
 def variants() -> None:
     """List the model variants (rows of the paper's tables) and their settings."""

@@ -27,7 +27,7 @@ def test_precedence_defaults_preset_variant_set():
     config = resolve_config("fast", ["model.fusion=merge", "train.epochs=2"], variant="mplug")
     assert config.model.sim is False                    # from the variant
     assert config.model.fusion == "merge"               # --set wins over the variant
-    assert config.train.epochs == 2 and config.train.lr == 5e-4 and config.model.dim == 128
+    assert config.train.epochs == 2 and config.train.lr == 5e-4 and config.model.dim == 64
 
 
 def test_set_values_parse_as_json_or_strings():

@@ -197,6 +197,7 @@ def load_manifest(
     image_root: str | Path | None = None,
     labels: Sequence[str] | None = None,
     require_labels: bool = True,
+    read_labels: bool = True,
     skip_invalid: bool = False,
     text_config: TextConfig | None = None,
     workers: int = 4,
@@ -205,6 +206,7 @@ def load_manifest(
 
     labels: the declared label set (default: the paper's eight places), compared lower-cased.
     require_labels: a missing label is an error (False for prediction manifests).
+    read_labels: False ignores the label column altogether (prediction needs none).
     """
     path = Path(path)
     if not path.is_file():
@@ -218,7 +220,9 @@ def load_manifest(
         if row is None:
             problems.append(RowProblem(number, None, problem or "malformed row"))
             continue
-        row_problem = _check_fields(row, label_set, require_labels)
+        if not read_labels:
+            row.pop("label", None)
+        row_problem = _check_fields(row, label_set, require_labels and read_labels)
         post_id = str(row["id"]).strip() if row.get("id") not in (None, "") else None
         if row_problem is None and post_id in first_row_of:
             row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"

@@ -141,5 +141,9 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     dims = info["features"]["dims"]
     model = MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
                             info["features"]["shared_space"])
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    try:
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+    except RuntimeError as exc:
+        raise ValueError(f"{folder}: the saved weights do not fit the model its config.json "
+                         f"describes (written by another sgmft version?): {exc}") from None
     return LoadedRun(folder, config, model.to(device).eval(), labels, vocab, info)

@@ -1,0 +1,103 @@
+"""CLI predict (one post, a manifest), profile and export, end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sgmft.cli import app
+from tests.conftest import write_jsonl
+
+runner = CliRunner()
+
+
+def test_predict_one_post(sgmft_run, demo_folder):
+    result = runner.invoke(app, ["predict", str(sgmft_run), "--text", "今天在健身房跑步",
+                                 "--image", str(demo_folder / "images" / "gym-000.jpg")])
+    assert result.exit_code == 0, result.output
+    assert "place: " in result.output and "text alone:" in result.output
+    assert "image alone:" in result.output and "similarity gate P^m" in result.output
+    as_json = runner.invoke(app, ["predict", str(sgmft_run), "--text", "在家", "--json"])
+    body = json.loads(as_json.output[as_json.output.index("{"):])
+    assert body["place"] in body["probabilities"]
+
+
+def test_predict_one_post_errors(sgmft_run, tmp_path):
+    assert runner.invoke(app, ["predict", str(sgmft_run)]).exit_code == 2
+    (tmp_path / "x.jpg").write_text("no")
+    bad = runner.invoke(app, ["predict", str(sgmft_run), "--image", str(tmp_path / "x.jpg")])
+    assert bad.exit_code == 1 and "not an image" in bad.output
+    empty = runner.invoke(app, ["predict", str(sgmft_run), "--text", "[哈哈]"])
+    assert empty.exit_code == 1 and "needs a text" in empty.output
+
+
+@pytest.fixture
+def mixed_manifest(demo_folder, tmp_path):
+    rows = [json.loads(line) for line in (demo_folder / "manifest.jsonl").read_text().splitlines()[:4]]
+    for row in rows:
+        row["image"] = str(demo_folder / row["image"])
+        row.pop("label")
+        row.pop("user")
+    rows[1]["image"] = str(tmp_path / "missing.jpg")
+    rows.append({"id": "e", "text": "[哈哈]", "image": rows[0]["image"]})
+    return write_jsonl(tmp_path / "posts.jsonl", rows)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_predict_manifest_bad_rows_become_errors(sgmft_run, mixed_manifest, tmp_path, suffix):
+    out = tmp_path / f"pred{suffix}"
+    result = runner.invoke(app, ["predict", str(sgmft_run), "--manifest", str(mixed_manifest),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "predicted 3 post(s), 2 row error(s)" in result.output
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["row"] for r in records] == [1, 2, 3, 4, 5]
+        assert "missing image" in records[1]["error"] and "empty text" in records[4]["error"]
+        assert records[0]["place"] in records[0]["probabilities"]
+    else:
+        lines = out.read_text().splitlines()
+        assert lines[0].startswith("id,row,user,place,p_home") and len(lines) == 6
+        assert "missing image" in lines[2]
+
+
+def test_profile_per_user(sgmft_run, demo_folder, tmp_path):
+    out = tmp_path / "profiles"
+    result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest",
+                                 str(demo_folder / "manifest.jsonl"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    profiles = json.loads((out / "profiles.json").read_text())
+    assert sum(p["posts"] for p in profiles.values()) == 40
+    for p in profiles.values():
+        assert sum(p["places"].values()) == pytest.approx(1.0)
+    assert (out / "profiles.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "profiles.csv").read_text().startswith("user,posts,home")
+
+
+def test_profile_needs_users(sgmft_run, mixed_manifest, tmp_path):
+    result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest", str(mixed_manifest),
+                                 "--out", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "user" in result.output
+
+
+@pytest.mark.parametrize("which", ["sgmft_run", "unis_run"])
+def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
+    import onnxruntime
+
+    from sgmft.serving.export import ExportHead, example_inputs
+    from sgmft.training.run import load_run
+
+    run_dir = request.getfixturevalue(which)
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(run_dir), "--onnx", str(out)])
+    assert result.exit_code == 0, result.output
+    run = load_run(run_dir)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    inputs = example_inputs(run, batch=7, seed=5)
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, {n: x.numpy() for n, x in zip(names, inputs, strict=True)})
+    expected = [t.detach().numpy() for t in ExportHead(run.model)(*inputs)]
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert np.allclose(got[0].sum(-1), 1.0, atol=1e-5)
