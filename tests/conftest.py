@@ -65,6 +65,14 @@ class FakeEncoder(Encoder):
         self.images_seen += len(images)
         return np.asarray([np.asarray(im, np.float32).mean(axis=(0, 1)) for im in images])
 
+    def encode_texts_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        pooled = self.encode_texts(texts)
+        return pooled, np.stack([pooled, -pooled], axis=1)          # 2 tokens
+
+    def encode_images_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        pooled = self.encode_images(images)
+        return pooled, np.stack([pooled, pooled + 1, pooled + 2], axis=1)  # 3 tokens
+
     def config(self) -> dict:
         return {"name": self.name, "dim": self._dim}
 

@@ -88,6 +88,8 @@ def extract(
     batch_size: int = 32,
     chunk_size: int = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
+    sequences: Annotated[bool, typer.Option(
+        help="Also store token states (text tokens, image patches) for model.reading=sequence.")] = False,
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
@@ -100,13 +102,17 @@ def extract(
     try:
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
                                         batch_size=batch_size, chunk_size=chunk_size,
-                                        overwrite=overwrite)
+                                        overwrite=overwrite, sequences=sequences)
     except CacheMismatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     dims = cache.header["dims"]
+    shapes = cache.header.get("token_shapes")
+    tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
+              f"image {shapes['image'][0]}x{shapes['image'][1]}") if shapes else ""
     typer.echo(f"features of {len(cache)} posts in {folder} "
-               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']})")
+               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}"
+               f"{tokens})")
 
 
 ConfigFile = Annotated[str | None, typer.Option(

@@ -116,3 +116,23 @@ def test_rows_lookup(small_manifest, tmp_path, fake_encoder_factory):
     assert cache.rows(["p3", "p0"]).tolist() == [3, 0]
     with pytest.raises(KeyError, match="'zz' is not in the feature cache"):
         cache.rows(["zz"])
+
+
+def test_token_sequences_are_stored_in_float16(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    cache = run(manifest, tmp_path / "c", fake_encoder_factory, sequences=True)
+    assert cache.text_tokens.shape == (8, 2, 6) and cache.image_tokens.shape == (8, 3, 3)
+    assert cache.text_tokens.dtype == np.float16
+    np.testing.assert_allclose(cache.image_tokens[:, 1].astype(np.float32), cache.image + 1, atol=0.5)
+    assert cache.header["token_shapes"] == {"text": [2, 6], "image": [3, 3]}
+    # a sequence cache also serves a request for pooled features, without encoding again
+    again = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert len(fake_encoder_factory.built) == 1 and again.image_tokens is not None
+
+
+def test_pooled_cache_refuses_a_sequence_request(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    cache = run(manifest, tmp_path / "c", fake_encoder_factory)
+    assert cache.text_tokens is None
+    with pytest.raises(CacheMismatchError, match="--sequences --overwrite"):
+        run(manifest, tmp_path / "c", fake_encoder_factory, sequences=True)

@@ -65,6 +65,18 @@ def test_features_equal_the_models_own_projection(checkpoint):
                                expected_image.numpy(), atol=1e-5)
 
 
+def test_token_states_in_the_projected_space(checkpoint):
+    encoder = create_encoder("chinese-clip", checkpoint=str(checkpoint))
+    texts = ["今天在公司加班", "hello"]
+    pooled, tokens = encoder.encode_texts_with_tokens(texts)
+    assert tokens.shape == (2, 52, 16)
+    np.testing.assert_allclose(pooled, encoder.encode_texts(texts), atol=1e-5)
+    images = [Image.new("RGB", (40, 40), (0, 128, 255))]
+    pooled, patches = encoder.encode_images_with_tokens(images)
+    assert patches.shape == (1, 1 + 16, 16)   # [CLS] + (32 / 8)^2 patches
+    np.testing.assert_allclose(pooled, encoder.encode_images(images), atol=1e-5)
+
+
 def test_unknown_encoder_name():
     with pytest.raises(KeyError, match="unknown encoder 'nope'"):
         create_encoder("nope")

@@ -52,3 +52,11 @@ def test_pooled_features_shape_and_batch_invariance(encoder):
     assert features.shape == (6, 1280) and features.dtype == np.float32
     np.testing.assert_allclose(encoder.encode(images[2:3])[0], features[2], rtol=1e-4, atol=1e-5)
     assert encoder.encode([]).shape == (0, 1280)
+
+
+def test_patch_tokens_are_the_feature_map(encoder):
+    images = [Image.new("RGB", (64, 48), (10 * i, 200, 90)) for i in range(3)]
+    pooled, tokens = encoder.encode_with_tokens(images)
+    assert tokens.shape == (3, 49, 1280)
+    np.testing.assert_allclose(pooled, encoder.encode(images), atol=1e-4)
+    np.testing.assert_allclose(tokens.mean(axis=1), pooled, atol=1e-5)

@@ -12,18 +12,26 @@ SMALL = {"heads": 2, "head_dim": 4, "ffn_hidden": 8, "fusion_layers": 1, "dim": 
 def make_batch(n=6):
     torch.manual_seed(0)
     return {"text": torch.randn(n, 10), "image": torch.randn(n, 12),
-            "tokens": torch.randint(0, 20, (n, 7)), "label": torch.arange(n) % 3}
+            "tokens": torch.randint(0, 20, (n, 7)), "label": torch.arange(n) % 3,
+            "text_tokens": torch.randn(n, 5, 10).half(), "image_tokens": torch.randn(n, 9, 12).half()}
 
 
 def build(variant, **overrides):
     config = ModelConfig(**{**SMALL, **variant_overrides(variant), **overrides})
-    return MultimodalModel(config, 10, 12, num_classes=3, vocab_size=20)
+    return MultimodalModel(config, 10, 12, num_classes=3, vocab_size=20, token_lengths=(5, 9))
+
+
+WORD_LEVEL = {v for v, o in VARIANTS.items() if o.get("text_input", "features") != "features"}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("reading", ["elements", "chunks"])
+@pytest.mark.parametrize("reading", ["elements", "chunks", "sequence"])
 def test_every_variant_shapes_and_gradients_reach_every_parameter(variant, reading):
-    model = build(variant, reading=reading, chunks=4)
+    if reading == "sequence" and variant in WORD_LEVEL:
+        with pytest.raises(ValueError, match="needs encoder features"):
+            build(variant, reading=reading)
+        return
+    model = build(variant, reading=reading, chunks=4, seq_length=3)
     batch = make_batch()
     out = model(batch)
     assert out.logits.shape == (6, 3)
@@ -42,6 +50,15 @@ def test_shared_space_keeps_d_and_unshared_projects():
     assert isinstance(shared.inputs.text_proj, torch.nn.Identity) and shared.inputs.length == 12
     unshared = MultimodalModel(config, 10, 12, 3, shared_space=False)
     assert unshared.inputs.dim == 256
+
+
+def test_sequence_reading_maps_lengths_and_widths():
+    model = build("sg-mft", reading="sequence", seq_length=4, dim=8)
+    assert (model.inputs.length, model.inputs.width) == (4, 8)
+    text, image = model.inputs(make_batch())
+    assert text.shape == image.shape == (6, 4, 8)
+    with pytest.raises(ValueError, match="--sequences"):
+        MultimodalModel(ModelConfig(**{**SMALL, "reading": "sequence"}), 10, 12, 3)
 
 
 def test_chunks_must_divide_d():

@@ -101,3 +101,21 @@ def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert np.allclose(got[0].sum(-1), 1.0, atol=1e-5)
+
+
+def test_sequence_reading_end_to_end(demo_folder, tmp_path):
+    """Extract token sequences, train with model.reading=sequence, predict, export to ONNX."""
+    out = tmp_path / "seq-run"
+    result = runner.invoke(app, ["train", "--data", str(demo_folder / "manifest.jsonl"),
+                                 "--cache", str(tmp_path / "seq-features"), "--out", str(out),
+                                 "--config", "fast", "--set", "model.reading=sequence",
+                                 "--set", "model.seq_length=4", "--set", "model.dim=16",
+                                 "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["features"]["token_shapes"] == {"text": [1, 512], "image": [49, 1280]}
+    predicted = runner.invoke(app, ["predict", str(out), "--text", "去健身房", "--image",
+                                    str(demo_folder / "images" / "gym-000.jpg"), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    exported = runner.invoke(app, ["export", str(out), "--onnx", str(tmp_path / "seq.onnx")])
+    assert exported.exit_code == 0, exported.output

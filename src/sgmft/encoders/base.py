@@ -28,6 +28,12 @@ class TextEncoder(ABC):
     @abstractmethod
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
+    def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, dim) and token states (N, L, dim). A sentence encoder that exposes no
+        token states gives its pooled vector as a sequence of one token."""
+        pooled = self.encode(texts)
+        return pooled, pooled[:, None, :]
+
     def config(self) -> dict[str, Any]:
         """What identifies this encoder's output (recorded in feature caches)."""
         return {"name": self.name, "dim": self.dim}
@@ -42,6 +48,10 @@ class ImageEncoder(ABC):
 
     @abstractmethod
     def encode(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def encode_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, dim) and patch tokens (N, L, dim)."""
+        raise NotImplementedError(f"{self.name} gives no patch tokens")
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.__dict__}
@@ -69,6 +79,14 @@ class Encoder(ABC):
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """RGB images -> float32 (N, dim.image)."""
 
+    def encode_texts_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, dim.text) and token states (N, L_text, dim.text), for the sequence reading."""
+        raise NotImplementedError(f"encoder {self.name} gives no text token states")
+
+    def encode_images_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, dim.image) and patch tokens (N, L_image, dim.image)."""
+        raise NotImplementedError(f"encoder {self.name} gives no image patch tokens")
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Everything that determines the features (recorded in, and checked against, caches)."""
@@ -95,6 +113,12 @@ class PairEncoder(Encoder):
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         return np.asarray(self.image.encode(images), dtype=np.float32).reshape(len(images), -1)
+
+    def encode_texts_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.text.encode_with_tokens(texts)
+
+    def encode_images_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        return self.image.encode_with_tokens(images)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "text": self.text.config(), "image": self.image.config()}

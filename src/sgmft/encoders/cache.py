@@ -3,7 +3,9 @@
 Layout of a cache folder::
 
     cache.json              header: encoder, manifest content hash, row ids, chunk hashes
-    chunk-00000.safetensors {"text": (n, D_text), "image": (n, D_image)} float32
+    chunk-00000.safetensors {"text": (n, D_text), "image": (n, D_image)} float32, and with
+                            sequences=True also {"text_tokens": (n, L_text, D_text),
+                            "image_tokens": (n, L_image, D_image)} float16
     ...
 
 `extract_features` resumes after a kill from the last finished chunk, reuses a complete
@@ -50,6 +52,8 @@ class FeatureCache:
     text: np.ndarray
     image: np.ndarray
     header: dict[str, Any]
+    text_tokens: np.ndarray | None = None    # (N, L_text, D_text) float16, sequence caches only
+    image_tokens: np.ndarray | None = None   # (N, L_image, D_image) float16
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,9 +71,11 @@ def chunk_name(index: int) -> str:
     return f"chunk-{index:05d}.safetensors"
 
 
-def encoder_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What a cache is checked against before an encoder is loaded: its name and options."""
-    return {"name": name, "options": {k: options[k] for k in sorted(options)}}
+def encoder_identity(name: str, options: dict[str, Any], sequences: bool = False) -> dict[str, Any]:
+    """What a cache is checked against before an encoder is loaded: its name, its options, and
+    whether token sequences are stored."""
+    return {"name": name, "options": {k: options[k] for k in sorted(options)},
+            "sequences": sequences}
 
 
 def read_header(folder: Path) -> dict[str, Any] | None:
@@ -89,7 +95,16 @@ def _chunk_is_valid(folder: Path, index: int, header: dict[str, Any]) -> bool:
 
 def _check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
                       folder: Path) -> None:
-    if header["encoder_identity"] != identity:
+    """A cache serves a request of the same encoder and manifest; one with token sequences
+    also serves a request without them."""
+    cached = {"sequences": False, **header["encoder_identity"]}
+    same_encoder = all(cached[k] == identity[k] for k in ("name", "options"))
+    if same_encoder and identity["sequences"] and not cached["sequences"]:
+        raise CacheMismatchError(
+            f"{folder} holds pooled features only; token sequences were asked for: "
+            "extract again with --sequences --overwrite, or choose another --out"
+        )
+    if not same_encoder:
         raise CacheMismatchError(
             f"{folder} holds features of encoder {header['encoder_identity']}, not {identity}; "
             "choose another --out or pass --overwrite"
@@ -122,37 +137,61 @@ def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int,
 
 
 class _Memo:
-    """Features already computed this run, so identical texts and images are encoded once."""
+    """Features already computed this run, so identical texts and images are encoded once.
+
+    Each entry is a dict of arrays: "pooled", and "tokens" when sequences are stored.
+    """
 
     def __init__(self) -> None:
-        self.text: dict[str, np.ndarray] = {}
-        self.image: dict[str, np.ndarray] = {}
+        self.text: dict[str, dict[str, np.ndarray]] = {}
+        self.image: dict[str, dict[str, np.ndarray]] = {}
 
-    def remember(self, posts: list[Post], text: np.ndarray, image: np.ndarray) -> None:
-        for post, t, i in zip(posts, text, image, strict=True):
-            self.text.setdefault(post.clean_text, t)
-            self.image.setdefault(post.image_sha256, i)
+    def remember(self, posts: list[Post], chunk: dict[str, np.ndarray]) -> None:
+        for row, post in enumerate(posts):
+            self.text.setdefault(post.clean_text, _entry(chunk, "text", row))
+            self.image.setdefault(post.image_sha256, _entry(chunk, "image", row))
+
+
+def _entry(chunk: dict[str, np.ndarray], modality: str, row: int) -> dict[str, np.ndarray]:
+    entry = {"pooled": chunk[modality][row]}
+    if f"{modality}_tokens" in chunk:
+        entry["tokens"] = chunk[f"{modality}_tokens"][row]
+    return entry
+
+
+def _encode(encode, encode_with_tokens, items: list, sequences: bool) -> list[dict[str, np.ndarray]]:
+    if not sequences:
+        return [{"pooled": v} for v in encode(items)]
+    pooled, tokens = encode_with_tokens(items)
+    return [{"pooled": p, "tokens": t.astype(np.float16)} for p, t in zip(pooled, tokens, strict=True)]
 
 
 def _encode_chunk(posts: list[Post], encoder: Encoder, memo: _Memo, batch_size: int,
-                  pool: ThreadPoolExecutor, tick: Callable[[int], None]) -> dict[str, np.ndarray]:
+                  pool: ThreadPoolExecutor, tick: Callable[[int], None],
+                  sequences: bool) -> dict[str, np.ndarray]:
     """Features of one chunk of posts, encoding only texts and images not seen before."""
     new_texts = list(dict.fromkeys(p.clean_text for p in posts if p.clean_text not in memo.text))
     for start in range(0, len(new_texts), batch_size):
         batch = new_texts[start:start + batch_size]
-        memo.text.update(zip(batch, encoder.encode_texts(batch), strict=True))
+        encoded = _encode(encoder.encode_texts, encoder.encode_texts_with_tokens, batch, sequences)
+        memo.text.update(zip(batch, encoded, strict=True))
     new_images = {p.image_sha256: p.image for p in posts if p.image_sha256 not in memo.image}
     shas = list(new_images)
     for start in range(0, len(shas), batch_size):
         batch = shas[start:start + batch_size]
         images = list(pool.map(load_image, [new_images[sha] for sha in batch]))
-        memo.image.update(zip(batch, encoder.encode_images(images), strict=True))
+        encoded = _encode(encoder.encode_images, encoder.encode_images_with_tokens, images, sequences)
+        memo.image.update(zip(batch, encoded, strict=True))
         tick(len(batch))
     tick(len(posts) - len(shas))
-    return {
-        "text": np.stack([memo.text[p.clean_text] for p in posts]).astype(np.float32),
-        "image": np.stack([memo.image[p.image_sha256] for p in posts]).astype(np.float32),
-    }
+    texts = [memo.text[p.clean_text] for p in posts]
+    images = [memo.image[p.image_sha256] for p in posts]
+    chunk = {"text": np.stack([t["pooled"] for t in texts]).astype(np.float32),
+             "image": np.stack([i["pooled"] for i in images]).astype(np.float32)}
+    if sequences:
+        chunk["text_tokens"] = np.stack([t["tokens"] for t in texts]).astype(np.float16)
+        chunk["image_tokens"] = np.stack([i["tokens"] for i in images]).astype(np.float16)
+    return chunk
 
 
 def extract_features(
@@ -167,12 +206,14 @@ def extract_features(
     progress: bool = True,
     text_config: dict[str, Any] | None = None,
     device: str = "cpu",
+    sequences: bool = False,
 ) -> FeatureCache:
     """Encode every post of ``manifest`` into the cache folder ``out`` and return the cache.
 
     encoder_options: what determines the features (a checkpoint, say); recorded and checked.
     encoder_factory: builds the encoder from ``encoder_options`` and ``device`` (default: the
         registry entry ``encoder_name``); it is only called when some chunk needs encoding.
+    sequences: also store the encoders' token states (for the model's sequence reading).
     """
     from sgmft.encoders import create_encoder
 
@@ -180,14 +221,14 @@ def extract_features(
         raise ValueError(f"{manifest.path} has no valid posts to encode")
     folder = Path(out)
     options = dict(encoder_options or {})
-    identity = encoder_identity(encoder_name, options)
+    identity = encoder_identity(encoder_name, options, sequences)
     header = read_header(folder)
     if header is not None and overwrite:
         header = None
     if header is not None:
         _check_compatible(header, identity, manifest, folder)
-        if header["chunk_size"] != chunk_size:
-            chunk_size = header["chunk_size"]
+        chunk_size = header["chunk_size"]
+        sequences = bool(header["encoder_identity"].get("sequences", False))  # chunks stay alike
     else:
         for stale in folder.glob("chunk-*.safetensors"):
             stale.unlink()
@@ -215,20 +256,23 @@ def extract_features(
     memo = _Memo()
     done = [i for i in range(n_chunks) if i not in todo]
     for index in done:  # identical images in finished chunks need no second encoding
-        chunk = load_file(folder / chunk_name(index))
-        memo.remember(posts[index * chunk_size:(index + 1) * chunk_size], chunk["text"],
-                      chunk["image"])
+        memo.remember(posts[index * chunk_size:(index + 1) * chunk_size],
+                      load_file(folder / chunk_name(index)))
     remaining = sum(len(posts[i * chunk_size:(i + 1) * chunk_size]) for i in todo)
     bar = tqdm(total=len(posts), initial=len(posts) - remaining, desc="extract", unit="post",
                disable=not progress)
     with ThreadPoolExecutor(max_workers=4) as pool:
         for index in todo:
             chunk_posts = posts[index * chunk_size:(index + 1) * chunk_size]
-            tensors = _encode_chunk(chunk_posts, encoder, memo, batch_size, pool, bar.update)
+            tensors = _encode_chunk(chunk_posts, encoder, memo, batch_size, pool, bar.update,
+                                    sequences)
             path = folder / chunk_name(index)
             meta = {"first": str(index * chunk_size), "count": str(len(chunk_posts))}
             atomic_write(path, lambda tmp, t=tensors, m=meta: save_file(t, str(tmp), metadata=m))
             header["chunks"][str(index)] = sha256_file(path)
+            if sequences:
+                header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:])
+                                          for m in ("text", "image")}
             atomic_write_json(folder / HEADER, header)
     bar.close()
     header["complete"] = True
@@ -246,14 +290,13 @@ def load_cache(folder: str | Path) -> FeatureCache:
     if not header.get("complete"):
         raise CacheCorruptError(f"the feature cache in {folder} is incomplete: run `sgmft extract`")
     size, ids = header["chunk_size"], header["ids"]
-    texts, images = [], []
+    parts: dict[str, list[np.ndarray]] = {}
     for index in range(max(1, -(-len(ids) // size))):
         if not _chunk_is_valid(folder, index, header):
             raise CacheCorruptError(
                 f"{folder / chunk_name(index)} is missing or corrupt: run `sgmft extract` to rebuild"
             )
-        chunk = load_file(folder / chunk_name(index))
-        texts.append(chunk["text"])
-        images.append(chunk["image"])
-    return FeatureCache(ids=list(ids), text=np.concatenate(texts), image=np.concatenate(images),
-                        header=header)
+        for key, value in load_file(folder / chunk_name(index)).items():
+            parts.setdefault(key, []).append(value)
+    arrays = {key: np.concatenate(values) for key, values in parts.items()}
+    return FeatureCache(ids=list(ids), header=header, **arrays)

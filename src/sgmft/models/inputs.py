@@ -40,11 +40,27 @@ class TextCNN(nn.Module):
         return torch.cat([torch.relu(conv(x)).amax(dim=-1) for conv in self.convs], dim=-1)
 
 
+class LengthProjection(nn.Module):
+    """A learned map over the length axis: (B, L_in, w) -> (B, L_out, w)."""
+
+    def __init__(self, length_in: int, length_out: int):
+        super().__init__()
+        self.map = nn.Linear(length_in, length_out)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.map(tokens.transpose(1, 2)).transpose(1, 2)
+
+
 class InputAdapter(nn.Module):
-    """Cached features (or word ids) -> text and image tokens (B, L, w) of a common width D."""
+    """Cached features (or word ids) -> text and image tokens (B, L, w) of a common width D.
+
+    The sequence reading takes the encoders' token states instead, (B, L_text, D_text) and
+    (B, L_image, D_image): a linear map to the common width D, then a learned map over the
+    length axis to the common length ``seq_length``.
+    """
 
     def __init__(self, config: ModelConfig, text_dim: int, image_dim: int, vocab_size: int,
-                 shared_space: bool):
+                 shared_space: bool, token_lengths: tuple[int, int] | None = None):
         super().__init__()
         self.config = config
         if config.text_input == "word_mean":
@@ -62,16 +78,30 @@ class InputAdapter(nn.Module):
         self.image_proj = nn.Identity() if keep else nn.Linear(image_dim, self.dim)
         if config.reading == "chunks" and self.dim % config.chunks:
             raise ValueError(f"D = {self.dim} is not divisible into {config.chunks} chunks")
-        self.length, self.width = ((self.dim, 1) if config.reading == "elements"
-                                   else (config.chunks, self.dim // config.chunks))
+        self.sequence = config.reading == "sequence"
+        if self.sequence:
+            if token_lengths is None:
+                raise ValueError("the sequence reading needs token sequences in the feature cache "
+                                 "(sgmft extract --sequences)")
+            self.text_length = LengthProjection(token_lengths[0], config.seq_length)
+            self.image_length = LengthProjection(token_lengths[1], config.seq_length)
+            self.length, self.width = config.seq_length, self.dim
+        elif config.reading == "elements":
+            self.length, self.width = self.dim, 1
+        else:
+            self.length, self.width = config.chunks, self.dim // config.chunks
 
     def tokens(self, vector: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, L, w) by the reading; `flatten` is its inverse."""
         return vector.reshape(vector.shape[0], self.length, self.width)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch with "text" (B, D_text) or "tokens" (B, T), and "image" (B, D_image)
-        -> text and image tokens, each (B, L, w)."""
+        """batch with "text" (B, D_text) or "tokens" (B, T), and "image" (B, D_image); for the
+        sequence reading "text_tokens" (B, L_text, D_text) and "image_tokens" (B, L_image,
+        D_image) -> text and image tokens, each (B, L, w)."""
+        if self.sequence:
+            text = self.text_length(self.text_proj(batch["text_tokens"].float()))
+            return text, self.image_length(self.image_proj(batch["image_tokens"].float()))
         text = self.words(batch["tokens"]) if self.words is not None else batch["text"]
         return self.tokens(self.text_proj(text)), self.tokens(self.image_proj(batch["image"]))
 

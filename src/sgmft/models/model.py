@@ -35,10 +35,12 @@ class MultimodalModel(nn.Module):
     """inputs (projections and readings) -> SIM (optional) -> fusion module -> head."""
 
     def __init__(self, config: ModelConfig, text_dim: int, image_dim: int, num_classes: int,
-                 vocab_size: int = 1, shared_space: bool = False):
+                 vocab_size: int = 1, shared_space: bool = False,
+                 token_lengths: tuple[int, int] | None = None):
         super().__init__()
         self.config = config
-        self.inputs = InputAdapter(config, text_dim, image_dim, vocab_size, shared_space)
+        self.inputs = InputAdapter(config, text_dim, image_dim, vocab_size, shared_space,
+                                   token_lengths)
         length, width = self.inputs.length, self.inputs.width
         self.sim = SimilarityInteraction(length, width, config) if config.sim else None
         self.fusion = lookup(FUSIONS, "fusion", config.fusion)(length, width, config)
@@ -46,9 +48,11 @@ class MultimodalModel(nn.Module):
             self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
 
     @property
-    def uses_tokens(self) -> bool:
-        """True when the text enters as word ids rather than encoder features."""
-        return self.config.text_input != "features"
+    def input_names(self) -> tuple[str, str]:
+        """The batch keys the model reads: its text input and its image input."""
+        if self.config.reading == "sequence":
+            return "text_tokens", "image_tokens"
+        return ("text" if self.config.text_input == "features" else "tokens"), "image"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         text, image = self.inputs(batch)

@@ -2,8 +2,9 @@
 
 The exported graph takes the frozen encoders' features (so a deployment runs the head without
 PyTorch): inputs ``text`` (B, D_text) float32, or ``tokens`` (B, T) int64 for word-level
-variants, and ``image`` (B, D_image) float32; outputs ``probabilities`` (B, C), ``logits``
-(B, C) and ``fused`` (M_fuse, B, F).
+variants, and ``image`` (B, D_image) float32 (for the sequence reading ``text_tokens`` and
+``image_tokens``, (B, L, D) float32); outputs ``probabilities`` (B, C), ``logits`` (B, C) and
+``fused`` (M_fuse, B, F).
 """
 
 from __future__ import annotations
@@ -28,20 +29,25 @@ class ExportHead(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, text_or_tokens: torch.Tensor, image: torch.Tensor):
-        key = "tokens" if self.model.uses_tokens else "text"
-        out = self.model({key: text_or_tokens, "image": image})
+    def forward(self, text_input: torch.Tensor, image_input: torch.Tensor):
+        text_key, image_key = self.model.input_names
+        out = self.model({text_key: text_input, image_key: image_input})
         return torch.softmax(out.logits, dim=-1), out.logits, out.fused
 
 
 def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random inputs of the run's input names and shapes."""
     generator = torch.Generator().manual_seed(seed)
-    dims = run.info["features"]["dims"]
-    if run.model.uses_tokens:
+    features = run.info["features"]
+    shapes = {"text": [features["dims"]["text"]], "image": [features["dims"]["image"]]}
+    if features.get("token_shapes"):
+        shapes |= {f"{k}_tokens": v for k, v in features["token_shapes"].items()}
+    text_key, image_key = run.model.input_names
+    if text_key == "tokens":
         first = torch.randint(0, len(run.vocab), (batch, run.config.model.max_tokens), generator=generator)
     else:
-        first = torch.randn(batch, dims["text"], generator=generator)
-    return first, torch.randn(batch, dims["image"], generator=generator)
+        first = torch.randn(batch, *shapes[text_key], generator=generator)
+    return first, torch.randn(batch, *shapes[image_key], generator=generator)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_batch: int = 5,
@@ -52,8 +58,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_bat
 
     run = load_run(run_dir)
     head = ExportHead(run.model).eval()
-    first_name = "tokens" if run.model.uses_tokens else "text"
-    names = [first_name, "image"]
+    names = list(run.model.input_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
         atomic_write(out, lambda tmp: torch.onnx.export(

@@ -84,18 +84,33 @@ class Predictor:
                                    + (" (the text was empty after cleaning)" if post.text else ""))
             if post.image is None:
                 warnings[i].append("no image: predicted with zero image features")
-        dims = self.encoder.dim
-        text = np.zeros((len(posts), dims.text), np.float32)
-        image = np.zeros((len(posts), dims.image), np.float32)
-        with_text = [i for i, t in enumerate(tokens) if t]
-        with_image = [i for i, p in enumerate(posts) if p.image is not None]
-        if with_text:
-            text[with_text] = self.encoder.encode_texts([" ".join(tokens[i]) for i in with_text])
-        if with_image:
-            image[with_image] = self.encoder.encode_images([posts[i].image for i in with_image])
-        features = {"text": torch.from_numpy(text), "image": torch.from_numpy(image),
-                    "tokens": self.run.vocab.encode(tokens, self.run.config.model.max_tokens)}
+        sequence = self.run.config.model.reading == "sequence"
+        features = {"tokens": self.run.vocab.encode(tokens, self.run.config.model.max_tokens)}
+        texts = [" ".join(t) for t in tokens if t]
+        images = [p.image for p in posts if p.image is not None]
+        for name, present, items in (("text", [bool(t) for t in tokens], texts),
+                                     ("image", [p.image is not None for p in posts], images)):
+            features |= self._encode(name, present, items, sequence)
         return features, warnings
+
+    def _encode(self, name: str, present: list[bool], items: list, sequence: bool
+                ) -> dict[str, torch.Tensor]:
+        """Pooled features (N, D) of one modality, and its token states for the sequence
+        reading; zeros where the modality is missing."""
+        rows = [i for i, p in enumerate(present) if p]
+        pooled = np.zeros((len(present), getattr(self.encoder.dim, name)), np.float32)
+        out = {}
+        if sequence:
+            shape = self.run.info["features"]["token_shapes"][name]
+            tokens = np.zeros((len(present), *shape), np.float32)
+            if rows:
+                encode = getattr(self.encoder, f"encode_{name}s_with_tokens")
+                pooled[rows], tokens[rows] = encode(items)
+            out[f"{name}_tokens"] = torch.from_numpy(tokens)
+        elif rows:
+            pooled[rows] = getattr(self.encoder, f"encode_{name}s")(items)
+        out[name] = torch.from_numpy(pooled)
+        return out
 
     def _outputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return predict(self.run.model, features, self.batch_size, self.device)
@@ -108,9 +123,8 @@ class Predictor:
             if f"logits_{name}" in outputs:
                 found[name] = (outputs[f"logits_{name}"], "the run's unimodal head")
             else:
-                zeroed = {**features, other: torch.zeros_like(features[other])}
-                if other == "text":
-                    zeroed["tokens"] = torch.zeros_like(features["tokens"])
+                hidden = [other, f"{other}_tokens"] + (["tokens"] if other == "text" else [])
+                zeroed = {k: torch.zeros_like(v) if k in hidden else v for k, v in features.items()}
                 found[name] = (self._outputs(zeroed)["logits"],
                                f"the model with the {other} features zeroed")
         return found

@@ -52,8 +52,10 @@ class Vocabulary:
 
 
 def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab: Vocabulary,
-                 max_tokens: int, with_labels: bool = True) -> dict[str, torch.Tensor]:
-    """{"text": (N, D_t), "image": (N, D_i), "tokens": (N, T), "label": (N,)} for ``ids``."""
+                 max_tokens: int, with_labels: bool = True,
+                 sequences: bool = False) -> dict[str, torch.Tensor]:
+    """{"text": (N, D_t), "image": (N, D_i), "tokens": (N, T), "label": (N,)} for ``ids``, and
+    with ``sequences`` the token states "text_tokens", "image_tokens" (float16, as cached)."""
     rows = cache.rows(ids)
     by_id = {post.id: post for post in manifest.posts}
     posts = [by_id[i] for i in ids]
@@ -62,6 +64,11 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
         "image": torch.from_numpy(np.ascontiguousarray(cache.image[rows])),
         "tokens": vocab.encode([p.tokens for p in posts], max_tokens),
     }
+    if sequences:
+        if cache.text_tokens is None or cache.image_tokens is None:
+            raise ValueError("the feature cache holds no token sequences: sgmft extract --sequences")
+        tensors["text_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.text_tokens[rows]))
+        tensors["image_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.image_tokens[rows]))
     if with_labels:
         index = {label: i for i, label in enumerate(manifest.labels)}
         tensors["label"] = torch.tensor([index[p.label] for p in posts], dtype=torch.long)

@@ -45,7 +45,8 @@ def prepare_data(config: RunConfig, progress: bool = True) -> PreparedData:
                              skip_invalid=data.skip_invalid)
     cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
                                     Path(data.cache) if data.cache else None,
-                                    device=config.train.device, progress=progress)
+                                    device=config.train.device, progress=progress,
+                                    sequences=config.model.reading == "sequence")
     split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed)
     return PreparedData(manifest, cache, folder, split)
 
@@ -59,12 +60,18 @@ def carve_validation(prepared: PreparedData, fraction: float, seed: int) -> tupl
     return list(fit_ids), list(val_ids)
 
 
+def token_lengths(features: dict[str, Any]) -> tuple[int, int] | None:
+    """(L_text, L_image) of a cache header or a run's feature record, when it has sequences."""
+    shapes = features.get("token_shapes")
+    return (shapes["text"][0], shapes["image"][0]) if shapes else None
+
+
 def build_model(config: RunConfig, cache: FeatureCache, num_classes: int,
                 vocab_size: int) -> MultimodalModel:
     dims = cache.header["dims"]
     torch.manual_seed(config.train.seed)
     return MultimodalModel(config.model, dims["text"], dims["image"], num_classes, vocab_size,
-                           cache.header.get("shared_space", False))
+                           cache.header.get("shared_space", False), token_lengths(cache.header))
 
 
 def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None,
@@ -85,9 +92,10 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
     vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in set(train_ids)])
     vocab.save(out / "vocab.json")
     atomic_write_json(out / "labels.json", list(manifest.labels))
-    max_tokens = config.model.max_tokens
-    train = post_tensors(manifest, prepared.cache, train_ids, vocab, max_tokens)
-    val = post_tensors(manifest, prepared.cache, val_ids, vocab, max_tokens) if val_ids else None
+    max_tokens, sequences = config.model.max_tokens, config.model.reading == "sequence"
+    train = post_tensors(manifest, prepared.cache, train_ids, vocab, max_tokens, sequences=sequences)
+    val = (post_tensors(manifest, prepared.cache, val_ids, vocab, max_tokens, sequences=sequences)
+           if val_ids else None)
     model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
     result = fit(model, train, config.train, out, val, resume, progress, on_epoch_end)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -109,7 +117,8 @@ def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result
         | {"train": n_train, "val": n_val, "test": len(prepared.split["test"])},
         "features": {"folder": str(prepared.cache_dir), "encoder": header["encoder"],
                      "content_hash": header["content_hash"], "dims": header["dims"],
-                     "shared_space": header.get("shared_space", False)},
+                     "shared_space": header.get("shared_space", False),
+                     "token_shapes": header.get("token_shapes")},
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch,
@@ -140,7 +149,7 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     dims = info["features"]["dims"]
     model = MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
-                            info["features"]["shared_space"])
+                            info["features"]["shared_space"], token_lengths(info["features"]))
     try:
         model.load_state_dict(load_file(folder / "model.safetensors"))
     except RuntimeError as exc:
