@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sgmft.encoders import DEFAULT_ENCODER
+
 
 def one_run(posts: int, encoder: str, batch_size: int) -> dict:
     from sgmft import PLACES
@@ -41,7 +43,7 @@ def one_run(posts: int, encoder: str, batch_size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--posts", type=int, default=96)
-    parser.add_argument("--encoder", default="e5+effnet")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
     parser.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_size is not None:

@@ -92,7 +92,8 @@ def test_train_evaluate_and_resume(demo, tmp_path):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 8 and 0 <= metrics["accuracy"] <= 1 and len(metrics["per_class"]) == 8
     assert (run / "eval" / "confusion.png").is_file() and (run / "eval" / "tsne.png").is_file()
-    assert "gate_mean" in metrics
+    assert "gate_mean" in metrics and metrics["config"]["model"]["dim"] == 32
+    assert metrics["versions"]["torch"].startswith("2.13.0")
 
     resumed = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST, "--resume"])
     assert resumed.exit_code == 0 and "2 epoch(s)" in resumed.output

@@ -162,6 +162,8 @@ def train(
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Train on the cached features of a manifest (extracting them first if needed)."""
+    import json
+
     from sgmft.data.manifest import ManifestError
     from sgmft.training.run import train_run
 
@@ -172,7 +174,7 @@ def train(
     except (ManifestError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    history = __import__("json").loads((folder / "run.json").read_text())["history"]
+    history = json.loads((folder / "run.json").read_text())["history"]
     typer.echo(f"trained {run_config.variant} for {len(history)} epoch(s) into {folder} "
                f"(final train loss {history[-1]['train_loss']:.4f})")
 

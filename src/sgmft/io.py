@@ -48,8 +48,3 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_json(obj: Any) -> str:
-    """Hash of a JSON-serialisable object with sorted keys (a stable fingerprint)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

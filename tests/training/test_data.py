@@ -1,6 +1,6 @@
 import torch
 
-from sgmft.training.data import Vocabulary, batches, subset
+from sgmft.training.data import Vocabulary, batches
 
 
 def test_vocabulary_by_frequency_with_pad_and_unknown(tmp_path):
@@ -12,8 +12,8 @@ def test_vocabulary_by_frequency_with_pad_and_unknown(tmp_path):
     assert Vocabulary.load(tmp_path / "v.json") == vocab
 
 
-def test_batches_and_subset():
+def test_batches_in_order():
     tensors = {"x": torch.arange(5), "y": torch.arange(5) * 10}
     chunks = list(batches(tensors, 2, torch.tensor([4, 3, 2, 1, 0])))
     assert [c["x"].tolist() for c in chunks] == [[4, 3], [2, 1], [0]]
-    assert subset(tensors, [1, 3])["y"].tolist() == [10, 30]
+    assert [c["y"].tolist() for c in batches(tensors, 3)] == [[0, 10, 20], [30, 40]]

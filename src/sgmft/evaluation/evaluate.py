@@ -10,7 +10,7 @@ import numpy as np
 from sgmft.evaluation.metrics import classification_metrics
 from sgmft.evaluation.plots import plot_confusion, plot_tsne_panels
 from sgmft.io import atomic_write_json
-from sgmft.provenance import now
+from sgmft.provenance import now, versions
 from sgmft.training.data import post_tensors
 from sgmft.training.run import LoadedRun, PreparedData, load_run, prepare_data
 from sgmft.training.trainer import predict
@@ -43,7 +43,8 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     if "gate" in outputs:
         metrics["gate_mean"] = float(outputs["gate"].mean())
     metrics |= {"variant": run.config.variant, "seed": run.config.train.seed,
-                "data_hash": run.info["data_hash"], "evaluated": now()}
+                "data_hash": run.info["data_hash"], "evaluated": now(),
+                "config": run.config.to_dict(), "versions": versions()}
     out = Path(folder) / "eval"
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "confusion.json", {"labels": run.labels, "matrix": metrics["confusion"]})

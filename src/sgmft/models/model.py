@@ -1,8 +1,7 @@
 """SG-MFT and every compared method as one wrapper: inputs -> [SIM] -> fusion -> head.
 
-    model = build_model(ModelConfig(), FeatureDims(384, 1280), num_classes=8, vocab_size=1,
-                        shared_space=False)   # dim must be set for unshared encoders
-    out = model({"text": (B, 384), "image": (B, 1280), "tokens": (B, T)})
+    model = MultimodalModel(ModelConfig(dim=64), text_dim=512, image_dim=1280, num_classes=8)
+    out = model({"text": (B, 512), "image": (B, 1280)})   # ModelOutput: logits, fused, gate
     loss = model.loss(out, labels)
 
 Presets of the paper's tables are named configurations in `sgmft.models.variants`.

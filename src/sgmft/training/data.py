@@ -75,11 +75,6 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
     return tensors
 
 
-def subset(tensors: dict[str, torch.Tensor], index: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
-    index = torch.as_tensor(index, dtype=torch.long)
-    return {key: value[index] for key, value in tensors.items()}
-
-
 def batches(tensors: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
     """Yield dicts of at most ``batch_size`` rows, in ``order`` (default: as stored)."""
     n = len(next(iter(tensors.values())))
