@@ -19,6 +19,12 @@ Labels = Annotated[str | None, typer.Option(
          f"(default: {','.join(PLACES)}).")]
 SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
                                            help="Skip bad rows and count them instead of failing.")]
+EncoderName = Annotated[str | None, typer.Option("--encoder",
+                                                 help="Encoder name (see `sgmft encoders`).")]
+Checkpoint = Annotated[str | None, typer.Option("--checkpoint",
+                                                help="chinese-clip: a local folder or hub id.")]
+CacheDir = Annotated[Path | None, typer.Option("--cache", help="Feature cache folder "
+                                                               "(default: beside the data).")]
 
 
 def parse_labels(value: str | None) -> tuple[str, ...] | None:
@@ -81,9 +87,8 @@ def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None
 def extract(
     manifest: Path,
     out: Annotated[Path | None, typer.Option(help="Cache folder (default: beside the data).")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder name (see `sgmft encoders`).")] = None,
-    checkpoint: Annotated[str | None, typer.Option(
-        help="chinese-clip: a local folder or hub id.")] = None,
+    encoder: EncoderName = None,
+    checkpoint: Checkpoint = None,
     device: str = "cpu",
     batch_size: int = 32,
     chunk_size: int = 1024,
@@ -154,9 +159,9 @@ def train(
     variant: Annotated[str | None, typer.Option(
         help="Model variant: a row of Tables 1-4 (see `sgmft variants`).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last checkpoint.")] = False,
-    encoder: Annotated[str | None, typer.Option(help="Encoder name.")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="chinese-clip checkpoint.")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    encoder: EncoderName = None,
+    checkpoint: Checkpoint = None,
+    cache: CacheDir = None,
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
@@ -204,9 +209,9 @@ def reproduce(
     seeds: int = 3,
     config: Annotated[str, typer.Option("--config", help="Config file or preset.")] = "fast",
     set_: SetOption = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder name.")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="chinese-clip checkpoint.")] = None,
-    cache: Annotated[Path | None, typer.Option(help="Feature cache folder.")] = None,
+    encoder: EncoderName = None,
+    checkpoint: Checkpoint = None,
+    cache: CacheDir = None,
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
@@ -214,12 +219,17 @@ def reproduce(
     """Every row of Tables 1-4 on one split, N seeds, mean ± std, with Figures 5, 7, 8."""
     import datetime as dt
 
+    from sgmft.data.manifest import ManifestError
     from sgmft.evaluation.reproduce import reproduce as run_reproduce
 
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
     base = _resolve(config, overrides + (set_ or []))
     folder = out or Path("results") / dt.date.today().isoformat()
-    run_reproduce(base, folder, seeds=seeds)
+    try:
+        run_reproduce(base, folder, seeds=seeds)
+    except (ManifestError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"tables and figures in {folder}")
 
 

@@ -42,3 +42,22 @@ def test_split_saved_beside_data_and_reused(demo_manifest, tmp_path):
 def test_manifest_split_column_required_everywhere(demo_manifest):
     with pytest.raises(ValueError, match="needs a split on every row"):
         make_split(demo_manifest, "manifest")
+
+
+def test_work_dir_beside_data_or_in_user_cache(demo_manifest, monkeypatch, tmp_path):
+    from sgmft.data import splits
+
+    monkeypatch.delenv("SGMFT_CACHE", raising=False)
+    assert splits.work_dir(demo_manifest) == demo_manifest.path.parent / ".sgmft"
+    monkeypatch.setattr(splits.os, "access", lambda *_: False)   # a read-only data folder
+    monkeypatch.setattr(splits.Path, "home", lambda: tmp_path)
+    expected = tmp_path / ".cache" / "sgmft" / demo_manifest.content_hash()[:16]
+    assert splits.work_dir(demo_manifest) == expected
+    monkeypatch.setenv("SGMFT_CACHE", str(tmp_path / "elsewhere"))
+    assert splits.work_dir(demo_manifest).parent == tmp_path / "elsewhere"
+
+
+def test_too_small_for_a_stratified_split(tmp_path):
+    small = load_manifest(make_demo(tmp_path, posts_per_class=2))
+    with pytest.raises(ValueError, match="cannot hold all 8 classes"):
+        make_split(small, "stratified", 0.2, 0)
