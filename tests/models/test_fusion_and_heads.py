@@ -4,7 +4,7 @@ import torch
 from sgmft.models.config import ModelConfig
 from sgmft.models.fusion import SimilarityFusion
 from sgmft.models.heads import BalanceMLAHead, MultimodalClassifier, UniSMMCHead
-from sgmft.models.registry import FUSIONS, lookup
+from sgmft.models.registry import FUSIONS
 
 CONFIG = ModelConfig(heads=2, head_dim=4, ffn_hidden=8, fusion_layers=1)
 
@@ -12,7 +12,7 @@ CONFIG = ModelConfig(heads=2, head_dim=4, ffn_hidden=8, fusion_layers=1)
 @pytest.mark.parametrize("name", sorted(FUSIONS))
 @pytest.mark.parametrize("length, width", [(12, 1), (3, 4)])
 def test_every_fusion_module_shapes(name, length, width):
-    fusion = lookup(FUSIONS, "fusion", name)(length, width, CONFIG)
+    fusion = FUSIONS.get(name)(length, width, CONFIG)
     out = fusion(torch.randn(5, length, width), torch.randn(5, length, width))
     assert out.fused.shape == (5, fusion.fused_dim)
     assert out.text.shape == out.image.shape == (5, fusion.stream_dim)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from sgmft.data.images import ImagePreprocess
+from sgmft.registry import Registry
 
 
 class FeatureDims(NamedTuple):
@@ -124,27 +124,14 @@ class PairEncoder(Encoder):
         return {"name": self.name, "text": self.text.config(), "image": self.image.config()}
 
 
-_REGISTRY: dict[str, Callable[..., Encoder]] = {}
-
-
-def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
-    """Decorator: make a factory available as ``create_encoder(name)`` and ``--encoder name``."""
-
-    def decorate(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        if name in _REGISTRY:
-            raise ValueError(f"encoder {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
+ENCODERS = Registry("encoder")
+register_encoder = ENCODERS.register
 
 
 def create_encoder(name: str, **kwargs: Any) -> Encoder:
     """Build a registered encoder by name; keyword arguments go to its factory."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
-    return _REGISTRY[name](**kwargs)
+    return ENCODERS.get(name)(**kwargs)
 
 
 def available_encoders() -> list[str]:
-    return sorted(_REGISTRY)
+    return list(ENCODERS)

@@ -18,7 +18,7 @@ from sgmft.models.config import ModelConfig
 from sgmft.models.heads import HeadOutput  # registers the heads, and via fusion.py the fusions
 from sgmft.models.inputs import InputAdapter
 from sgmft.models.interaction import SimilarityInteraction
-from sgmft.models.registry import FUSIONS, HEADS, lookup
+from sgmft.models.registry import FUSIONS, HEADS
 
 
 @dataclass
@@ -42,8 +42,8 @@ class MultimodalModel(nn.Module):
                                    token_lengths)
         length, width = self.inputs.length, self.inputs.width
         self.sim = SimilarityInteraction(length, width, config) if config.sim else None
-        self.fusion = lookup(FUSIONS, "fusion", config.fusion)(length, width, config)
-        self.head = lookup(HEADS, "head", config.head)(
+        self.fusion = FUSIONS.get(config.fusion)(length, width, config)
+        self.head = HEADS.get(config.head)(
             self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
 
     @property

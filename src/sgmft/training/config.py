@@ -148,6 +148,6 @@ def _check_registered(model: ModelConfig) -> None:
     """Refuse unknown fusion modules and heads before any data is touched."""
     from sgmft.models.model import FUSIONS, HEADS
 
-    for kind, name, table in (("fusion", model.fusion, FUSIONS), ("head", model.head, HEADS)):
-        if name not in table:
-            raise ValueError(f"unknown {kind} {name!r}; available: {', '.join(sorted(table))}")
+    for name, registry in ((model.fusion, FUSIONS), (model.head, HEADS)):
+        if name not in registry:
+            raise ValueError(f"unknown {registry.kind} {name!r}; available: {', '.join(registry)}")
