@@ -56,6 +56,12 @@ class FakeEncoder(Encoder):
     def shared_space(self) -> bool:
         return False
 
+    @property
+    def image_preprocess(self):
+        from sgmft.data.images import ImagePreprocess
+
+        return ImagePreprocess(size=8)
+
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         self.texts_seen += texts
         return np.asarray([[sum(map(ord, t)) % (k + 7) for k in range(self._dim)] for t in texts],

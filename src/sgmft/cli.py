@@ -1,7 +1,16 @@
-"""The `sgmft` command line: demo, validate, extract, train, evaluate, reproduce, predict, serve."""
+"""sgmft: the semantic location (or any label) of social-media posts from their text and image.
+
+Pipeline: demo -> validate -> extract -> train -> evaluate -> predict / profile / serve / export.
+Research: study (search configurations), reproduce (the paper's Tables 1-4), variants, encoders.
+Run `sgmft COMMAND --help` for a command's options.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +19,7 @@ import typer
 from sgmft import PLACES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help=__doc__)
-
+                  help=__doc__, rich_markup_mode=None)
 ImageRoot = Annotated[Path | None, typer.Option(help="Folder image paths are relative to "
                                                      "(default: the manifest's folder).")]
 Labels = Annotated[str | None, typer.Option(
@@ -25,6 +33,55 @@ Checkpoint = Annotated[str | None, typer.Option("--checkpoint",
                                                 help="chinese-clip: a local folder or hub id.")]
 CacheDir = Annotated[Path | None, typer.Option("--cache", help="Feature cache folder "
                                                                "(default: beside the data).")]
+ConfigFile = Annotated[str | None, typer.Option(
+    "--config", help="JSON config file or preset name (sgmft, paper, fast); default sgmft.")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test runner's capture too)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """The library's messages (``sgmft.*`` loggers) on stderr as ``sgmft: ...``; chatty
+    dependencies quiet."""
+    logger = logging.getLogger("sgmft")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("sgmft: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    for noisy in ("jieba", "optuna", "ray", "urllib3", "matplotlib", "PIL", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def _setup() -> None:
+    configure_logging()
+
+
+@contextmanager
+def reported(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the expected failures of a command into ``error: ...`` and exit status 1."""
+    from sgmft.data.manifest import ManifestError
+    from sgmft.encoders.cache import CacheCorruptError, CacheMismatchError
+
+    try:
+        yield
+    except (ManifestError, CacheMismatchError, CacheCorruptError, FileNotFoundError, ValueError,
+            *errors) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def parse_labels(value: str | None) -> tuple[str, ...] | None:
@@ -35,25 +92,22 @@ def parse_labels(value: str | None) -> tuple[str, ...] | None:
     names = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
     labels = tuple(name.strip().lower() for name in names if name.strip())
     if len(set(labels)) != len(labels) or len(labels) < 2:
-        raise typer.BadParameter(f"need two or more distinct labels, got {labels}")
+        where = f"the file {path}" if path.is_file() else "--labels"
+        raise typer.BadParameter(f"{where} must name two or more distinct labels "
+                                 f"({len(labels)} given, {len(set(labels))} distinct)")
     return labels
 
 
 def _load(manifest: Path, image_root: Path | None, labels: str | None, skip_invalid: bool,
-          require_labels: bool = True):
-    """Load a manifest for a command, reporting problems the way a person can act on."""
-    from sgmft.data.manifest import ManifestError, load_manifest
+          require_labels: bool = True, report: bool = True):
+    """Load a manifest for a command; with ``report`` log what was skipped."""
+    from sgmft.data.manifest import load_manifest, report_skipped
 
-    try:
+    with reported():
         loaded = load_manifest(manifest, image_root, parse_labels(labels),
                                require_labels=require_labels, skip_invalid=skip_invalid)
-    except (ManifestError, FileNotFoundError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    if loaded.skipped:
-        typer.echo(f"skipped {len(loaded.skipped)} invalid row(s):", err=True)
-        for problem in loaded.skipped:
-            typer.echo(f"  {problem}", err=True)
+    if report:
+        report_skipped(loaded)
     return loaded
 
 
@@ -72,13 +126,19 @@ def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None
              unlabelled: Annotated[bool, typer.Option(
                  help="Allow rows without a label (prediction manifests).")] = False) -> None:
     """Check every row of a manifest and report each problem by row; exit 1 when any."""
-    loaded = _load(manifest, image_root, labels, skip_invalid=True, require_labels=not unlabelled)
+    loaded = _load(manifest, image_root, labels, skip_invalid=True, require_labels=not unlabelled,
+                   report=False)
+    for problem in loaded.skipped:
+        typer.echo(f"  {problem}")
     counts = {label: 0 for label in loaded.labels}
     for post in loaded.posts:
         if post.label is not None:
             counts[post.label] += 1
     typer.echo(f"{manifest}: {len(loaded)} valid post(s), {len(loaded.skipped)} invalid row(s)")
     typer.echo("  " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    splits = {p.split for p in loaded.posts} - {None}
+    if splits:
+        typer.echo(f"  split column: {', '.join(sorted(splits))} (train/evaluate follow it)")
     if loaded.skipped:
         raise typer.Exit(1)
 
@@ -89,7 +149,7 @@ def extract(
     out: Annotated[Path | None, typer.Option(help="Cache folder (default: beside the data).")] = None,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
-    device: str = "cpu",
+    device: Device = "cpu",
     batch_size: int = 32,
     chunk_size: int = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
@@ -100,17 +160,13 @@ def extract(
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Encode every post once, in batches, into an on-disk feature cache (resumable)."""
-    from sgmft.encoders.cache import CacheMismatchError
     from sgmft.pipeline import ensure_features
 
     loaded = _load(manifest, image_root, labels, skip_invalid)
-    try:
+    with reported():
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
                                         batch_size=batch_size, chunk_size=chunk_size,
                                         overwrite=overwrite, sequences=sequences)
-    except CacheMismatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     dims = cache.header["dims"]
     shapes = cache.header.get("token_shapes")
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
@@ -118,12 +174,6 @@ def extract(
     typer.echo(f"features of {len(cache)} posts in {folder} "
                f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}"
                f"{tokens})")
-
-
-ConfigFile = Annotated[str | None, typer.Option(
-    "--config", help="JSON config file or preset name (paper, fast).")]
-SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
 
 
 def _data_overrides(data: Path, encoder: str | None, checkpoint: str | None, image_root: Path | None,
@@ -142,12 +192,35 @@ def _data_overrides(data: Path, encoder: str | None, checkpoint: str | None, ima
 
 
 def _resolve(config: str | None, overrides: list[str], variant: str | None = None):
-    from sgmft.training.config import resolve_config
+    from sgmft.training.config import DEFAULT_PRESET, resolve_config
 
     try:
-        return resolve_config(config, overrides, variant)
+        return resolve_config(config or DEFAULT_PRESET, overrides, variant)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _train_summary(folder: Path) -> None:
+    import json
+
+    info = json.loads((folder / "run.json").read_text())
+    history = info["history"]
+    line = f"trained {info['variant']} for {len(history)} epoch(s) into {folder} " \
+           f"(final train loss {history[-1]['train_loss']:.4f}"
+    if info["best_epoch"] is not None:
+        best = history[info["best_epoch"]]
+        line += (f"; best validation accuracy {best['val_accuracy']:.4f} at epoch "
+                 f"{info['best_epoch'] + 1}, kept")
+    typer.echo(line + ")")
+    if info.get("mixture"):
+        m = info["mixture"]
+        typer.echo(f"fallback mixture chosen on validation: fused {m['fused']:.1f}, text {m['text']:.1f}, "
+                   f"image {m['image']:.1f}")
+    if info["skipped_rows"]["count"]:
+        typer.echo(f"{info['skipped_rows']['count']} invalid row(s) were skipped (listed in run.json)")
+    for warning in info["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"next: sgmft evaluate {folder}")
 
 
 @app.command()
@@ -159,6 +232,7 @@ def train(
     variant: Annotated[str | None, typer.Option(
         help="Model variant: a row of Tables 1-4 (see `sgmft variants`).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
     cache: CacheDir = None,
@@ -166,40 +240,79 @@ def train(
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
-    """Train on the cached features of a manifest (extracting them first if needed)."""
-    import json
+    """Train on the cached features of a manifest (extracting them first if needed).
 
-    from sgmft.data.manifest import ManifestError
+    The default preset, sgmft, is the recommended model (docs/model.md, "Beyond the paper"); the
+    paper's own settings are --config paper. A manifest with a split column is split by it.
+    """
     from sgmft.training.run import train_run
 
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
     run_config = _resolve(config, overrides + (set_ or []), variant)
-    try:
-        folder = train_run(run_config, out, resume=resume)
-    except (ManifestError, ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    history = json.loads((folder / "run.json").read_text())["history"]
-    typer.echo(f"trained {run_config.variant} for {len(history)} epoch(s) into {folder} "
-               f"(final train loss {history[-1]['train_loss']:.4f})")
+    with reported():
+        folder = train_run(run_config, out, resume=resume, overwrite=overwrite)
+    _train_summary(folder)
 
 
 @app.command()
-def evaluate(run: Path, figures: bool = True) -> None:
+def evaluate(
+    run: Path,
+    figures: bool = True,
+    allow_data_change: Annotated[bool, typer.Option(
+        help="Evaluate even if the manifest changed since training (its test posts may have "
+             "been trained on).")] = False,
+) -> None:
     """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
     from sgmft.evaluation.evaluate import evaluate_run
 
-    try:
-        metrics = evaluate_run(run, figures=figures)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with reported():
+        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change)
     typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
                f"on {metrics['n']} test posts")
+    width = max(len(label) for label in metrics["per_class"])
     for label, scores in metrics["per_class"].items():
-        typer.echo(f"  {label:12s} P {scores['precision']:.3f}  R {scores['recall']:.3f}  "
+        typer.echo(f"  {label:{width}s}  P {scores['precision']:.3f}  R {scores['recall']:.3f}  "
                    f"F1 {scores['f1']:.3f}  n {scores['support']}")
+    parts = [f"{name.replace('_', ' ')} {metrics[name]['accuracy']:.4f}"
+             for name in ("fused_head", "text_only", "image_only")]
+    typer.echo("accuracy of the parts: " + ", ".join(parts) + " (text/image only: the unimodal probes)")
+    if metrics["figures_skipped"]:
+        typer.echo(f"note: {metrics['figures_skipped']}")
     typer.echo(f"written to {run / 'eval'}")
+
+
+@app.command()
+def study(
+    data: Annotated[Path, typer.Option(help="Manifest to study on (only its training split is read).")],
+    out: Annotated[Path, typer.Option(help="Study folder (study.db, trials/, study.md); resumable.")],
+    space: Annotated[str, typer.Option(help="Search space: a YAML/JSON file, or a bundled one by "
+                                            "name (sgmft).")] = "sgmft",
+    trials: Annotated[int, typer.Option(help="Finished trials to reach (resumed studies count "
+                                             "those already done).")] = 60,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many "
+                                                       "seconds.")] = None,
+    config: Annotated[str, typer.Option("--config", help="Base config file or preset.")] = "sgmft",
+    set_: SetOption = None,
+    study_fraction: Annotated[float, typer.Option(help="Share of the training split held out to "
+                                                       "score trials.")] = 0.2,
+    seed: int = 0,
+    encoder: EncoderName = None,
+    checkpoint: Checkpoint = None,
+    cache: CacheDir = None,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Search architectures and training settings with Optuna (TPE, median pruning), scored on
+    a validation part of the training split; writes study.md with importances and plots."""
+    from sgmft.training.space import read_space
+    from sgmft.training.study import run_study
+
+    overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
+    base = _resolve(config, overrides + (set_ or []))
+    with reported():
+        run_study(base, read_space(space), out, trials, timeout, seed, study_fraction)
+    typer.echo(f"study report: {out / 'study.md'}; best configuration: {out / 'best_config.json'}")
 
 
 @app.command()
@@ -209,6 +322,9 @@ def reproduce(
     seeds: int = 3,
     config: Annotated[str, typer.Option("--config", help="Config file or preset.")] = "fast",
     set_: SetOption = None,
+    variants: Annotated[str | None, typer.Option(
+        help="Comma-separated variants to run (default: every table row); tables.md is written "
+             "when all are present.")] = None,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
     cache: CacheDir = None,
@@ -216,37 +332,33 @@ def reproduce(
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
-    """Every row of Tables 1-4 on one split, N seeds, mean ± std, with Figures 5, 7, 8."""
+    """Every row of Tables 1-4 on one split, N seeds, mean ± std, with Figures 5, 7, 8, the
+    recommended preset's row and reference rows (majority class, logistic regression)."""
     import datetime as dt
 
-    from sgmft.data.manifest import ManifestError
     from sgmft.evaluation.reproduce import reproduce as run_reproduce
 
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
     base = _resolve(config, overrides + (set_ or []))
     folder = out or Path("results") / dt.date.today().isoformat()
-    try:
-        run_reproduce(base, folder, seeds=seeds)
-    except (ManifestError, ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    chosen = [v.strip() for v in variants.split(",")] if variants else None
+    with reported(KeyError):
+        run_reproduce(base, folder, seeds=seeds, variants=chosen)
     typer.echo(f"tables and figures in {folder}")
 
 
-def _predictor(run: Path):
+def _predictor(run: Path, device: str = "cpu"):
     from sgmft.serving.predictor import Predictor
 
-    try:
-        return Predictor(run)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with reported():
+        return Predictor(run, device=device)
 
 
 def _print_prediction(result: dict) -> None:
-    typer.echo(f"place: {result['place']}")
+    typer.echo(f"label: {result['label']}")
+    width = max(len(label) for label in result["probabilities"])
     for label, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]):
-        typer.echo(f"  {label:12s} {p:6.3f}  {'#' * round(40 * p)}")
+        typer.echo(f"  {label:{width}s} {p:6.3f}  {'#' * round(40 * p)}")
     evidence = result["evidence"]
     gate = evidence.get("similarity_gate")
     if gate:
@@ -257,8 +369,12 @@ def _print_prediction(result: dict) -> None:
     for name in ("text", "image"):
         only = evidence.get(f"{name}_only")
         if only:
-            typer.echo(f"{name} alone: {only['place']} ({only['probabilities'][only['place']]:.3f}; "
-                       f"from {only['source']})")
+            typer.echo(f"{name} alone: {only['label']} ({only['probabilities'][only['label']]:.3f}; "
+                       f"{only['source']})")
+    if "mixture" in evidence:
+        m = evidence["mixture"]
+        typer.echo(f"prediction = {m['fused']} x fused + {m['text']} x text + {m['image']} x image "
+                   "(the fallback mixture chosen on validation)")
     for warning in result["warnings"]:
         typer.echo(f"note: {warning}")
 
@@ -271,10 +387,15 @@ def predict(
     manifest: Annotated[Path | None, typer.Option(help="Predict every row of a manifest.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output of --manifest: .jsonl or .csv.")] = None,
     image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Leave bad rows out of the output (counted) instead of writing an "
+                               "error record for each.")] = False,
     batch_size: int = 64,
+    device: Device = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
 ) -> None:
-    """Predict the place of one post (--text/--image) or of a whole manifest (--manifest --out)."""
+    """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out)."""
     import json
 
     from sgmft.data.images import ImageError, load_image
@@ -285,33 +406,46 @@ def predict(
 
         if out is None:
             raise typer.BadParameter("--manifest needs --out FILE (.jsonl or .csv)")
-        predictor = _predictor(run)
-        try:
-            records = predict_manifest(predictor, manifest, image_root, batch_size)
-        except FileNotFoundError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        write_predictions(records, out, predictor.labels)
-        errors = sum("error" in r for r in records)
-        typer.echo(f"predicted {len(records) - errors} post(s), {errors} row error(s) -> {out}")
+        predictor = _predictor(run, device)
+        with reported():
+            result = predict_manifest(predictor, manifest, image_root, batch_size,
+                                      list(parse_labels(labels) or []) or None, skip_invalid)
+        write_predictions(result.records, out, predictor.labels)
+        errors = sum("error" in r for r in result.records)
+        skipped = result.skipped["count"] if skip_invalid else 0
+        typer.echo(f"predicted {len(result.records) - errors} post(s), {errors} row error(s), "
+                   f"{skipped} invalid row(s) left out -> {out}"
+                   + (" (features from the feature cache)" if result.from_cache else ""))
         return
     if text is None and image is None:
         raise typer.BadParameter("give --text and/or --image, or --manifest")
-    try:
+    with reported(ImageError):
         pil = load_image(image) if image is not None else None
-    except ImageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    predictor = _predictor(run)
-    try:
+    predictor = _predictor(run, device)
+    with reported(PredictionError):
         result = predictor.predict([PostInput(text, pil)])[0].to_dict()
-    except PredictionError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     if json_output:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         _print_prediction(result)
+
+
+def _write_profiles(profiles: dict, labels: list[str], skipped: dict, errors: int, out: Path) -> None:
+    import csv
+    import io
+
+    from sgmft.io import atomic_write_bytes, atomic_write_json
+    from sgmft.serving.batch import plot_profiles
+
+    atomic_write_json(out / "profiles.json", {"users": profiles, "row_errors": errors,
+                                              "skipped_rows": skipped})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["user", "posts", *labels])
+    for user, p in profiles.items():
+        writer.writerow([user, p["posts"], *(f"{p['labels'][label]:.3f}" for label in labels)])
+    atomic_write_bytes(out / "profiles.csv", buffer.getvalue().encode())
+    plot_profiles(profiles, labels, out / "profiles.png")
 
 
 @app.command()
@@ -321,32 +455,40 @@ def profile(
     out: Annotated[Path, typer.Option(help="Folder for profiles.json, profiles.csv, profiles.png.")] = Path(
         "profiles"),
     image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Go on when rows are bad (they are counted and listed); without it "
+                               "a bad row is an error.")] = False,
+    batch_size: int = 64,
+    device: Device = "cpu",
 ) -> None:
-    """Per user, the distribution of predicted places over their posts (table and PNG)."""
-    import csv
-    import io
+    """Per user, the distribution of predicted labels over their posts (table, CSV and PNG)."""
+    from sgmft.serving.batch import predict_manifest, user_profiles
 
-    from sgmft.io import atomic_write_bytes, atomic_write_json
-    from sgmft.serving.batch import plot_profiles, predict_manifest, user_profiles
-
-    predictor = _predictor(run)
-    records = predict_manifest(predictor, manifest, image_root)
-    profiles = user_profiles(records, predictor.labels)
+    predictor = _predictor(run, device)
+    with reported():
+        result = predict_manifest(predictor, manifest, image_root, batch_size,
+                                  list(parse_labels(labels) or []) or None, skip_invalid=True)
+    errors = [r for r in result.records if "error" in r]
+    if (errors or result.skipped["count"]) and not skip_invalid:
+        for problem in ([f"row {r['row']}: {r['error']}" for r in errors] + result.skipped["rows"])[:20]:
+            typer.echo(f"  {problem}", err=True)
+        typer.echo(f"error: {len(errors) + result.skipped['count']} row(s) of {manifest} cannot be "
+                   "predicted; fix them, or pass --skip-invalid to profile the rest", err=True)
+        raise typer.Exit(1)
+    profiles = user_profiles(result.records, predictor.labels)
     if not profiles:
         typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
         raise typer.Exit(1)
-    atomic_write_json(out / "profiles.json", profiles)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["user", "posts", *predictor.labels])
+    _write_profiles(profiles, predictor.labels, result.skipped, len(errors), out)
+    width = max(8, *(len(label) for label in predictor.labels))
+    typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in predictor.labels))
     for user, p in profiles.items():
-        writer.writerow([user, p["posts"], *(f"{p['places'][label]:.3f}" for label in predictor.labels)])
-    atomic_write_bytes(out / "profiles.csv", buffer.getvalue().encode())
-    plot_profiles(profiles, predictor.labels, out / "profiles.png")
-    typer.echo(f"{'user':10s} {'posts':>5s} " + " ".join(f"{label[:8]:>8s}" for label in predictor.labels))
-    for user, p in profiles.items():
-        typer.echo(f"{user[:10]:10s} {p['posts']:5d} "
-                   + " ".join(f"{p['places'][label]:8.2f}" for label in predictor.labels))
+        typer.echo(f"{user[:12]:12s} {p['posts']:5d} "
+                   + " ".join(f"{p['labels'][label]:{width}.2f}" for label in predictor.labels))
+    if errors or result.skipped["count"]:
+        typer.echo(f"left out: {result.skipped['count']} invalid row(s), {len(errors)} row(s) that "
+                   "failed at prediction (recorded in profiles.json)")
     typer.echo(f"written to {out}")
 
 
@@ -356,6 +498,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image upload.")] = 10.0,
+    device: Device = "cpu",
 ) -> None:
     """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
     /docs, and a web page at /."""
@@ -363,21 +506,18 @@ def serve(
 
     from sgmft.serving.app import create_app
 
-    predictor = _predictor(run)
+    predictor = _predictor(run, device)
     uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024)),
                 host=host, port=port)
 
 
 @app.command()
 def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")]) -> None:
-    """Export the SG-Encoder and classifier as ONNX, checked against PyTorch (onnxruntime)."""
+    """Export the SG-Encoder, classifier and probes as ONNX, checked against PyTorch."""
     from sgmft.serving.export import export_onnx
 
-    try:
+    with reported(RuntimeError):
         errors = export_onnx(run, onnx)
-    except (FileNotFoundError, RuntimeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"wrote {onnx}; largest |ONNX - PyTorch|: "
                + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
 

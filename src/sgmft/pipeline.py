@@ -8,7 +8,16 @@ from pathlib import Path
 from sgmft.data.manifest import Manifest
 from sgmft.data.splits import work_dir
 from sgmft.encoders import DEFAULT_ENCODER
-from sgmft.encoders.cache import FeatureCache, extract_features
+from sgmft.encoders.cache import (
+    CacheCorruptError,
+    CacheMismatchError,
+    FeatureCache,
+    check_compatible,
+    encoder_identity,
+    extract_features,
+    load_cache,
+    read_header,
+)
 from sgmft.text.cleaning import TextConfig
 
 
@@ -22,7 +31,9 @@ def encoder_options(encoder: str, checkpoint: str | None) -> dict[str, str]:
 
 
 def default_cache_dir(manifest: Manifest, encoder: str) -> Path:
-    return work_dir(manifest) / f"features-{encoder.replace('+', '-').replace('/', '_')}"
+    """The feature cache of a manifest's content and an encoder, in the manifest's work folder."""
+    name = encoder.replace("+", "-").replace("/", "_")
+    return work_dir(manifest) / f"features-{name}-{manifest.content_hash()[:12]}"
 
 
 def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: str | None = None,
@@ -33,3 +44,20 @@ def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: 
     cache = extract_features(manifest, folder, encoder, encoder_options(encoder, checkpoint),
                              text_config=asdict(TextConfig()), **kwargs)
     return cache, folder
+
+
+def find_cache(manifest: Manifest, encoder: str, checkpoint: str | None = None, sequences: bool = False,
+               folders: tuple[Path, ...] = ()) -> FeatureCache | None:
+    """A complete, valid feature cache of exactly this manifest's posts and this encoder, from
+    ``folders`` or the manifest's default cache folder; None when there is none."""
+    identity = encoder_identity(encoder, encoder_options(encoder, checkpoint), sequences)
+    for folder in (*folders, default_cache_dir(manifest, encoder)):
+        header = read_header(folder)
+        if header is None or not header.get("complete"):
+            continue
+        try:
+            check_compatible(header, identity, manifest, folder)
+            return load_cache(folder)
+        except (CacheMismatchError, CacheCorruptError):
+            continue
+    return None

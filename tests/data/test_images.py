@@ -1,4 +1,5 @@
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_decompression_bomb_refused_before_decoding():
 
 
 def test_load_image_missing_and_empty(tmp_path):
-    with pytest.raises(ImageError, match="not found"):
+    with pytest.raises(ImageError, match="missing image"):
         load_image(tmp_path / "nope.jpg")
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageError, match="empty"):
@@ -88,3 +89,37 @@ def test_preprocess_resizes_straight_to_square_and_normalises():
     np.testing.assert_allclose(out[1], -1.0, atol=1e-6)
     np.testing.assert_allclose(out[2], 127 / 255 * 2 - 1, atol=1e-2)
     assert prep.batch([Image.new("RGB", (5, 5))] * 3).shape == (3, 3, 4, 4)
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "folder.jpg").mkdir()
+    done = threading.Event()
+
+    def attempt():   # a FIFO must be refused without opening it (opening would block forever)
+        for name, fragment in (("pipe.jpg", "FIFO"), ("zero.jpg", "device"), ("folder.jpg", "directory")):
+            with pytest.raises(ImageError, match=fragment):
+                load_image(tmp_path / name)
+        done.set()
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert done.is_set()
+    with pytest.raises(ImageError, match="null byte"):
+        load_image(str(tmp_path / "a\x00b.jpg"))
+
+
+def test_size_cap_is_read_before_the_file(tmp_path, monkeypatch):
+    from sgmft.data import images
+    from sgmft.limits import LIMITS
+
+    path = tmp_path / "big.png"
+    path.write_bytes(encode(Image.new("RGB", (64, 64)), "PNG"))
+    monkeypatch.setattr(images, "LIMITS", replace(LIMITS, image_bytes=10))
+    with pytest.raises(ImageError, match="exceeds the limit of 10 bytes"):
+        load_image(path)

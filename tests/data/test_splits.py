@@ -34,14 +34,28 @@ def test_user_split_keeps_users_apart(demo_manifest):
 
 def test_split_saved_beside_data_and_reused(demo_manifest, tmp_path):
     first = load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path)
-    saved = json.loads((tmp_path / "split-stratified-0.2-seed0.json").read_text())
+    name = f"split-stratified-0.2-seed0-{demo_manifest.data_hash()[:12]}.json"
+    saved = json.loads((tmp_path / name).read_text())
     assert saved["test"] == first["test"] and saved["data_hash"] == demo_manifest.data_hash()
     assert load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path) == first
 
 
 def test_manifest_split_column_required_everywhere(demo_manifest):
-    with pytest.raises(ValueError, match="needs a split on every row"):
+    with pytest.raises(ValueError, match="split column is empty in 80 row"):
         make_split(demo_manifest, "manifest")
+
+
+def test_auto_uses_the_manifest_split_column_when_there_is_one(tmp_path, demo_manifest, caplog):
+    from dataclasses import replace
+
+    posts = [replace(p, split="test" if i % 4 == 0 else "val" if i % 4 == 1 else "train")
+             for i, p in enumerate(demo_manifest.posts)]
+    manifest = replace(demo_manifest, posts=posts)
+    with caplog.at_level("INFO"):
+        split = load_or_make_split(manifest, "auto", folder=tmp_path)
+    assert split["kind"] == "manifest" and "the manifest's split column" in caplog.text
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (40, 20, 20)
+    assert load_or_make_split(demo_manifest, "auto", folder=tmp_path)["kind"] == "stratified"
 
 
 def test_work_dir_beside_data_or_in_user_cache(demo_manifest, monkeypatch, tmp_path):
@@ -51,13 +65,37 @@ def test_work_dir_beside_data_or_in_user_cache(demo_manifest, monkeypatch, tmp_p
     assert splits.work_dir(demo_manifest) == demo_manifest.path.parent / ".sgmft"
     monkeypatch.setattr(splits.os, "access", lambda *_: False)   # a read-only data folder
     monkeypatch.setattr(splits.Path, "home", lambda: tmp_path)
-    expected = tmp_path / ".cache" / "sgmft" / demo_manifest.content_hash()[:16]
-    assert splits.work_dir(demo_manifest) == expected
+    assert splits.work_dir(demo_manifest).parent == tmp_path / ".cache" / "sgmft"
     monkeypatch.setenv("SGMFT_CACHE", str(tmp_path / "elsewhere"))
     assert splits.work_dir(demo_manifest).parent == tmp_path / "elsewhere"
 
 
-def test_too_small_for_a_stratified_split(tmp_path):
+def test_tiny_data_is_split_as_well_as_it_can_be(tmp_path, caplog):
+    from dataclasses import replace
+
     small = load_manifest(make_demo(tmp_path, posts_per_class=2))
-    with pytest.raises(ValueError, match="cannot hold all 8 classes"):
-        make_split(small, "stratified", 0.2, 0)
+    with caplog.at_level("WARNING"):
+        split = make_split(small, "stratified", 0.2, 0)          # 16 posts, 8 classes
+    assert len(split["test"]) == 8 and "so that every class" in caplog.text
+    one_home = replace(small, posts=[p for p in small.posts if p.id != small.posts[0].id])
+    with caplog.at_level("WARNING"):
+        split = make_split(one_home, "stratified", 0.2, 0)
+    lone = next(p for p in one_home.posts if p.label == small.posts[0].label)
+    assert lone.id in split["train"] and "single post, kept in training" in caplog.text
+    singles = replace(small, posts=list({p.label: p for p in small.posts}.values()))
+    with pytest.raises(ValueError, match="give the manifest a 'split' column"):
+        make_split(singles, "stratified", 0.2, 0)
+
+
+def test_a_folder_marked_read_only_is_not_written_even_by_root(tmp_path, monkeypatch):
+    from sgmft.data import splits
+
+    monkeypatch.delenv("SGMFT_CACHE", raising=False)
+    monkeypatch.setattr(splits.Path, "home", lambda: tmp_path / "home")
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o555)
+    try:
+        assert splits.folder_work_dir(data).parent == tmp_path / "home" / ".cache" / "sgmft"
+    finally:
+        data.chmod(0o755)

@@ -34,7 +34,7 @@ def test_openapi_and_page(client):
     assert {"/predict", "/predict/batch", "/health", "/labels"} <= set(paths)
     assert client.get("/docs").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and 'id="place"' in page.text and "/predict" in page.text
+    assert page.status_code == 200 and 'id="label"' in page.text and "/predict" in page.text
 
 
 def test_predict_text_and_image(client, predictor):
@@ -42,7 +42,7 @@ def test_predict_text_and_image(client, predictor):
                            files={"image": ("a.png", png(), "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["place"] in predictor.labels and set(body["probabilities"]) == set(predictor.labels)
+    assert body["label"] in predictor.labels and set(body["probabilities"]) == set(predictor.labels)
     assert {"text_only", "image_only", "similarity_gate"} <= set(body["evidence"])
 
 
@@ -76,10 +76,10 @@ def test_batch_pairs_texts_and_images_and_isolates_errors(client, predictor):
     assert response.status_code == 200, response.text
     results = response.json()["predictions"]
     assert len(results) == 3
-    assert results[0]["place"] in predictor.labels and results[2]["place"] in predictor.labels
+    assert results[0]["label"] in predictor.labels and results[2]["label"] in predictor.labels
     assert results[1]["status"] == 415
     texts_only = client.post("/predict/batch", data={"text": ["看电影", "[哈哈]"]}).json()["predictions"]
-    assert "place" in texts_only[0] and texts_only[1]["status"] == 400
+    assert "label" in texts_only[0] and texts_only[1]["status"] == 400
 
 
 def test_batch_bad_requests(client):

@@ -16,11 +16,11 @@ def test_predict_one_post(sgmft_run, demo_folder):
     result = runner.invoke(app, ["predict", str(sgmft_run), "--text", "今天在健身房跑步",
                                  "--image", str(demo_folder / "images" / "gym-000.jpg")])
     assert result.exit_code == 0, result.output
-    assert "place: " in result.output and "text alone:" in result.output
+    assert "label: " in result.output and "text alone:" in result.output
     assert "image alone:" in result.output and "similarity gate P^m" in result.output
     as_json = runner.invoke(app, ["predict", str(sgmft_run), "--text", "在家", "--json"])
     body = json.loads(as_json.output[as_json.output.index("{"):])
-    assert body["place"] in body["probabilities"]
+    assert body["label"] in body["probabilities"]
 
 
 def test_predict_one_post_errors(sgmft_run, tmp_path):
@@ -55,10 +55,10 @@ def test_predict_manifest_bad_rows_become_errors(sgmft_run, mixed_manifest, tmp_
         records = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["row"] for r in records] == [1, 2, 3, 4, 5]
         assert "missing image" in records[1]["error"] and "empty text" in records[4]["error"]
-        assert records[0]["place"] in records[0]["probabilities"]
+        assert records[0]["label"] in records[0]["probabilities"]
     else:
         lines = out.read_text().splitlines()
-        assert lines[0].startswith("id,row,user,place,p_home") and len(lines) == 6
+        assert lines[0].startswith("id,row,user,split,true_label,label,p_home") and len(lines) == 6
         assert "missing image" in lines[2]
 
 
@@ -67,10 +67,11 @@ def test_profile_per_user(sgmft_run, demo_folder, tmp_path):
     result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest",
                                  str(demo_folder / "manifest.jsonl"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    profiles = json.loads((out / "profiles.json").read_text())
+    profiles = json.loads((out / "profiles.json").read_text())["users"]
     assert sum(p["posts"] for p in profiles.values()) == 40
+    assert "restaurant" in result.output            # long labels are not cut short
     for p in profiles.values():
-        assert sum(p["places"].values()) == pytest.approx(1.0)
+        assert sum(p["labels"].values()) == pytest.approx(1.0)
     assert (out / "profiles.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "profiles.csv").read_text().startswith("user,posts,home")
 

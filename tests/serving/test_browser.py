@@ -67,7 +67,7 @@ def test_page_predicts_a_post(server, browser, demo_folder, predictor, tmp_path)
     browser.find_element(By.ID, "image").send_keys(str(demo_folder / "images" / "gym-000.jpg"))
     browser.find_element(By.ID, "submit").click()
     WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "result")))
-    place = browser.find_element(By.ID, "place").text
+    place = browser.find_element(By.ID, "label").text
     assert place in predictor.labels
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
     assert sorted(bar.get_attribute("data-label") for bar in bars) == sorted(predictor.labels)

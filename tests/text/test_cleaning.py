@@ -46,10 +46,50 @@ def test_forward_chain_dropped_when_asked():
     ("@小王同学 一起去吃饭", "  一起去吃饭"),
     ("回复@Lily_2019:谢谢", " 谢谢"),
     ("和@张-三 @李四 逛街", "和    逛街"),
-    ("email me: a@b", "email me: a "),
+    ("email me: a@b.com", "email me: a@b.com"),          # an address is no mention
 ])
 def test_remove_mentions(text, expected):
     assert remove_mentions(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [
+    ("@张三今天在公司加班到很晚", ["今天", "公司", "加班", "晚"]),   # glued: the name is the first word
+    ("@张三今天在公司加班到很晚。", ["今天", "公司", "加班", "晚"]),
+    ("@中国移动客服 你好", ["你好"]),                             # delimited: the whole run is the name
+    ("@中国移动客服：你好", ["你好"]),
+    ("@Lily_2019好久不见", ["好久不见"]),
+])
+def test_mentions_end_by_weibo_rules_and_keep_the_words_after(text, words):
+    assert preprocess_text(text) == words
+
+
+def test_nickname_is_at_most_30_weighted_characters():
+    from sgmft.text.cleaning import nickname_length
+
+    assert nickname_length("a" * 40, delimited=True) == 30
+    assert nickname_length("张" * 20, delimited=True) == 15      # a CJK character weighs two
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("see http://t.co/abc\\nNext words", "see Next words"),     # literal \n ends the URL
+    ("(see http://x.com/a).", "see"),
+    ("RT @AmitSwami77: so sad http://t.co/N8…", "RT so sad"),
+    ("链接https://weibo.com/123?x=1&y=2结束", "链接 结束"),
+])
+def test_urls_end_where_a_url_must(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [
+    ("Une tempête à Paris, café crème! 在巴黎下雨了",
+     ["Une", "tempête", "à", "Paris", "café", "crème", "巴黎", "下雨"]),
+    ("iPhone手机真好用😀 #周末# @小王 ", ["iPhone", "手机", "真好", "周末"]),
+    ("Weekend gym session 💪 健身房练腿 //@Coach_Li: nice form", ["Weekend", "gym", "session", "健身房",
+                                                              "练腿", "nice", "form"]),
+    ("São Paulo Ñandú naïve coöperate", ["São", "Paulo", "Ñandú", "naïve", "coöperate"]),
+])
+def test_mixed_language_posts_keep_latin_words_whole(text, words):
+    assert preprocess_text(text) == words
 
 
 def test_topics_keep_words_or_drop():

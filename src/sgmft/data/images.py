@@ -8,14 +8,18 @@ of an animated image, a decompression-bomb limit, truncated files rejected.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from sgmft.limits import LIMITS
+
 #: Pixels above which an image is refused as a decompression bomb (about 8,000 x 8,000).
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = LIMITS.image_pixels
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -36,10 +40,14 @@ class ImagePreprocess:
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
+    def resize(self, image: Image.Image) -> Image.Image:
+        """The resize step alone: an image already at ``size`` x ``size`` passes it unchanged
+        (Pillow copies it), so resizing early, to hold less memory, changes no pixel."""
+        return image.resize((self.size, self.size), RESAMPLE[self.resample])
+
     def __call__(self, image: Image.Image) -> np.ndarray:
         """RGB image -> float32 array (3, size, size), normalised."""
-        resized = image.resize((self.size, self.size), RESAMPLE[self.resample])
-        array = np.asarray(resized, dtype=np.float32) / 255.0
+        array = np.asarray(self.resize(image), dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(array.transpose(2, 0, 1))
 
@@ -96,15 +104,42 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return _to_rgb(image)
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Read and decode an image file (see `decode_image`)."""
-    path = Path(path)
+def image_stat(path: str | Path) -> os.stat_result:
+    """``os.stat`` of an image path that can be read: a regular file (a symbolic link is
+    followed) of at most `LIMITS.image_bytes`; `ImageError` saying why not otherwise. Nothing
+    is opened, so a FIFO or a device can neither hang nor flood the reader."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ImageError(f"image file not found: {path}") from exc
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"missing image: {path}") from None
+    except ValueError:
+        raise ImageError(f"invalid image path (it contains a null byte): {str(path)!r}") from None
     except OSError as exc:
-        raise ImageError(f"cannot read image file {path}: {exc}") from exc
-    if not data:
-        raise ImageError(f"image file is empty: {path}")
-    return decode_image(data, max_pixels)
+        raise ImageError(f"unreadable image {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
+        raise ImageError(f"not a regular file ({kind}): {path}")
+    if info.st_size == 0:
+        raise ImageError(f"image is an empty file: {path}")
+    if info.st_size > LIMITS.image_bytes:
+        raise ImageError(f"image file of {info.st_size} bytes exceeds the limit of "
+                         f"{LIMITS.image_bytes} bytes (SGMFT_LIMIT_IMAGE_BYTES): {path}")
+    return info
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file that passes `image_stat`."""
+    image_stat(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(LIMITS.image_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"unreadable image {path}: {exc.strerror or exc}") from None
+    if len(data) > LIMITS.image_bytes:   # it grew after the check
+        raise ImageError(f"image file exceeds the limit of {LIMITS.image_bytes} bytes: {path}")
+    return data
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read and decode an image file (see `read_image_bytes` and `decode_image`)."""
+    return decode_image(read_image_bytes(path), max_pixels)

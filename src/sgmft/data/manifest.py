@@ -1,4 +1,5 @@
-"""Post manifests: JSONL or CSV rows of ``id, text, image, label`` (+ optional ``user``, ``split``).
+"""Post manifests: JSONL or CSV rows of ``id, text, image, label`` (+ optional ``user``,
+``group``, ``split``).
 
 `load_manifest` checks every row and either fails with a `ManifestError` listing every problem
 by row, or (``skip_invalid=True``) drops the bad rows and reports them in ``Manifest.skipped``.
@@ -12,17 +13,23 @@ import csv
 import hashlib
 import io
 import json
+import logging
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sgmft import PLACES
-from sgmft.data.images import ImageError, decode_image
+from sgmft.data.image_checks import ImageChecks
+from sgmft.data.images import ImageError, decode_image, read_image_bytes
+from sgmft.limits import LIMITS
 from sgmft.text.cleaning import TextConfig, preprocess_text
 
+log = logging.getLogger(__name__)
 REQUIRED = ("id", "text", "image")
-OPTIONAL = ("label", "user", "split")
+OPTIONAL = ("label", "user", "group", "split")
 SPLITS = ("train", "val", "test")
 
 
@@ -39,6 +46,7 @@ class Post:
     row: int
     tokens: tuple[str, ...]
     image_sha256: str
+    group: str | None = None    # an event, topic or any unit that should not straddle a split
 
     @property
     def clean_text(self) -> str:
@@ -101,41 +109,117 @@ class Manifest:
             digest.update(f"{post.id}\x1f{post.clean_text}\x1f{post.image_sha256}\x1e".encode())
         return digest.hexdigest()
 
+    def post_digests(self) -> dict[str, str]:
+        """Per post id, a short hash of everything a result depends on (text, image, label,
+        user, group, split): what tells which rows changed between two versions of a manifest."""
+        return {p.id: hashlib.sha256("\x1f".join(map(str, (
+            p.clean_text, p.image_sha256, p.label, p.user, p.group, p.split))).encode()).hexdigest()[:16]
+            for p in self.posts}
+
     def data_hash(self) -> str:
         """SHA-256 of the content hash plus every label, user and split: the data of a result."""
         digest = hashlib.sha256(self.content_hash().encode())
         for post in self.posts:
-            digest.update(f"{post.id}\x1f{post.label}\x1f{post.user}\x1f{post.split}\x1e".encode())
+            fields = (post.id, post.label, post.user, post.split) + ((post.group,) if post.group else ())
+            digest.update(("\x1f".join(map(str, fields)) + "\x1e").encode())
         return digest.hexdigest()
+
+
+def problem_kind(problem: str) -> str:
+    """The kind of a row problem, for counts: its words before any path, quote or colon."""
+    return re.split(r"[:'(/]| \d", problem, maxsplit=1)[0].strip()
+
+
+def skipped_summary(manifest: Manifest, shown: int = 20) -> dict[str, Any]:
+    """The rows a manifest load skipped, for result files:
+    {"count", "kinds": {kind: n}, "rows": [the first ``shown`` problems]}."""
+    problems = manifest.skipped
+    kinds = Counter(problem_kind(p.problem) for p in problems)
+    return {"count": len(problems), "kinds": dict(kinds.most_common()),
+            "rows": [str(p) for p in problems[:shown]]}
+
+
+def report_skipped(manifest: Manifest, shown: int = 20) -> dict[str, Any]:
+    """Log the skipped rows (count, kinds, the first rows); returns `skipped_summary`."""
+    summary = skipped_summary(manifest, shown)
+    if summary["count"]:
+        log.warning("%s: skipped %d invalid row(s) (%s)", manifest.path, summary["count"],
+                    ", ".join(f"{n} {kind}" for kind, n in summary["kinds"].items()))
+        for row in summary["rows"]:
+            log.warning("  %s", row)
+        if summary["count"] > shown:
+            log.warning("  ... and %d more", summary["count"] - shown)
+    return summary
 
 
 def _has_bad_encoding(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
+def _depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, a flat object 1)."""
+    depth, level = 0, [value]
+    while True:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+
+
 def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield ``(row number, fields or None, problem or None)`` for every row of the file."""
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    text = raw.decode("utf-8", errors="surrogateescape")
     if path.suffix.lower() == ".csv":
+        raw = path.read_bytes()
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
         yield from _read_csv(text)
     else:
-        yield from _read_jsonl(text)
+        with open(path, "rb") as handle:
+            yield from _read_jsonl(handle)
 
 
-def _read_jsonl(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def _records(handle: io.BufferedReader, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of every ``\\n``-ended record, None for one over ``limit`` bytes
+    (read past in pieces, never held). Only ``\\n`` ends a record: U+2028 or U+0085 inside a
+    JSON string are text."""
+    number = 0
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(limit + 1)
+            yield number, None
             continue
-        if _has_bad_encoding(line):
+        yield number, line
+
+
+def _read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[int, dict | None, str | None]]:
+    limit = LIMITS.field_bytes
+    for number, raw in _records(handle, limit):
+        if raw is None:
+            yield number, None, f"line longer than the limit of {limit} bytes (SGMFT_LIMIT_FIELD_BYTES)"
+            continue
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
             yield number, None, "bad encoding: the line is not valid UTF-8"
+            continue
+        if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, None, f"malformed row: invalid JSON ({exc.msg} at column {exc.colno})"
+            continue
+        except RecursionError:
+            row = None
+        if row is None or _depth(row) > LIMITS.json_depth:
+            yield number, None, f"malformed row: JSON nested deeper than {LIMITS.json_depth} levels"
             continue
         if not isinstance(row, dict):
             yield number, None, "malformed row: a JSON object is expected"
@@ -144,12 +228,20 @@ def _read_jsonl(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
 
 
 def _read_csv(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    csv.field_size_limit(LIMITS.field_bytes)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader)]
-    except StopIteration:
+    except (StopIteration, csv.Error):
         return
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, None, f"malformed row: {exc} (SGMFT_LIMIT_FIELD_BYTES)"
+            continue
         number = reader.line_num
         if not any(v.strip() for v in values):
             continue
@@ -174,13 +266,9 @@ def resolve_image(value: str, manifest: Path, image_root: Path | None) -> Path:
 def _check_image(path: Path) -> tuple[str | None, str | None]:
     """(sha256, None) for a usable image, (None, problem) otherwise."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, f"missing image: {path}"
-    except OSError as exc:
-        return None, f"unreadable image {path}: {exc.strerror or exc}"
-    if not data:
-        return None, f"image is an empty file: {path}"
+        data = read_image_bytes(path)
+    except ImageError as exc:
+        return None, str(exc)
     try:
         decode_image(data)
     except ImageError as exc:
@@ -232,8 +320,8 @@ def load_manifest(
         first_row_of[post_id] = number  # type: ignore[index]
         candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        checks = list(pool.map(_check_image, [image for _, _, image in candidates]))
+    checks = ImageChecks.for_manifest(path).check([image for _, _, image in candidates], _check_image,
+                                                  workers)
     posts: list[Post] = []
     for (number, row, image), (sha, image_problem) in zip(candidates, checks, strict=True):
         post_id = str(row["id"]).strip()
@@ -260,6 +348,14 @@ def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> s
             return f"missing field {name!r}"
     if not isinstance(row["text"], str) or not isinstance(row["image"], str):
         return "malformed row: 'text' and 'image' must be strings"
+    if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
+        return "malformed row: 'id' must be a string or a whole number"
+    for name in OPTIONAL:
+        if isinstance(row.get(name), dict | list):
+            return f"malformed row: {name!r} must be a plain value"
+    if len(row["text"]) > LIMITS.text_chars:
+        return (f"text of {len(row['text'])} characters exceeds the limit of {LIMITS.text_chars} "
+                "(SGMFT_LIMIT_TEXT_CHARS)")
     label = row.get("label")
     if label in (None, ""):
         if require_labels:
@@ -285,6 +381,7 @@ def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha
         image=image,
         label=_normalise_label(label) if label is not None else None,
         user=optional("user"),
+        group=optional("group"),
         split=split.lower() if split is not None else None,
         row=number,
         tokens=tokens,

@@ -71,6 +71,11 @@ class Encoder(ABC):
     def shared_space(self) -> bool:
         """True when text and image features live in one space (CLIP), False otherwise."""
 
+    @property
+    @abstractmethod
+    def image_preprocess(self) -> ImagePreprocess:
+        """How the image encoder resizes and normalises its input."""
+
     @abstractmethod
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Cleaned texts -> float32 (N, dim.text)."""
@@ -107,6 +112,10 @@ class PairEncoder(Encoder):
     @property
     def shared_space(self) -> bool:
         return False
+
+    @property
+    def image_preprocess(self) -> ImagePreprocess:
+        return self.image.preprocess
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.text.encode(texts), dtype=np.float32).reshape(len(texts), -1)

@@ -93,7 +93,7 @@ def _chunk_is_valid(folder: Path, index: int, header: dict[str, Any]) -> bool:
     return expected is not None and path.is_file() and sha256_file(path) == expected
 
 
-def _check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
+def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
                       folder: Path) -> None:
     """A cache serves a request of the same encoder and manifest; one with token sequences
     also serves a request without them."""
@@ -226,7 +226,7 @@ def extract_features(
     if header is not None and overwrite:
         header = None
     if header is not None:
-        _check_compatible(header, identity, manifest, folder)
+        check_compatible(header, identity, manifest, folder)
         chunk_size = header["chunk_size"]
         sequences = bool(header["encoder_identity"].get("sequences", False))  # chunks stay alike
     else:

@@ -80,6 +80,10 @@ class ChineseCLIPEncoder(Encoder):
     def shared_space(self) -> bool:
         return True
 
+    @property
+    def image_preprocess(self) -> ImagePreprocess:
+        return self.preprocess
+
     def _tokenize(self, texts: list[str]):
         return self.tokenizer(list(texts), padding="max_length", truncation=True,
                               max_length=self.context_length, return_tensors="pt").to(self.device)

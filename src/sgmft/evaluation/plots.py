@@ -36,9 +36,13 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
     _save(figure, path)
 
 
+#: fewest points a t-SNE map is drawn for (its perplexity must stay below N)
+TSNE_MIN_POSTS = 5
+
+
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, F) -> (N, 2) t-SNE coordinates (perplexity adapted to small N)."""
-    perplexity = float(min(30, max(2, (len(features) - 1) / 3)))
+    """(N, F) -> (N, 2) t-SNE coordinates (perplexity adapted to small N; N >= TSNE_MIN_POSTS)."""
+    perplexity = float(min(30, max(1, (len(features) - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         np.asarray(features, dtype=np.float64))
 

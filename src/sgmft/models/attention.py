@@ -39,6 +39,29 @@ class QKV(nn.Module):
         self.value = nn.Linear(width, inner, bias=value_bias) if key_value else None
 
 
+class PositionBias(nn.Module):
+    """Learned positions for scalar tokens (elements reading), as terms of the attention score.
+
+    A scalar token has no room for a positional embedding (a per-position constant added to it
+    is what the input projection's bias already is), so positions enter the closed-form score
+    of `_attend_scalar` directly: score_hij = (s_h(f_i) + u_hi) g_j + v_hj, a per-head query
+    term u (H, Lq) and key term v (H, Lk). Both start at zero: the paper's position-blind
+    attention.
+    """
+
+    def __init__(self, heads: int, query_length: int, key_length: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(heads, query_length))
+        self.key = nn.Parameter(torch.zeros(heads, key_length))
+
+
+def position_bias(enabled: bool, width: int, heads: int, query_length: int,
+                  key_length: int) -> PositionBias | None:
+    """A `PositionBias` for scalar tokens when positions are on; wider tokens carry their
+    positions as embeddings (`InputAdapter`), so they get none."""
+    return PositionBias(heads, query_length, key_length) if enabled and width == 1 else None
+
+
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, L, H*d) -> (B, H, L, d)."""
     b, length, inner = x.shape
@@ -55,7 +78,8 @@ def _attend_generic(q_src, kv_src, q_proj: QKV, kv_proj: QKV, out: nn.Linear) ->
     return out(mixed.transpose(1, 2).reshape(b, length, -1))  # concat heads, W^s / W^c, eqs 10-11
 
 
-def _attend_scalar(q_src, kv_src, q_proj: QKV, kv_proj: QKV, out: nn.Linear) -> torch.Tensor:
+def _attend_scalar(q_src, kv_src, q_proj: QKV, kv_proj: QKV, out: nn.Linear,
+                   position: PositionBias | None = None) -> torch.Tensor:
     """The closed form of `_attend_generic` for scalar tokens (w = 1); (B, Lq, 1).
 
     Per head h: A_ij = softmax_j(s_ih g_j) with s_ih = (f_i W^Q_h.W^K_h + b^Q_h.W^K_h) / sqrt(d),
@@ -71,7 +95,10 @@ def _attend_scalar(q_src, kv_src, q_proj: QKV, kv_proj: QKV, out: nn.Linear) -> 
     f, g = q_src.squeeze(-1), kv_src.squeeze(-1)                   # (B, Lq), (B, Lk)
     slope = ((wq * wk).sum(-1)[:, None] * f[:, None, :] + (bq * wk).sum(-1)[:, None]) / math.sqrt(d)
     keys = g[:, None, :, None].expand(g.shape[0], heads, g.shape[1], 1)
-    mixed = F.scaled_dot_product_attention(slope.unsqueeze(-1), keys, keys, scale=1.0)
+    mask = None
+    if position is not None:                                       # (B, H, Lq) and (1, H, 1, Lk)
+        slope, mask = slope + position.query, position.key[None, :, None, :]
+    mixed = F.scaled_dot_product_attention(slope.unsqueeze(-1), keys, keys, attn_mask=mask, scale=1.0)
     gain = (wv * wo).sum(-1)                                       # (H,)
     offset = 0.0
     if kv_proj.value.bias is not None:
@@ -82,11 +109,13 @@ def _attend_scalar(q_src, kv_src, q_proj: QKV, kv_proj: QKV, out: nn.Linear) -> 
 
 
 def attend(q_src: torch.Tensor, kv_src: torch.Tensor, q_proj: QKV, kv_proj: QKV,
-           out: nn.Linear) -> torch.Tensor:
+           out: nn.Linear, position: PositionBias | None = None) -> torch.Tensor:
     """Multi-head attention with queries from ``q_src`` (B, Lq, w), keys and values from
-    ``kv_src`` (B, Lk, w), through ``out`` back to (B, Lq, w)."""
+    ``kv_src`` (B, Lk, w), through ``out`` back to (B, Lq, w); ``position`` for w = 1 only."""
     if q_src.shape[-1] == 1 and kv_src.shape[-1] == 1:
-        return _attend_scalar(q_src, kv_src, q_proj, kv_proj, out)
+        return _attend_scalar(q_src, kv_src, q_proj, kv_proj, out, position)
+    if position is not None:
+        raise ValueError("attention-score positions are for scalar tokens; wider tokens take embeddings")
     return _attend_generic(q_src, kv_src, q_proj, kv_proj, out)
 
 
@@ -98,17 +127,18 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, width: int, heads: int, head_dim: int, cross: bool = False,
-                 bias: bool = True):
+                 bias: bool = True, position: PositionBias | None = None):
         super().__init__()
         self.cross = cross
         self.q = QKV(width, heads, head_dim, key_value=not cross, value_bias=bias)
         self.kv = QKV(width, heads, head_dim, query=False, value_bias=bias) if cross else None
         self.out = nn.Linear(heads * head_dim, width, bias=bias)
+        self.position = position
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, Lq, w); context (B, Lk, w) for cross-attention -> (B, Lq, w)."""
         if self.cross != (context is not None):
             raise ValueError("cross-attention needs a context; self-attention takes none")
         if context is None:
-            return attend(x, x, self.q, self.q, self.out)
-        return attend(x, context, self.q, self.kv, self.out)
+            return attend(x, x, self.q, self.q, self.out, self.position)
+        return attend(x, context, self.q, self.kv, self.out, self.position)

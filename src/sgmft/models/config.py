@@ -21,9 +21,18 @@ class ModelConfig:
                                       # | sequence (encoder token states, width D, length below)
     chunks: int = 16                  # k for the chunks reading
     seq_length: int = 16              # common length L of both modalities in the sequence reading
+    # input regularisation (beyond the paper; docs/model.md "Beyond the paper")
+    input_norm: str = "none"          # none | standard: z-score with the training split's statistics
+    input_dropout: float = 0.0        # dropout on the frozen features, before the projections
+    modality_dropout: float = 0.0     # training: share of posts whose text or image (half each) is
+                                      # replaced by its training mean, as if that modality were missing
+    positional: bool = False          # learned positions: token embeddings (chunks, sequence) or
+                                      # per-head attention-score terms (elements)
     # SIM (section 3.2.1)
     sim: bool = True
     gate: str = "softmax"             # P^m of eq 3: softmax (paper) | sigmoid | scaled_softmax (D * softmax)
+                                      # | clipped_softmax (min(D * softmax, 1))
+    gate_temperature: float = 1.0     # tau in P^m = gate(S^m / tau)
     ca_query: str = "other"           # eq 9: queries of CA from the other modality (paper) | self
     sff_side: str = "text"            # Table 4: similarity-aware FFN on the text (paper) | image
     heads: int = 8                    # h of section 4.2
@@ -32,6 +41,7 @@ class ModelConfig:
     # fusion (section 3.2.2, Table 3) and head (section 3.3, Table 1)
     fusion: str = "sfm"               # sfm | concat | coattention | merge | asymmetric | bridge
     fusion_layers: int = 2            # layers of coattention / asymmetric / bridge fusion
+    sfm_residual: bool = False        # SFM: LayerNorm(X + CA(X)) per stream instead of eq 17's bare CA(X)
     head: str = "mlp5"                # mlp5 | unis-mmc | balance-mla
     classifier_hidden: tuple[int, ...] = (512, 256, 128, 64)
     dropout: float = 0.1
@@ -44,12 +54,16 @@ class ModelConfig:
     unimodal_loss_weight: float = 1.0   # UniS-MMC and BalanceMLA unimodal cross-entropies
     contrastive_weight: float = 0.1     # UniS-MMC's unimodality-supervised contrastive term
     temperature: float = 0.1            # UniS-MMC contrastive temperature
+    # decision-level fallback (beyond the paper)
+    fallback: bool = False            # predict a mixture of the fused head and the unimodal probes,
+                                      # with weights chosen on the validation part after training
 
     def __post_init__(self) -> None:
         choices = {
             "text_input": ("features", "word_mean", "textcnn"),
             "reading": ("elements", "chunks", "sequence"),
-            "gate": ("softmax", "sigmoid", "scaled_softmax"),
+            "gate": ("softmax", "sigmoid", "scaled_softmax", "clipped_softmax"),
+            "input_norm": ("none", "standard"),
             "ca_query": ("other", "self"),
             "sff_side": ("text", "image"),
         }
@@ -60,5 +74,10 @@ class ModelConfig:
         self.textcnn_kernels = tuple(self.textcnn_kernels)
         if self.reading == "sequence" and self.text_input != "features":
             raise ValueError("the sequence reading needs encoder features (text_input = features)")
+        for name in ("input_dropout", "modality_dropout", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name} = {getattr(self, name)}; expected a value in [0, 1)")
+        if self.gate_temperature <= 0:
+            raise ValueError(f"model.gate_temperature = {self.gate_temperature}; expected > 0")
         if len(self.classifier_hidden) != 4:
             raise ValueError("the paper's classifier has 5 fully connected layers: give 4 hidden widths")

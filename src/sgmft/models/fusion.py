@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from sgmft.models.attention import MultiHeadAttention
+from sgmft.models.attention import MultiHeadAttention, position_bias
 from sgmft.models.config import ModelConfig
 from sgmft.models.inputs import flatten, make_norm, residual_bias
 from sgmft.models.registry import register_fusion
@@ -30,7 +30,8 @@ class TransformerLayer(nn.Module):
     def __init__(self, length: int, width: int, config: ModelConfig, cross: bool):
         super().__init__()
         bias = residual_bias(width)
-        self.attention = MultiHeadAttention(width, config.heads, config.head_dim, cross, bias)
+        position = position_bias(config.positional, width, config.heads, length, length)
+        self.attention = MultiHeadAttention(width, config.heads, config.head_dim, cross, bias, position)
         self.norm1 = make_norm(length, width)
         self.ffn = nn.Sequential(nn.Linear(width, config.ffn_hidden), nn.ReLU(),
                                  nn.Linear(config.ffn_hidden, width, bias=bias))
@@ -64,15 +65,34 @@ class ConcatFusion(FusionModule):
         return Fused(torch.cat([t, i], dim=-1), t, i)
 
 
+class ResidualCross(nn.Module):
+    """One stream of SFM: CA(X) (eq 17), or LayerNorm(X + CA(X)) with ``residual``."""
+
+    def __init__(self, length: int, width: int, config: ModelConfig):
+        super().__init__()
+        residual = config.sfm_residual
+        position = position_bias(config.positional, width, config.heads, length, length)
+        # a constant shift before a LayerNorm over all elements is removed by it: no biases then
+        bias = not residual or residual_bias(width)
+        self.cross = MultiHeadAttention(width, config.heads, config.head_dim, True, bias, position)
+        self.norm = make_norm(length, width) if residual else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x, context (B, L, w) -> (B, L, w)."""
+        attended = self.cross(x, context)
+        return attended if self.norm is None else self.norm(x + attended)
+
+
 @register_fusion("sfm")
 class SimilarityFusion(FusionModule):
     """SFM, eq 17: M_fuse = CA(X_text) (+) CA(X_image), two cross-attention layers, as eq 11:
-    CA(X_text) takes queries from the text and keys and values from the image, and vice versa."""
+    CA(X_text) takes queries from the text and keys and values from the image, and vice versa.
+    ``sfm_residual`` wraps each in a residual and LayerNorm (beyond the paper)."""
 
     def __init__(self, length: int, width: int, config: ModelConfig):
         super().__init__(length, width)
-        self.text_cross = MultiHeadAttention(width, config.heads, config.head_dim, cross=True)
-        self.image_cross = MultiHeadAttention(width, config.heads, config.head_dim, cross=True)
+        self.text_cross = ResidualCross(length, width, config)
+        self.image_cross = ResidualCross(length, width, config)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> Fused:
         t = flatten(self.text_cross(text, image))

@@ -25,6 +25,18 @@ class HeadOutput:
     streams: dict[str, torch.Tensor] = field(default_factory=dict)    # name -> (B, S), for losses
 
 
+def multitask_loss(output: HeadOutput, labels: torch.Tensor, unimodal_weight: float,
+                   label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of the prediction plus ``unimodal_weight`` times each unimodal one.
+
+    Cross-entropy leaves an output that is already a log-distribution (BalanceMLA's mixture)
+    as it is, so this is also that mixture's negative log-likelihood.
+    """
+    terms = [(output.logits, 1.0), *((logits, unimodal_weight) for logits in output.unimodal.values())]
+    return sum(weight * F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+               for logits, weight in terms)
+
+
 class MultimodalClassifier(nn.Module):
     """Eq 18: five fully connected layers (ReLU and dropout between) -> class logits."""
 
@@ -54,8 +66,8 @@ class ClassifierHead(nn.Module):
     def forward(self, fused: Fused) -> HeadOutput:
         return HeadOutput(self.classifier(fused.fused))
 
-    def loss(self, output: HeadOutput, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.logits, labels)
+    def loss(self, output: HeadOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        return F.cross_entropy(output.logits, labels, label_smoothing=label_smoothing)
 
 
 @register_head("unis-mmc")
@@ -67,7 +79,12 @@ class UniSMMCHead(nn.Module):
     representations form a positive pair when both unimodal heads are right; when only one is
     right, the wrong one is pulled towards the right one (which is detached); when both are
     wrong, the pair is left out of the positives.
+
+    The term needs representations it can move: under a shared space (Chinese-CLIP) the inputs
+    keep a learned projection (``learns_inputs``), starting as the identity.
     """
+
+    learns_inputs = True
 
     def __init__(self, fused_dim: int, stream_dim: int, num_classes: int, config: ModelConfig):
         super().__init__()
@@ -100,10 +117,9 @@ class UniSMMCHead(nn.Module):
             F.cross_entropy(logits.T, target, reduction="none")
         return per_sample[keep].mean() / 2
 
-    def loss(self, output: HeadOutput, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, output: HeadOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         text_logits, image_logits = output.unimodal["text"], output.unimodal["image"]
-        loss = F.cross_entropy(output.logits, labels) + self.unimodal_weight * (
-            F.cross_entropy(text_logits, labels) + F.cross_entropy(image_logits, labels))
+        loss = multitask_loss(output, labels, self.unimodal_weight, label_smoothing)
         if self.contrastive_weight:
             right_t = text_logits.argmax(-1) == labels
             right_i = image_logits.argmax(-1) == labels
@@ -139,6 +155,6 @@ class BalanceMLAHead(nn.Module):
         probs = weights[:, :1] * torch.softmax(text, -1) + weights[:, 1:] * torch.softmax(image, -1)
         return HeadOutput(torch.log(probs.clamp_min(1e-12)), {"text": text, "image": image})
 
-    def loss(self, output: HeadOutput, labels: torch.Tensor) -> torch.Tensor:
-        unimodal = sum(F.cross_entropy(v, labels) for v in output.unimodal.values())
-        return F.nll_loss(output.logits, labels) + self.unimodal_weight * unimodal
+    def loss(self, output: HeadOutput, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The mixture's negative log-likelihood plus each modality's cross-entropy."""
+        return multitask_loss(output, labels, self.unimodal_weight, label_smoothing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sgmft.models.attention import QKV, attend
+from sgmft.models.attention import QKV, attend, position_bias
 from sgmft.models.config import ModelConfig
 from sgmft.models.inputs import make_norm, residual_bias
 from sgmft.models.similarity import SimilarityPolymerizer
@@ -20,21 +20,24 @@ class InterpolationAttention(nn.Module):
     this one; "self": queries from this modality, keys and values from the other.
     """
 
-    def __init__(self, length: int, width: int, heads: int, head_dim: int, ca_query: str):
+    def __init__(self, length: int, width: int, heads: int, head_dim: int, ca_query: str,
+                 positional: bool = False):
         super().__init__()
         self.ca_query = ca_query
         self.sa_out = nn.Linear(heads * head_dim, width)   # W^s
         self.ca_out = nn.Linear(heads * head_dim, width)   # W^c
+        self.sa_position = position_bias(positional, width, heads, length, length)
+        self.ca_position = position_bias(positional, width, heads, length, length)
         self.norm = make_norm(length, width)
 
     def forward(self, own: torch.Tensor, other: torch.Tensor, own_qkv: QKV, other_qkv: QKV,
                 p_m: torch.Tensor) -> torch.Tensor:
         """own, other (B, L, w), P^m (B, L, w) -> X^C (B, L, w)."""
-        sa = attend(own, own, own_qkv, own_qkv, self.sa_out)
+        sa = attend(own, own, own_qkv, own_qkv, self.sa_out, self.sa_position)
         if self.ca_query == "other":
-            ca = attend(other, own, other_qkv, own_qkv, self.ca_out)
+            ca = attend(other, own, other_qkv, own_qkv, self.ca_out, self.ca_position)
         else:
-            ca = attend(own, other, own_qkv, other_qkv, self.ca_out)
+            ca = attend(own, other, own_qkv, other_qkv, self.ca_out, self.ca_position)
         return self.norm(ca * p_m + sa * (1 - p_m) + own)
 
 
@@ -77,11 +80,13 @@ class SimilarityInteraction(nn.Module):
         super().__init__()
         h, d = config.heads, config.head_dim
         self.sff_side = config.sff_side
-        self.polymerizer = SimilarityPolymerizer(config.gate)
+        self.polymerizer = SimilarityPolymerizer(config.gate, config.gate_temperature)
         self.text_qkv = QKV(width, h, d)     # eq 6
         self.image_qkv = QKV(width, h, d)    # eq 7
-        self.text_attention = InterpolationAttention(length, width, h, d, config.ca_query)
-        self.image_attention = InterpolationAttention(length, width, h, d, config.ca_query)
+        self.text_attention = InterpolationAttention(length, width, h, d, config.ca_query,
+                                                     config.positional)
+        self.image_attention = InterpolationAttention(length, width, h, d, config.ca_query,
+                                                      config.positional)
         sff = SimilarityFeedForward(length, width, config.ffn_hidden)
         ffn = FeedForward(length, width, config.ffn_hidden)
         self.text_ffn, self.image_ffn = (sff, ffn) if config.sff_side == "text" else (ffn, sff)

@@ -1,8 +1,12 @@
 """SG-MFT and every compared method as one wrapper: inputs -> [SIM] -> fusion -> head.
 
     model = MultimodalModel(ModelConfig(dim=64), text_dim=512, image_dim=1280, num_classes=8)
-    out = model({"text": (B, 512), "image": (B, 1280)})   # ModelOutput: logits, fused, gate
+    out = model({"text": (B, 512), "image": (B, 1280)})   # ModelOutput: logits, fused, gate, probes
     loss = model.loss(out, labels)
+
+Beside the wrapper, every model carries unimodal probes (`sgmft.models.probes`): linear
+classifiers on each modality's frozen features, fitted after training, that give the evidence
+of a prediction and, with ``fallback``, take part in it.
 
 Presets of the paper's tables are named configurations in `sgmft.models.variants`.
 """
@@ -18,16 +22,19 @@ from sgmft.models.config import ModelConfig
 from sgmft.models.heads import HeadOutput  # registers the heads, and via fusion.py the fusions
 from sgmft.models.inputs import InputAdapter
 from sgmft.models.interaction import SimilarityInteraction
+from sgmft.models.probes import UnimodalProbes
 from sgmft.models.registry import FUSIONS, HEADS
 
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor                 # (B, C)
+    logits: torch.Tensor                 # (B, C) the prediction (with ``fallback``: log-probabilities)
     fused: torch.Tensor                  # M_fuse (B, fused_dim), for t-SNE
+    head_logits: torch.Tensor            # (B, C) the head's own output, which training fits
     gate: torch.Tensor | None = None     # P^m (B, L, w) when SIM is on
-    unimodal: dict[str, torch.Tensor] = field(default_factory=dict)
+    unimodal: dict[str, torch.Tensor] = field(default_factory=dict)   # a head's own unimodal logits
     streams: dict[str, torch.Tensor] = field(default_factory=dict)
+    probes: dict[str, torch.Tensor] = field(default_factory=dict)     # "text", "image": (B, C)
 
 
 class MultimodalModel(nn.Module):
@@ -38,29 +45,39 @@ class MultimodalModel(nn.Module):
                  token_lengths: tuple[int, int] | None = None):
         super().__init__()
         self.config = config
+        head = HEADS.get(config.head)
         self.inputs = InputAdapter(config, text_dim, image_dim, vocab_size, shared_space,
-                                   token_lengths)
+                                   token_lengths, learned=getattr(head, "learns_inputs", False))
         length, width = self.inputs.length, self.inputs.width
         self.sim = SimilarityInteraction(length, width, config) if config.sim else None
         self.fusion = FUSIONS.get(config.fusion)(length, width, config)
-        self.head = HEADS.get(config.head)(
-            self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
+        self.head = head(self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
+        self.probes = UnimodalProbes(text_dim, image_dim, num_classes)
 
     @property
-    def input_names(self) -> tuple[str, str]:
-        """The batch keys the model reads: its text input and its image input."""
+    def input_names(self) -> tuple[str, ...]:
+        """The batch keys the model reads: the fusion path's text and image inputs, then the
+        pooled features the probes read, each once."""
         if self.config.reading == "sequence":
-            return "text_tokens", "image_tokens"
-        return ("text" if self.config.text_input == "features" else "tokens"), "image"
+            fusion = ("text_tokens", "image_tokens")
+        else:
+            fusion = ("text" if self.config.text_input == "features" else "tokens", "image")
+        return tuple(dict.fromkeys((*fusion, "text", "image")))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        """batch: the `input_names` tensors -> `ModelOutput`."""
         text, image = self.inputs(batch)
         gate = None
         if self.sim is not None:
             text, image, gate = self.sim(text, image)
         fused = self.fusion(text, image)
         head = self.head(fused)
-        return ModelOutput(head.logits, fused.fused, gate, head.unimodal, head.streams)
+        probes = self.probes(batch["text"], batch["image"])
+        logits = self.probes.mix(head.logits, probes) if self.config.fallback else head.logits
+        return ModelOutput(logits, fused.fused, head.logits, gate, head.unimodal, head.streams, probes)
 
-    def loss(self, output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-        return self.head.loss(HeadOutput(output.logits, output.unimodal, output.streams), labels)
+    def loss(self, output: ModelOutput, labels: torch.Tensor,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+        """The head's training loss on its own output (the probes are fitted separately)."""
+        head = HeadOutput(output.head_logits, output.unimodal, output.streams)
+        return self.head.loss(head, labels, label_smoothing)

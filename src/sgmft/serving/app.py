@@ -4,25 +4,32 @@ Endpoints: ``POST /predict`` (multipart: ``text`` and/or ``image``), ``POST /pre
 (multipart: repeated ``text`` and ``image`` fields, paired by position), ``GET /health``,
 ``GET /labels``, OpenAPI docs at ``/docs``, and the page at ``/``.
 
-The encoders and the model load once at start-up. Requests are queued and predicted in
-micro-batches on one worker thread, so the event loop never blocks on the model and concurrent
-requests share forward passes. Bad input gets a 4xx with a message; nothing crashes the server.
+The encoders and the model load once at start-up. The event loop only reads requests: image
+headers, decoding and resizing run on a small decoding pool, predictions on one worker thread
+that micro-batches concurrent requests. Memory stays bounded: an upload is read up to its byte
+limit, a request's images are refused (413) when their pixels, read from the headers before
+anything is decoded, exceed the request budget, and each image is resized to the encoder's
+input on the pool, so only small images wait for the model. Bad input gets a 4xx with a
+message; an error never leaves the server broken (the next request is served as usual).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
-from sgmft.data.images import MAX_PIXELS, ImageError, decode_image
+from sgmft.data.images import ImageError, decode_image
+from sgmft.limits import LIMITS
 from sgmft.serving.predictor import PostInput, Prediction, PredictionError, Predictor
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
@@ -39,6 +46,10 @@ class MicroBatcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgmft-predict")
         self.task: asyncio.Task | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._loop())
@@ -82,8 +93,8 @@ class MicroBatcher:
             try:
                 results = await loop.run_in_executor(self.worker, self._predict_each,
                                                      [post for post, _ in items])
-            except Exception as exc:  # the model itself failed: every waiting request learns it
-                results = [exc] * len(items)
+            except Exception as exc:  # the model itself failed (even MemoryError): each waiting
+                results = [exc] * len(items)   # request learns it, and the loop goes on
             for (_, future), result in zip(items, results, strict=True):
                 if not future.done():
                     if isinstance(result, Exception):
@@ -92,60 +103,111 @@ class MicroBatcher:
                         future.set_result(result)
 
 
-async def read_image(upload: UploadFile, max_bytes: int, max_pixels: int) -> Image.Image:
-    """An uploaded file -> RGB image, or the HTTP error a client can act on."""
-    if not (upload.content_type or "").startswith("image/"):
-        raise HTTPException(415, f"image must be sent with an image/* content type, "
-                                 f"got {upload.content_type!r}")
-    data = await upload.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise HTTPException(413, f"image upload exceeds the limit of {max_bytes} bytes")
-    if not data:
-        raise HTTPException(400, "the image file is empty")
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded image's bytes and its size read from the header (nothing decoded yet)."""
+
+    data: bytes
+    pixels: int
+
+
+def _header_pixels(data: bytes) -> int:
+    """Width x height from an image's header (PIL reads no pixel data here)."""
     try:
-        return decode_image(data, max_pixels)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise HTTPException(413, f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise HTTPException(400, "not an image (PIL cannot identify the file)") from exc
+    return width * height
+
+
+def _decode_and_resize(data: bytes, max_pixels: int, predictor: Predictor) -> Image.Image:
+    """On the decoding pool: decode, then resize to the encoder's input (what it does anyway)."""
+    try:
+        image = decode_image(data, max_pixels)
     except ImageError as exc:
         raise HTTPException(413 if "decompression bomb" in str(exc) else 400, str(exc)) from None
+    return predictor.encoder.image_preprocess.resize(image)
 
 
 def create_app(run: str | Path | None = None, predictor: Predictor | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = MAX_PIXELS,
-               max_batch: int = 32) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = LIMITS.image_pixels,
+               max_request_pixels: int = LIMITS.request_pixels, max_batch_rows: int = LIMITS.batch_rows,
+               max_batch: int = 32, decode_workers: int = 2) -> FastAPI:
     """The FastAPI app for a run folder (or a ready `Predictor`, for tests)."""
-    state: dict[str, MicroBatcher] = {}
+    state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher = MicroBatcher(predictor or Predictor(run), max_batch=max_batch)
         await batcher.start()
         state["batcher"] = batcher
+        state["decoder"] = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="sgmft-decode")
         yield
         await batcher.stop()
+        state["decoder"].shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="sgmft", lifespan=lifespan,
-                  description="Semantic location of a social-media post from its text and image (SG-MFT).")
+                  description="The label (semantic location) of a social-media post from its text "
+                              "and image (SG-MFT).")
 
     def batcher() -> MicroBatcher:
         return state["batcher"]
 
-    async def to_post(text: str | None, image: UploadFile | None) -> PostInput:
-        has_text = text is not None and text.strip() != ""
-        if not has_text and image is None:
+    async def read_upload(upload: UploadFile) -> Upload:
+        if not (upload.content_type or "").startswith("image/"):
+            raise HTTPException(415, f"image must be sent with an image/* content type, "
+                                     f"got {upload.content_type!r}")
+        data = await upload.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"image upload exceeds the limit of {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(400, "the image file is empty")
+        pixels = await asyncio.get_running_loop().run_in_executor(state["decoder"], _header_pixels, data)
+        if pixels > max_pixels:
+            raise HTTPException(413, f"decompression bomb refused: {pixels} pixels exceeds {max_pixels}")
+        return Upload(data, pixels)
+
+    def check_text(text: str | None) -> str | None:
+        if text is not None and len(text) > LIMITS.text_chars:
+            raise HTTPException(413, f"text of {len(text)} characters exceeds the limit of "
+                                     f"{LIMITS.text_chars}")
+        return text if text is not None and text.strip() else None
+
+    def check_request_pixels(uploads: list[Upload]) -> None:
+        total = sum(u.pixels for u in uploads)
+        if total > max_request_pixels:
+            raise HTTPException(413, f"the request's images hold {total} pixels together, over the "
+                                     f"limit of {max_request_pixels}; send fewer or smaller images")
+
+    async def to_post(text: str | None, upload: Upload | None) -> PostInput:
+        if text is None and upload is None:
             raise HTTPException(400, "send a text, an image, or both")
-        pil = await read_image(image, max_upload_bytes, max_pixels) if image is not None else None
-        return PostInput(text if has_text else None, pil)
+        image = None
+        if upload is not None:
+            image = await asyncio.get_running_loop().run_in_executor(
+                state["decoder"], _decode_and_resize, upload.data, max_pixels, batcher().predictor)
+        return PostInput(text, image)
 
     async def run_one(post: PostInput) -> dict:
         try:
             return (await batcher().predict(post)).to_dict()
         except PredictionError as exc:
             raise HTTPException(400, str(exc)) from None
+        except MemoryError:
+            raise HTTPException(503, "the server ran out of memory on this request; retry with "
+                                     "smaller images") from None
 
     @app.get("/health")
-    async def health() -> dict:
+    async def health():
+        """Ready when the model is loaded and its worker runs (503 otherwise). No file paths."""
+        if "batcher" not in state or not batcher().alive:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         p = batcher().predictor
-        return {"status": "ok", "run": str(p.run.folder), "variant": p.run.config.variant,
-                "encoder": p.encoder.name, "labels": p.labels}
+        return {"status": "ok", "variant": p.run.config.variant, "encoder": p.encoder.name,
+                "labels": p.labels, "queued": batcher().queue.qsize()}
 
     @app.get("/labels")
     async def labels() -> list[str]:
@@ -155,7 +217,10 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
     async def predict_one(text: Annotated[str | None, Form()] = None,
                           image: Annotated[UploadFile | None, File()] = None) -> dict:
         """Predict one post from its text and/or image."""
-        return await run_one(await to_post(text, image))
+        text = check_text(text)
+        upload = await read_upload(image) if image is not None else None
+        check_request_pixels([upload] if upload else [])
+        return await run_one(await to_post(text, upload))
 
     @app.post("/predict/batch")
     async def predict_batch(text: Annotated[list[str] | None, Form()] = None,
@@ -168,16 +233,28 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         if texts and images and len(texts) != len(images):
             raise HTTPException(400, f"{len(texts)} texts and {len(images)} images: send as many "
                                      "of each (an empty text for an image-only post)")
+        rows = max(len(texts), len(images))
+        if rows > max_batch_rows:
+            raise HTTPException(413, f"{rows} posts in one request, over the limit of {max_batch_rows}")
+        uploads: list[Upload | HTTPException | None] = []
+        for upload in images:
+            try:
+                uploads.append(await read_upload(upload))
+            except HTTPException as exc:
+                uploads.append(exc)
+        check_request_pixels([u for u in uploads if isinstance(u, Upload)])
 
         async def one(i: int) -> dict:
             try:
-                return await run_one(await to_post(texts[i] if texts else None,
-                                                   images[i] if images else None))
+                upload = uploads[i] if uploads else None
+                if isinstance(upload, HTTPException):
+                    raise upload
+                return await run_one(await to_post(check_text(texts[i]) if texts else None, upload))
             except HTTPException as exc:
                 return {"error": exc.detail, "status": exc.status_code}
 
         # posts enter the queue together, so the micro-batcher predicts them in one pass
-        results = await asyncio.gather(*(one(i) for i in range(max(len(texts), len(images)))))
+        results = await asyncio.gather(*(one(i) for i in range(rows)))
         return {"predictions": list(results)}
 
     page = files("sgmft.serving").joinpath("static", "index.html").read_text(encoding="utf-8")

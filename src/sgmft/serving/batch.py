@@ -1,75 +1,146 @@
-"""Batch prediction over a manifest (JSONL or CSV out) and per-user place profiles."""
+"""Batch prediction over a manifest (JSONL or CSV out) and per-user label profiles.
+
+Features come from the manifest's feature cache when one of the run's encoder matches the
+manifest (same posts, same cleaned texts, same image bytes), so a manifest that was trained or
+evaluated on is not encoded again; otherwise the posts are encoded in batches.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from sgmft.data.images import ImageError, load_image
-from sgmft.data.manifest import Manifest, load_manifest
-from sgmft.io import atomic_write_bytes
-from sgmft.serving.predictor import PostInput, PredictionError, Predictor
+from sgmft.data.manifest import Manifest, Post, load_manifest, skipped_summary
+from sgmft.encoders.cache import FeatureCache
+from sgmft.io import atomic_write, atomic_write_bytes
+from sgmft.pipeline import find_cache
+from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
+
+log = logging.getLogger(__name__)
 
 
-def _record(post_id: str | None, row: int, user: str | None, **fields: Any) -> dict[str, Any]:
-    return {"id": post_id, "row": row, "user": user, **fields}
+@dataclass
+class BatchResult:
+    """One record per row in row order (a prediction, or ``error``), and what was skipped."""
+
+    records: list[dict[str, Any]]
+    skipped: dict[str, Any]
+    from_cache: bool
 
 
-def predict_manifest(predictor: Predictor, manifest_path: str | Path,
-                     image_root: str | Path | None = None, batch_size: int = 64,
-                     progress: bool = True) -> list[dict[str, Any]]:
-    """One record per row, in row order: the prediction, or ``error`` for a bad row.
+def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
+    return {"id": post_id, "row": row, **fields}
 
-    A bad row (see `load_manifest`) or a post that fails at prediction time gets an error
-    record; it never stops the batch.
-    """
-    manifest: Manifest = load_manifest(manifest_path, image_root, read_labels=False,
-                                       require_labels=False, skip_invalid=True)
-    records = [_record(p.id, p.row, None, error=p.problem) for p in manifest.skipped]
-    bar = tqdm(total=len(manifest.posts), desc="predict", unit="post", disable=not progress)
-    for start in range(0, len(manifest.posts), batch_size):
-        chunk = manifest.posts[start:start + batch_size]
-        inputs, ready = [], []
+
+def _run_split(predictor: Predictor) -> dict[str, str]:
+    """Post id -> the part of the run's split it was in (train, val, test)."""
+    path = predictor.run.folder / "split.json"
+    if not path.is_file():
+        return {}
+    split = json.loads(path.read_text(encoding="utf-8"))
+    return {i: part for part in ("train", "val", "test") for i in split.get(part, [])}
+
+
+def _cached_features(predictor: Predictor, manifest: Manifest) -> FeatureCache | None:
+    data = predictor.run.config.data
+    own = Path(predictor.run.info["features"]["folder"])
+    cache = find_cache(manifest, data.encoder, data.checkpoint, predictor.sequence, (own,))
+    if cache is not None:
+        log.info("features of %d posts from the feature cache %s", len(cache), cache.header["manifest"])
+    return cache
+
+
+def _from_cache(predictor: Predictor, cache: FeatureCache, posts: list[Post]) -> Features:
+    rows = cache.rows([p.id for p in posts])
+    tensors = {"text": torch.from_numpy(np.ascontiguousarray(cache.text[rows])),
+               "image": torch.from_numpy(np.ascontiguousarray(cache.image[rows])),
+               "tokens": predictor.run.vocab.encode([p.tokens for p in posts],
+                                                    predictor.run.config.model.max_tokens)}
+    if predictor.sequence:
+        tensors["text_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.text_tokens[rows]))
+        tensors["image_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.image_tokens[rows]))
+    return Features(tensors, [True] * len(posts), [True] * len(posts), [[] for _ in posts])
+
+
+def _batches(predictor: Predictor, posts: list[Post], cache: FeatureCache | None, batch_size: int
+             ) -> Iterator[tuple[list[Post], Features | None, list[dict[str, Any]]]]:
+    """(posts, their features, error records) per batch; a post whose image fails to load
+    gets an error record instead of features."""
+    for start in range(0, len(posts), batch_size):
+        chunk = posts[start:start + batch_size]
+        if cache is not None:
+            yield chunk, _from_cache(predictor, cache, chunk), []
+            continue
+        inputs, ready, errors = [], [], []
         for post in chunk:
             try:
                 inputs.append(PostInput(post.text, load_image(post.image), post.id))
                 ready.append(post)
             except ImageError as exc:
-                records.append(_record(post.id, post.row, post.user, error=str(exc)))
+                errors.append(_record(post.id, post.row, user=post.user, error=str(exc)))
         try:
-            predictions = predictor.predict(inputs)
-        except PredictionError as exc:  # only when a whole batch is unusable
-            predictions = []
-            records += [_record(p.id, p.row, p.user, error=str(exc)) for p in ready]
-        for post, prediction in zip(ready, predictions, strict=False):
-            records.append(_record(post.id, post.row, post.user, **prediction.to_dict()))
-        bar.update(len(chunk))
+            yield ready, predictor.encode(inputs) if inputs else None, errors
+        except PredictionError as exc:  # a post with neither usable text nor image
+            yield [], None, errors + [_record(p.id, p.row, user=p.user, error=str(exc)) for p in ready]
+
+
+def predict_manifest(predictor: Predictor, manifest_path: str | Path,
+                     image_root: str | Path | None = None, batch_size: int = 64,
+                     labels: list[str] | None = None, skip_invalid: bool = False,
+                     progress: bool = True) -> BatchResult:
+    """Predict every valid row of a manifest; a bad row gets an ``error`` record (or, with
+    ``skip_invalid``, is left out and counted). Never stops at a bad row.
+
+    Records carry the post's true label (``true_label``) when the manifest has one, and
+    ``split`` (train, val or test) when the run was trained on the post.
+    """
+    manifest = load_manifest(manifest_path, image_root, labels or predictor.labels,
+                             require_labels=False, skip_invalid=True)
+    skipped = skipped_summary(manifest)
+    records = [] if skip_invalid else [_record(p.id, p.row, error=p.problem) for p in manifest.skipped]
+    in_split = _run_split(predictor)
+    cache = _cached_features(predictor, manifest)
+    bar = tqdm(total=len(manifest.posts), desc="predict", unit="post", disable=not progress)
+    for posts, features, errors in _batches(predictor, manifest.posts, cache, batch_size):
+        records += errors
+        predictions = predictor.predict_features(features, [p.id for p in posts]) if features else []
+        for post, prediction in zip(posts, predictions, strict=True):
+            records.append(_record(post.id, post.row, user=post.user, true_label=post.label,
+                                   split=in_split.get(post.id), **prediction.to_dict()))
+        bar.update(len(posts) + len(errors))
     bar.close()
-    return sorted(records, key=lambda r: r["row"])
+    return BatchResult(sorted(records, key=lambda r: r["row"]), skipped, cache is not None)
 
 
 def write_predictions(records: list[dict[str, Any]], out: str | Path, labels: list[str]) -> None:
-    """JSONL (full records) or CSV (id, row, user, place, one probability column per label,
-    text_only, image_only, error), by the file's extension."""
+    """JSONL (full records) or CSV (id, row, user, split, true_label, label, one probability
+    column per label, text_only, image_only, error), by the file's extension."""
     out = Path(out)
     if out.suffix.lower() == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["id", "row", "user", "place", *(f"p_{label}" for label in labels),
-                         "text_only", "image_only", "error"])
+        writer.writerow(["id", "row", "user", "split", "true_label", "label",
+                         *(f"p_{label}" for label in labels), "text_only", "image_only", "error"])
         for r in records:
             probs = r.get("probabilities", {})
             evidence = r.get("evidence", {})
-            writer.writerow([r["id"], r["row"], r["user"] or "", r.get("place", ""),
+            writer.writerow([r["id"], r["row"], r.get("user") or "", r.get("split") or "",
+                             r.get("true_label") or "", r.get("label", ""),
                              *(probs.get(label, "") for label in labels),
-                             evidence.get("text_only", {}).get("place", ""),
-                             evidence.get("image_only", {}).get("place", ""), r.get("error", "")])
+                             evidence.get("text_only", {}).get("label", ""),
+                             evidence.get("image_only", {}).get("label", ""), r.get("error", "")])
         atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
     else:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -77,38 +148,36 @@ def write_predictions(records: list[dict[str, Any]], out: str | Path, labels: li
 
 
 def user_profiles(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Per user: number of predicted posts and the share of each predicted place."""
+    """Per user: the number of predicted posts and the share of each predicted label."""
     counts: dict[str, Counter] = {}
     for r in records:
-        if "place" in r and r.get("user"):
-            counts.setdefault(r["user"], Counter())[r["place"]] += 1
+        if "label" in r and r.get("user"):
+            counts.setdefault(r["user"], Counter())[r["label"]] += 1
     return {user: {"posts": sum(c.values()),
-                   "places": {label: c[label] / sum(c.values()) for label in labels}}
+                   "labels": {label: c[label] / sum(c.values()) for label in labels}}
             for user, c in sorted(counts.items())}
 
 
 def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: Path,
                   max_users: int = 40) -> None:
-    """Stacked horizontal bars: each user's distribution of predicted places."""
+    """Stacked horizontal bars: each user's distribution of predicted labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sgmft.io import atomic_write
 
     users = sorted(profiles, key=lambda u: -profiles[u]["posts"])[:max_users]
     figure, axes = plt.subplots(figsize=(8, 0.35 * len(users) + 1.2))
     left = [0.0] * len(users)
     colours = plt.get_cmap("tab10")
     for c, label in enumerate(labels):
-        shares = [profiles[u]["places"][label] for u in users]
+        shares = [profiles[u]["labels"][label] for u in users]
         axes.barh(users, shares, left=left, color=colours(c % 10), label=label)
         left = [a + b for a, b in zip(left, shares, strict=True)]
     axes.set_xlim(0, 1)
     axes.invert_yaxis()
     axes.set_xlabel("share of the user's posts")
     axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    axes.set_title("predicted places per user")
+    axes.set_title("predicted labels per user")
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(figure)

@@ -1,10 +1,11 @@
 """`sgmft export RUN --onnx FILE`: the SG-Encoder and classifier as ONNX, checked against PyTorch.
 
 The exported graph takes the frozen encoders' features (so a deployment runs the head without
-PyTorch): inputs ``text`` (B, D_text) float32, or ``tokens`` (B, T) int64 for word-level
-variants, and ``image`` (B, D_image) float32 (for the sequence reading ``text_tokens`` and
-``image_tokens``, (B, L, D) float32); outputs ``probabilities`` (B, C), ``logits`` (B, C) and
-``fused`` (M_fuse, B, F).
+PyTorch): the model's `input_names`, i.e. ``text`` (B, D_text) and ``image`` (B, D_image)
+float32, plus ``tokens`` (B, T) int64 for word-level variants, or ``text_tokens`` and
+``image_tokens`` (B, L, D) float32 for the sequence reading; outputs ``probabilities`` (B, C),
+``logits`` (B, C), ``fused`` (M_fuse, B, F), and ``text_only`` and ``image_only`` (B, C), the
+unimodal probes' probabilities.
 """
 
 from __future__ import annotations
@@ -29,25 +30,26 @@ class ExportHead(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, text_input: torch.Tensor, image_input: torch.Tensor):
-        text_key, image_key = self.model.input_names
-        out = self.model({text_key: text_input, image_key: image_input})
-        return torch.softmax(out.logits, dim=-1), out.logits, out.fused
+    def forward(self, *inputs: torch.Tensor):
+        out = self.model(dict(zip(self.model.input_names, inputs, strict=True)))
+        return (torch.softmax(out.logits, dim=-1), out.logits, out.fused,
+                torch.softmax(out.probes["text"], -1), torch.softmax(out.probes["image"], -1))
 
 
-def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only"]
+
+
+def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random inputs of the run's input names and shapes."""
     generator = torch.Generator().manual_seed(seed)
     features = run.info["features"]
     shapes = {"text": [features["dims"]["text"]], "image": [features["dims"]["image"]]}
     if features.get("token_shapes"):
         shapes |= {f"{k}_tokens": v for k, v in features["token_shapes"].items()}
-    text_key, image_key = run.model.input_names
-    if text_key == "tokens":
-        first = torch.randint(0, len(run.vocab), (batch, run.config.model.max_tokens), generator=generator)
-    else:
-        first = torch.randn(batch, *shapes[text_key], generator=generator)
-    return first, torch.randn(batch, *shapes[image_key], generator=generator)
+    return tuple(
+        torch.randint(0, len(run.vocab), (batch, run.config.model.max_tokens), generator=generator)
+        if name == "tokens" else torch.randn(batch, *shapes[name], generator=generator)
+        for name in run.model.input_names)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_batch: int = 5,
@@ -63,16 +65,15 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_bat
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
         atomic_write(out, lambda tmp: torch.onnx.export(
             head, example_inputs(run), str(tmp), dynamo=False, opset_version=opset,
-            input_names=names, output_names=["probabilities", "logits", "fused"],
-            dynamic_axes={name: {0: "batch"} for name in [*names, "probabilities", "logits", "fused"]},
+            input_names=names, output_names=OUTPUTS,
+            dynamic_axes={name: {0: "batch"} for name in [*names, *OUTPUTS]},
         ))
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     inputs = example_inputs(run, check_batch, seed=1)
     with torch.no_grad():
         expected = [t.numpy() for t in head(*inputs)]
     got = session.run(None, {name: x.numpy() for name, x in zip(names, inputs, strict=True)})
-    errors = {name: float(np.abs(a - b).max()) for name, a, b in
-              zip(["probabilities", "logits", "fused"], got, expected, strict=True)}
+    errors = {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}
     if max(errors.values()) > tolerance:
         raise RuntimeError(f"ONNX and PyTorch disagree beyond {tolerance}: {json.dumps(errors)}")
     return errors

@@ -13,6 +13,9 @@ from sgmft.encoders import DEFAULT_ENCODER
 from sgmft.models.config import ModelConfig
 from sgmft.models.variants import variant_overrides
 
+#: the preset `sgmft train` uses when no --config is given: the recommended model
+DEFAULT_PRESET = "sgmft"
+
 
 @dataclass
 class DataConfig:
@@ -22,7 +25,8 @@ class DataConfig:
     encoder: str = DEFAULT_ENCODER
     checkpoint: str | None = None     # chinese-clip: local folder or hub id
     cache: str | None = None          # feature cache folder (default: beside the data)
-    split: str = "stratified"         # stratified | user | manifest
+    split: str = "auto"               # auto (the manifest's split column if it has one, else
+                                      # stratified) | stratified | user | group | manifest
     test_fraction: float = 0.2
     split_seed: int = 0
     skip_invalid: bool = False
@@ -35,14 +39,27 @@ class TrainConfig:
     lr: float = 1e-5
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
+    optimizer: str = "adam"           # adam (the paper; weight decay added to the gradient) | adamw
+    label_smoothing: float = 0.0
     seed: int = 0
-    early_stopping: int = 0           # patience in epochs on the validation split; 0 = off
-    val_fraction: float = 0.1         # carved from train (stratified) when early stopping is on
+    early_stopping: int = 0           # patience in epochs on the validation part; 0 = off
+    val_fraction: float = 0.1         # share of train carved as validation (early stopping, fallback)
+    val_by: str = "auto"              # how: auto (group, else user, never splitting identical
+                                      # images) | stratified | group | user | image
     device: str = "cpu"
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        choices = {"optimizer": ("adam", "adamw"),
+                   "val_by": ("auto", "stratified", "group", "user", "image")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name} = {getattr(self, name)!r}; expected one of {allowed}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"train.label_smoothing = {self.label_smoothing}; expected [0, 1)")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"train.val_fraction = {self.val_fraction}; expected (0, 1)")
 
 
 @dataclass

@@ -8,16 +8,19 @@ timings, split, feature cache, data hash, seed and package versions).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import math
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.model_selection import train_test_split
 
-from sgmft.data.manifest import Manifest, load_manifest
-from sgmft.data.splits import load_or_make_split
+from sgmft.data.manifest import Manifest, load_manifest, report_skipped, skipped_summary
+from sgmft.data.splits import carve_validation, load_or_make_split
 from sgmft.encoders.cache import FeatureCache
 from sgmft.io import atomic_write, atomic_write_json
 from sgmft.models.model import MultimodalModel
@@ -25,7 +28,10 @@ from sgmft.pipeline import ensure_features
 from sgmft.provenance import now, versions
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary, post_tensors
-from sgmft.training.trainer import FitResult, fit
+from sgmft.training.probes import choose_mixture, fit_unimodal_probes
+from sgmft.training.trainer import CHECKPOINT, FitResult, fit, predict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +42,7 @@ class PreparedData:
     cache: FeatureCache
     cache_dir: Path
     split: dict[str, Any]
+    memo: dict[Any, Any] = field(default_factory=dict)   # fitted probes, shared by runs
 
 
 def prepare_data(config: RunConfig, progress: bool = True) -> PreparedData:
@@ -43,6 +50,7 @@ def prepare_data(config: RunConfig, progress: bool = True) -> PreparedData:
     data = config.data
     manifest = load_manifest(data.manifest, data.image_root, data.labels,
                              skip_invalid=data.skip_invalid)
+    report_skipped(manifest)
     cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
                                     Path(data.cache) if data.cache else None,
                                     device=config.train.device, progress=progress,
@@ -51,13 +59,22 @@ def prepare_data(config: RunConfig, progress: bool = True) -> PreparedData:
     return PreparedData(manifest, cache, folder, split)
 
 
-def carve_validation(prepared: PreparedData, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """A stratified validation part of the train split: (train ids, validation ids)."""
+def needs_validation(config: RunConfig) -> bool:
+    """Early stopping and the fallback mixture choose on a validation part."""
+    return bool(config.train.early_stopping) or config.model.fallback
+
+
+def validation_part(config: RunConfig, prepared: PreparedData) -> tuple[list[str], list[str], str]:
+    """(training ids, validation ids, how they were chosen): the manifest's own ``val`` rows
+    when it has them, else a part carved from the train split by group (`carve_validation`)."""
     train_ids = prepared.split["train"]
-    labels = {p.id: p.label for p in prepared.manifest.posts}
-    fit_ids, val_ids = train_test_split(train_ids, test_size=fraction, random_state=seed,
-                                        stratify=[labels[i] for i in train_ids])
-    return list(fit_ids), list(val_ids)
+    if not needs_validation(config):
+        return train_ids, [], "none"
+    if prepared.split.get("val"):
+        return train_ids, prepared.split["val"], "the manifest's val rows"
+    wanted = set(train_ids)
+    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    return carve_validation(posts, config.train.val_fraction, config.train.seed, config.train.val_by)
 
 
 def token_lengths(features: dict[str, Any]) -> tuple[int, int] | None:
@@ -74,22 +91,56 @@ def build_model(config: RunConfig, cache: FeatureCache, num_classes: int,
                            cache.header.get("shared_space", False), token_lengths(cache.header))
 
 
-def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None,
-              resume: bool = False, progress: bool = True, on_epoch_end=None) -> Path:
-    """Train one configuration into the run folder ``out``; returns ``out``."""
-    out = Path(out)
+class RunExistsError(ValueError):
+    """The run folder already holds a run, and neither resuming nor overwriting was asked for."""
+
+
+RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json")
+
+
+def _claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Check that ``out`` may receive this run; with ``overwrite`` clear the old one."""
     saved = out / "config.json"
     same = json.loads(json.dumps(config.to_dict()))
     if resume and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != same:
         raise ValueError(f"--resume: {saved} holds another configuration; resume with the same one")
+    finished, started = (out / "model.safetensors").is_file(), (out / CHECKPOINT).is_file()
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "eval", ignore_errors=True)
+    elif finished and not resume:
+        raise RunExistsError(f"{out} holds a finished run: pass --overwrite to replace it, or "
+                             "choose another --out")
+    elif started and not resume:
+        raise RunExistsError(f"{out} holds an unfinished run: pass --resume to continue it, or "
+                             "--overwrite to start again")
+
+
+def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None,
+              resume: bool = False, progress: bool = True, on_epoch_end=None,
+              overwrite: bool = False) -> Path:
+    """Train one configuration into the run folder ``out``; returns ``out``.
+
+    A folder holding a finished run is refused unless ``resume`` (which then finds nothing to
+    do and rewrites the results) or ``overwrite``; an unfinished one unless either.
+    """
+    out = Path(out)
+    _claim_folder(out, config, resume, overwrite)
+    saved = out / "config.json"
     out.mkdir(parents=True, exist_ok=True)
     config.save(saved)
     prepared = prepared or prepare_data(config, progress)
     manifest = prepared.manifest
-    train_ids, val_ids = prepared.split["train"], None
-    if config.train.early_stopping:
-        train_ids, val_ids = carve_validation(prepared, config.train.val_fraction, config.train.seed)
-    vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in set(train_ids)])
+    train_ids, val_ids, val_how = validation_part(config, prepared)
+    if needs_validation(config):
+        log.info("validation: %d of the %d training posts, %s", len(val_ids), len(prepared.split["train"]),
+                 val_how)
+    atomic_write_json(out / "split.json", {
+        "kind": prepared.split["kind"], "train": train_ids, "val": val_ids,
+        "test": prepared.split["test"], "posts": manifest.post_digests()})
+    wanted = set(train_ids)
+    vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in wanted])
     vocab.save(out / "vocab.json")
     atomic_write_json(out / "labels.json", list(manifest.labels))
     max_tokens, sequences = config.model.max_tokens, config.model.reading == "sequence"
@@ -97,15 +148,62 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
     val = (post_tensors(manifest, prepared.cache, val_ids, vocab, max_tokens, sequences=sequences)
            if val_ids else None)
     model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
+    text_key, image_key = model.input_names[:2]
+    model.inputs.fit_statistics(train[text_key], train[image_key])
     result = fit(model, train, config.train, out, val, resume, progress, on_epoch_end)
+    after = finish_model(model, config, train, val, prepared.memo)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    _write_run_info(out, config, prepared, result, len(train_ids), len(val_ids or []), model)
+    info = {"val": len(val_ids), "val_by": val_how, **after,
+            "warnings": learning_warnings(result, train["label"], val, len(manifest.labels))}
+    for warning in info["warnings"]:
+        log.warning("%s", warning)
+    info["skipped_rows"] = skipped_summary(manifest)
+    _write_run_info(out, config, prepared, result, len(train_ids), info, model)
     return out
 
 
+def finish_model(model: MultimodalModel, config: RunConfig, train: dict[str, torch.Tensor],
+                 val: dict[str, torch.Tensor] | None, memo: dict | None = None) -> dict[str, Any]:
+    """After training: fit the unimodal probes (reused from ``memo`` for the same data), and
+    with ``fallback`` choose the mixture on the validation part. Returns what was chosen."""
+    model.cpu()
+    found: dict[str, Any] = {"probes": fit_unimodal_probes(model, train, val, config.train.seed, memo)}
+    if config.model.fallback and val is not None:
+        outputs = predict(model, val, config.train.eval_batch_size)
+        weights, scores = choose_mixture(outputs["head_logits"].numpy(), outputs["probe_text"].numpy(),
+                                         outputs["probe_image"].numpy(), val["label"].numpy())
+        model.probes.set_mixture(weights)
+        found["mixture"] = {"fused": weights[0], "text": weights[1], "image": weights[2],
+                            **{f"val_{k}": round(v, 6) for k, v in scores.items()}}
+        log.info("fallback mixture (validation): fused %.1f, text %.1f, image %.1f", *weights)
+    return found
+
+
+def learning_warnings(result: FitResult, labels: torch.Tensor, val: dict[str, torch.Tensor] | None,
+                      num_classes: int) -> list[str]:
+    """Plain-words warnings for a run that did not learn: a training loss near chance, or a
+    validation accuracy no better than always answering the most common class."""
+    warnings = []
+    if result.history:
+        chance = math.log(num_classes)
+        final = result.history[-1]["train_loss"]
+        if final > 0.9 * chance:
+            warnings.append(f"the training loss ended at {final:.3f}, near chance (ln {num_classes} = "
+                            f"{chance:.3f}): the model barely learned; try more epochs or a higher "
+                            "learning rate (the default preset adapts both)")
+    if val is not None and result.best_epoch is not None:
+        majority = Counter(labels.tolist()).most_common(1)[0][0]
+        baseline = float((val["label"] == majority).float().mean())
+        best = result.history[result.best_epoch]["val_accuracy"]
+        if best <= baseline:
+            warnings.append(f"the best validation accuracy ({best:.3f}) is no better than always "
+                            f"answering the most common class ({baseline:.3f})")
+    return warnings
+
+
 def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
-                    n_train: int, n_val: int, model: MultimodalModel) -> None:
+                    n_train: int, info: dict[str, Any], model: MultimodalModel) -> None:
     header = prepared.cache.header
     atomic_write_json(out / "run.json", {
         "finished": now(),
@@ -114,7 +212,8 @@ def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result
         "manifest": str(prepared.manifest.path),
         "data_hash": prepared.manifest.data_hash(),
         "split": {k: prepared.split[k] for k in ("kind", "test_fraction", "seed", "path")}
-        | {"train": n_train, "val": n_val, "test": len(prepared.split["test"])},
+        | {"train": n_train, "val": info["val"], "val_by": info["val_by"],
+           "test": len(prepared.split["test"])},
         "features": {"folder": str(prepared.cache_dir), "encoder": header["encoder"],
                      "content_hash": header["content_hash"], "dims": header["dims"],
                      "shared_space": header.get("shared_space", False),
@@ -123,6 +222,10 @@ def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result
         "seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "skipped_rows": info["skipped_rows"],
+        "probes": info["probes"],
+        "mixture": info.get("mixture"),
+        "warnings": info["warnings"],
         "history": result.history,
         "versions": versions(),
     })

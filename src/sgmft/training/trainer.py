@@ -48,15 +48,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: MultimodalModel, tensors: dict[str, torch.Tensor], batch_size: int = 512,
             device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Eval-mode outputs over all rows: {"logits": (N, C), "fused": (N, F)} plus unimodal
-    logits ("logits_text", "logits_image") and the gate mean ("gate_mean") where present."""
+    """Eval-mode outputs over all rows: {"logits": (N, C), "head_logits": (N, C), "fused":
+    (N, F), "probe_text", "probe_image": (N, C)}, plus a head's own unimodal logits
+    ("logits_text", "logits_image") and the gate ("gate", (N, L * w)) where present."""
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     inputs = {k: v for k, v in tensors.items() if k != "label"}
     for batch in batches(inputs, batch_size):
         out = model({k: v.to(device) for k, v in batch.items()})
-        found = {"logits": out.logits, "fused": out.fused}
+        found = {"logits": out.logits, "head_logits": out.head_logits, "fused": out.fused}
         found |= {f"logits_{name}": value for name, value in out.unimodal.items()}
+        found |= {f"probe_{name}": value for name, value in out.probes.items()}
         if out.gate is not None:
             found["gate"] = out.gate.reshape(len(out.gate), -1)
         for key, value in found.items():
@@ -65,8 +67,22 @@ def predict(model: MultimodalModel, tensors: dict[str, torch.Tensor], batch_size
 
 
 def accuracy(model: MultimodalModel, tensors: dict[str, torch.Tensor], config: TrainConfig) -> float:
+    return validation_scores(model, tensors, config)[0]
+
+
+def validation_scores(model: MultimodalModel, tensors: dict[str, torch.Tensor],
+                      config: TrainConfig) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the model's predictions on labelled ``tensors``."""
     logits = predict(model, tensors, config.eval_batch_size, config.device)["logits"]
-    return float((logits.argmax(-1) == tensors["label"]).float().mean())
+    labels = tensors["label"]
+    return (float((logits.argmax(-1) == labels).float().mean()),
+            float(torch.nn.functional.cross_entropy(logits, labels)))
+
+
+def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the paper's, weight decay as L2 in the gradient) or AdamW (decoupled decay)."""
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -78,12 +94,11 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         progress: bool = True,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` in place; the weights it ends with are the last epoch's, or the best
-    validation epoch's when early stopping is on."""
+    validation epoch's when early stopping is on (best accuracy; ties to the lower loss)."""
     device = torch.device(config.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
-                                 weight_decay=config.weight_decay)
-    result, start_epoch, best_score, best_state = FitResult(), 0, -1.0, None
+    optimizer = make_optimizer(model, config)
+    result, start_epoch, best_score, best_state = FitResult(), 0, (-1.0, -float("inf")), None
     path = run_dir / CHECKPOINT
     seed_everything(config.seed)
     if resume and path.is_file():
@@ -93,7 +108,8 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
-        start_epoch, best_score, best_state = state["epoch"] + 1, state["best_score"], state["best_state"]
+        start_epoch, best_state = state["epoch"] + 1, state["best_state"]
+        best_score = tuple(state["best_score"])
         result.history, result.best_epoch = state["history"], state["best_epoch"]
         result.seconds = state.get("seconds", 0.0)
     n, waited = len(train["label"]), 0
@@ -112,7 +128,7 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
             output = model(batch)
-            loss = model.loss(output, batch["label"])
+            loss = model.loss(output, batch["label"], config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,9 +137,10 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
             bar.set_postfix(loss=f"{total / seen:.4f}")
         record = {"epoch": epoch, "train_loss": total / seen}
         if val is not None:
-            record["val_accuracy"] = accuracy(model, val, config)
-            if record["val_accuracy"] > best_score:
-                best_score, result.best_epoch, waited = record["val_accuracy"], epoch, 0
+            record["val_accuracy"], record["val_loss"] = validation_scores(model, val, config)
+            score = (record["val_accuracy"], -record["val_loss"])
+            if score > best_score:
+                best_score, result.best_epoch, waited = score, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 waited += 1

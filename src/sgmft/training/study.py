@@ -1,0 +1,250 @@
+"""`sgmft study`: a hyper-parameter and architecture search with Optuna.
+
+TPE sampling, median pruning on the validation accuracy of each epoch, and the study kept in
+an SQLite file in the output folder, so that a killed study resumes where it stopped (trials
+that were running when it died are marked failed by Optuna's heartbeat and not counted).
+
+Nothing in a study reads the test split. A *study validation* part is carved from the
+training split by group (as in `sgmft.data.splits.carve_validation`); every trial trains on
+the rest (carving its own early-stopping validation from it, as any run does) and is scored
+by the accuracy of its final prediction on the study validation part.
+
+Writes into the output folder: ``study.db``, ``trials/NNNN/`` (each trial's run folder,
+without its checkpoint), ``study.json`` (settings, every trial, importances), ``study.md``
+(the report), ``best_config.json`` (the best trial's whole configuration), and
+``history.png`` and ``importance.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sgmft.data.splits import carve_validation
+from sgmft.evaluation.evaluate import test_outputs
+from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
+from sgmft.provenance import now, versions
+from sgmft.training.config import RunConfig, resolve_config
+from sgmft.training.run import PreparedData, load_run, prepare_data, train_run
+from sgmft.training.space import Parameter, draw
+from sgmft.training.trainer import CHECKPOINT
+
+log = logging.getLogger(__name__)
+STUDY_NAME = "sgmft"
+
+
+def study_split(prepared: PreparedData, fraction: float, seed: int, by: str) -> PreparedData:
+    """The data a trial sees: train = the training split less the study validation part,
+    test = the study validation part. The real test split is left out altogether."""
+    wanted = set(prepared.split["train"])
+    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    train, val, how = carve_validation(posts, fraction, seed, by)
+    if not val:
+        raise ValueError("the training split is too small to hold out a study validation part")
+    log.info("study validation: %d of the %d training posts, %s", len(val), len(posts), how)
+    split = {**prepared.split, "train": train, "test": val, "val": [], "study_validation": how}
+    return replace(prepared, split=split)
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
+    """The base configuration with a trial's drawn values."""
+    overrides = [f"{name}={json.dumps(value)}" for name, value in params.items()]
+    return resolve_config(overrides=overrides, base=base, variant=base["variant"])
+
+
+def _score(folder: Path, prepared: PreparedData) -> float:
+    """Accuracy of a finished trial run on the study validation part (its "test")."""
+    run = load_run(folder)
+    outputs, labels = test_outputs(run, prepared)
+    return float((outputs["logits"].argmax(-1) == labels).mean())
+
+
+def _objective(parameters: list[Parameter], base: dict[str, Any], prepared: PreparedData,
+               out: Path, progress: bool):
+    import optuna
+
+    def objective(trial: optuna.Trial) -> float:
+        params = draw(parameters, trial)
+        config = trial_config(base, params)
+        folder = out / "trials" / f"{trial.number:04d}"
+        if folder.exists():
+            shutil.rmtree(folder)
+
+        def report(epoch: int, record: dict[str, float]) -> None:
+            if "val_accuracy" in record:
+                trial.report(record["val_accuracy"], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        started = time.perf_counter()
+        try:
+            train_run(config, folder, prepared, progress=progress, on_epoch_end=report)
+        finally:
+            (folder / CHECKPOINT).unlink(missing_ok=True)
+        score = _score(folder, prepared)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        trial.set_user_attr("epochs", len(info["history"]))
+        log.info("trial %d: %.4f on study validation (%s)", trial.number, score, params)
+        return score
+
+    return objective
+
+
+def _storage(out: Path):
+    import optuna
+
+    return optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=30,
+                                      grace_period=60)
+
+
+def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: int,
+              timeout: float | None = None, seed: int = 0, study_fraction: float = 0.2,
+              progress: bool = False) -> Path:
+    """Run (or resume) a study until ``trials`` trials have finished (completed or pruned),
+    or ``timeout`` seconds have passed; then write the report. Returns ``out``."""
+    import optuna
+
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    prepared = study_split(prepare_data(base, progress), study_fraction, seed, base.train.val_by)
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=_storage(out), direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=3))
+    settings = {"base_config": base.to_dict(), "space": [p.__dict__ for p in parameters],
+                "seed": seed, "study_fraction": study_fraction,
+                "study_validation": prepared.split["study_validation"],
+                "data_hash": prepared.manifest.data_hash()}
+    _check_same_settings(out, settings)
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                   optuna.trial.TrialState.PRUNED)]
+    started = time.perf_counter()
+    if len(done) < trials:
+        study.optimize(_objective(parameters, base.to_dict(), prepared, out, progress),
+                       n_trials=trials - len(done), timeout=timeout, catch=(ValueError,))
+    write_report(study, out, settings, time.perf_counter() - started)
+    return out
+
+
+def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
+    """A study folder serves one study: refuse to resume it with other settings."""
+    path = out / "settings.json"
+    current = json.loads(json.dumps(settings))
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != current:
+            changed = sorted(k for k in current if saved.get(k) != current[k])
+            raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)}); "
+                             "choose another --out to start a new one")
+    atomic_write_json(path, current)
+
+
+def _importances(study) -> dict[str, float]:
+    """fANOVA importance of each parameter drawn in every finished trial (Optuna's evaluator)."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 3:
+        return {}
+    try:
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:   # e.g. every value the same
+        log.warning("no parameter importance: %s", exc)
+        return {}
+    return {name: float(value) for name, value in found.items()}
+
+
+def _plots(study, out: Path, importances: dict[str, float]) -> list[str]:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # Optuna marks its matplotlib plots experimental
+        figures = {"history.png": lambda: optuna_plots.plot_optimization_history(study)}
+        if importances:
+            figures["importance.png"] = lambda: optuna_plots.plot_param_importances(
+                study, evaluator=__import__("optuna").importance.FanovaImportanceEvaluator(seed=0))
+        for name, make in figures.items():
+            axes = make()
+            figure = axes.figure
+            figure.set_size_inches(8, 4.5)
+            atomic_write(out / name, lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=110,
+                                                                       bbox_inches="tight"))
+            plt.close(figure)
+            written.append(name)
+    return written
+
+
+def write_report(study, out: Path, settings: dict[str, Any], seconds: float) -> None:
+    """study.json, study.md, best_config.json and the plots."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    records = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                "seconds": t.user_attrs.get("seconds"), "epochs": t.user_attrs.get("epochs"),
+                "duration": t.duration.total_seconds() if t.duration else None} for t in study.trials]
+    finished = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED)]
+    wall = sum(r["duration"] or 0.0 for r in records)
+    complete = sorted((t for t in study.trials if t.state == states.COMPLETE),
+                      key=lambda t: -t.value)
+    importances = _importances(study)
+    plots = _plots(study, out, importances) if complete else []
+    if complete:
+        best = trial_config(settings["base_config"], complete[0].params)
+        atomic_write_json(out / "best_config.json", {
+            "_about": f"best trial {complete[0].number} of study {out}: {complete[0].value:.4f} "
+                      "accuracy on the study validation part", **best.to_dict()})
+    counts = {s.name.lower(): sum(t.state == s for t in study.trials)
+              for s in (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)}
+    atomic_write_json(out / "study.json", {
+        "finished": now(), "settings": settings, "counts": counts, "trial_seconds": round(wall, 1),
+        "this_session_seconds": round(seconds, 1), "importances": importances, "trials": records,
+        "versions": versions()})
+    atomic_write_bytes(out / "study.md", render_report(complete, counts, importances, settings,
+                                                       wall, len(finished), plots).encode("utf-8"))
+
+
+def render_report(complete: list, counts: dict[str, int], importances: dict[str, float],
+                  settings: dict[str, Any], wall: float, finished: int, plots: list[str]) -> str:
+    per_hour = finished / (wall / 3600) if wall else 0.0
+    lines = ["# sgmft study", "",
+             f"Data hash `{settings['data_hash'][:16]}`; study validation: "
+             f"{settings['study_fraction']:.0%} of the training split, {settings['study_validation']} "
+             "(the test split is never read). Objective: accuracy of the final prediction on the "
+             "study validation part.", "",
+             f"Trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+             f"{wall / 60:.1f} min of trial time, {per_hour:.0f} finished trials per hour.", ""]
+    if complete:
+        names = list(dict.fromkeys(k for t in complete for k in t.params))
+        lines += ["## Best trials", "", "| trial | accuracy | " + " | ".join(names) + " |",
+                  "|---" * (len(names) + 2) + "|"]
+        for t in complete[:10]:
+            values = [_fmt(t.params.get(n, "")) for n in names]
+            lines.append(f"| {t.number} | {t.value:.4f} | " + " | ".join(values) + " |")
+        lines.append("")
+    if importances:
+        lines += ["## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---|"]
+        lines += [f"| {name} | {value:.3f} |" for name, value in importances.items()]
+        lines.append("")
+    lines += [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
