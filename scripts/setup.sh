@@ -5,13 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+say() { echo "setup: $*"; }
+if [ ! -x .venv/bin/python ]; then say "creating .venv"; "$PYTHON" -m venv .venv; fi
+say "upgrading pip"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[serve,export,dev]"
-.venv/bin/python -c "import torch, sgmft; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('sgmft', sgmft.__version__, 'torch', torch.__version__)"
+say "installing sgmft with torch 2.13.0 (CPU), serving, export, Ray and test extras (a few minutes the first time)"
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[serve,export,ray,dev]" \
+  2>&1 | { grep -v "^WARNING: Location" || true; }   # (pipefail: a pip failure still fails)
+.venv/bin/python -c "import torch, sgmft; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('setup: sgmft', sgmft.__version__, 'torch', torch.__version__)"
 if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  say "installing Debian's chromium and chromium-driver (for the browser test)"
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver >/dev/null
   chromium --version
 fi
+say "done; run commands with .venv/bin/sgmft, or 'source .venv/bin/activate' first and then sgmft"

@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from sgmft import PLACES
 from sgmft.cli import app
 from tests.conftest import write_jsonl
 
@@ -138,3 +139,167 @@ def test_reproduce_writes_every_table_row_and_figures(demo, tmp_path):
                                 "--set", "model.classifier_hidden=[16,16,16,16]"])
     assert again.exit_code == 0
     assert (out / "runs" / "sg-mft" / "seed0" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+# --- a new user's own data (issue "your own data, start to finish") ---------------------------
+
+
+@pytest.fixture(scope="module")
+def demo80(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo80")
+    assert runner.invoke(app, ["demo", str(folder), "--posts-per-class", "10"]).exit_code == 0
+    return folder / "manifest.jsonl"
+
+
+def rows_of(manifest, n=None):
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()[:n]]
+    for row in rows:
+        row["image"] = str(manifest.parent / row["image"])
+    return rows
+
+
+def test_help_describes_every_command():
+    result = runner.invoke(app, ["--help"])
+    for command in ("demo", "validate", "extract", "train", "evaluate", "study", "reproduce",
+                    "predict", "profile", "serve", "export", "variants", "encoders"):
+        assert command in result.output.split("Commands:")[1], command
+    assert "study (search configurations)" in result.output
+
+
+def test_default_train_uses_the_recommended_preset_and_learns(demo80, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(demo80), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["fallback"] and config["train"]["early_stopping"] > 0   # not the paper's
+    assert "best validation accuracy" in result.output and "next: sgmft evaluate" in result.output
+    assert "warning" not in result.output
+    evaluated = runner.invoke(app, ["evaluate", str(run)])
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.5                      # chance is 1/8
+    assert {"fused_head", "text_only", "image_only"} <= set(metrics)
+    assert "accuracy of the parts" in evaluated.output
+
+
+def test_a_run_that_does_not_learn_says_so(demo, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), "--config", "paper",
+                                 "--set", "train.epochs=1", "--set", "model.dim=16"])
+    assert result.exit_code == 0, result.output
+    assert "near chance" in result.output
+    assert any("near chance" in w for w in json.loads((run / "run.json").read_text())["warnings"])
+
+
+def test_a_finished_run_is_not_overwritten_without_asking(demo, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(demo), "--out", str(run), *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (run / "model.safetensors").read_bytes()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert (run / "model.safetensors").read_bytes() == before
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_split_column_is_followed_and_tiny_data_trains(demo, tmp_path):
+    """A 10-post manifest of three labels with its own split column: validate, train (no
+    --set), evaluate (too few test posts for a t-SNE map: skipped with a note)."""
+    rows = [r for r in rows_of(demo) if r["label"] in ("home", "work", "restaurant")][:10]
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 4 == 3 else "train"
+    path = write_jsonl(tmp_path / "mine.jsonl", rows)
+    labels = ["--labels", "home,work,restaurant"]
+    checked = runner.invoke(app, ["validate", str(path), *labels])
+    assert checked.exit_code == 0 and "split column: test, train" in checked.output
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *labels])
+    assert trained.exit_code == 0, trained.output
+    assert "split: the manifest's split column (8 train, 2 test)" in trained.output
+    evaluated = runner.invoke(app, ["evaluate", str(run)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "note: t-SNE needs at least 5 test posts" in evaluated.output
+    assert (run / "eval" / "confusion.png").is_file() and not (run / "eval" / "tsne.png").exists()
+
+
+def test_skipped_rows_are_counted_printed_and_recorded(demo, tmp_path):
+    rows = rows_of(demo, 30)
+    rows[3]["image"] = str(tmp_path / "gone.jpg")
+    rows[5]["text"] = "[哈哈] http://t.cn/x"
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *FAST, "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 invalid row(s) (1 missing image, 1 empty text after cleaning)" in result.output
+    skipped = json.loads((run / "run.json").read_text())["skipped_rows"]
+    assert skipped["count"] == 2 and "row 4 (id" in skipped["rows"][0]
+    checked = runner.invoke(app, ["validate", str(path)])
+    assert checked.exit_code == 1 and "2 invalid row(s)" in checked.output
+    assert "skipped 2" not in checked.output
+
+
+def test_two_manifests_in_one_folder_never_share_a_cache(demo, tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", rows_of(demo, 24))
+    second = write_jsonl(tmp_path / "b.jsonl", rows_of(demo)[8:40])
+    for manifest, run in ((first, "ra"), (second, "rb")):
+        result = runner.invoke(app, ["train", "--data", str(manifest), "--out", str(tmp_path / run), *FAST])
+        assert result.exit_code == 0, result.output
+    caches = sorted(p.name for p in (tmp_path / ".sgmft").glob("features-*"))
+    assert len(caches) == 2
+
+
+def test_evaluate_refuses_changed_data_and_names_the_rows(demo, tmp_path):
+    rows = rows_of(demo)
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *FAST]).exit_code == 0
+    rows[2]["label"] = "gym" if rows[2]["label"] != "gym" else "home"
+    write_jsonl(path, [*rows, {**rows[0], "id": "new-post"}])
+    refused = runner.invoke(app, ["evaluate", str(run)])
+    assert refused.exit_code == 1
+    assert "1 changed: row 3" in refused.output and "1 added: row 41 (id 'new-post')" in refused.output
+    allowed = runner.invoke(app, ["evaluate", str(run), "--allow-data-change"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_predict_manifest_reuses_the_cache_and_marks_split_and_truth(demo, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST]).exit_code == 0
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(run), "--manifest", str(demo), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "(features from the feature cache)" in result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("id,row,user,split,true_label,label,p_home")
+    splits = {line.split(",")[3] for line in lines[1:]}
+    assert splits == {"train", "test"} and all(line.split(",")[4] for line in lines[1:])
+
+
+def test_predict_and_profile_take_the_data_options(demo, tmp_path):
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST]).exit_code == 0
+    rows = rows_of(demo, 6)
+    rows[1]["image"] = str(tmp_path / "gone.jpg")
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "p.jsonl"
+    kept = runner.invoke(app, ["predict", str(run), "--manifest", str(path), "--out", str(out)])
+    assert kept.exit_code == 0 and "1 row error(s)" in kept.output and len(out.read_text().splitlines()) == 6
+    left = runner.invoke(app, ["predict", str(run), "--manifest", str(path), "--out", str(out),
+                               "--skip-invalid", "--labels", ",".join(PLACES)])
+    assert left.exit_code == 0 and "1 invalid row(s) left out" in left.output
+    assert len(out.read_text().splitlines()) == 5
+    refused = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p")])
+    assert refused.exit_code == 1 and "missing image" in refused.output and "--skip-invalid" in refused.output
+    profiled = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p"),
+                                   "--skip-invalid"])
+    assert profiled.exit_code == 0 and "left out: 1 invalid row(s)" in profiled.output
+    record = json.loads((tmp_path / "p" / "profiles.json").read_text())
+    assert record["skipped_rows"]["count"] == 1
+    assert sum(u["posts"] for u in record["users"].values()) == 5
+
+
+def test_labels_file_contents_are_not_echoed(tmp_path, demo):
+    secret = tmp_path / "labels.txt"
+    secret.write_text("only-one-secret-label\n")
+    result = runner.invoke(app, ["validate", str(demo), "--labels", str(secret)])
+    assert result.exit_code == 2 and "only-one-secret-label" not in result.output

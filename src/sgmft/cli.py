@@ -295,6 +295,8 @@ def study(
     set_: SetOption = None,
     study_fraction: Annotated[float, typer.Option(help="Share of the training split held out to "
                                                        "score trials.")] = 0.2,
+    confirm: Annotated[int, typer.Option(help="Re-score this many best trials with more seeds.")] = 5,
+    confirm_seeds: Annotated[int, typer.Option(help="Seeds per re-scored trial.")] = 3,
     seed: int = 0,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
@@ -311,7 +313,8 @@ def study(
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
     base = _resolve(config, overrides + (set_ or []))
     with reported():
-        run_study(base, read_space(space), out, trials, timeout, seed, study_fraction)
+        run_study(base, read_space(space), out, trials, timeout, seed, study_fraction,
+                  confirm=confirm, confirm_seeds=confirm_seeds)
     typer.echo(f"study report: {out / 'study.md'}; best configuration: {out / 'best_config.json'}")
 
 

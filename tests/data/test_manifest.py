@@ -120,3 +120,68 @@ def test_hashes_change_with_content_not_with_path(tmp_path, small_manifest):
 def test_missing_manifest_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_manifest(tmp_path / "none.jsonl")
+
+
+def test_rows_that_once_aborted_or_hung_a_command_are_row_errors(tmp_path):
+    import os
+    import threading
+
+    write_image(tmp_path / "ok.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    good = {"text": "今天在公司加班", "image": "ok.png", "label": "work"}
+    lines = [
+        json.dumps({"id": "a", **good}),
+        "[" * 100_000 + "]" * 100_000,                                       # 2 deep nesting
+        json.dumps({"id": "b", **good, "image": "a\x00b.png"}),              # 3 null byte
+        json.dumps({"id": "c", **good, "image": "pipe.png"}),                # 4 a FIFO
+        json.dumps({"id": "d", **good, "image": "zero.png"}),                # 5 /dev/zero
+        json.dumps({"id": "e", **good, "text": "上班\u2028加班\u0085到很晚"}, ensure_ascii=False),  # 6 fine
+        json.dumps({"id": ["x"], **good}),                                    # 7 id as a list
+        json.dumps({"id": {"k": 1}, **good}),                                 # 8 id as an object
+        json.dumps({"id": "f", **good, "text": "字" * 30_000}),               # 9 over the text limit
+        json.dumps({"id": "g", **good}),                                      # 10 fine
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(m=load_manifest(path, skip_invalid=True)),
+                              daemon=True)
+    worker.start()
+    worker.join(30)
+    manifest = result["m"]
+    assert [p.row for p in manifest.posts] == [1, 6, 10]     # U+2028 and U+0085 split nothing
+    problems = {p.row: p.problem for p in manifest.skipped}
+    assert "nested deeper than" in problems[2]
+    assert "null byte" in problems[3]
+    assert "FIFO" in problems[4] and "device" in problems[5]
+    assert "'id' must be a string" in problems[7] and "'id' must be a string" in problems[8]
+    assert "exceeds the limit of 25000" in problems[9]
+
+
+def test_an_overlong_csv_field_is_one_row_error(tmp_path):
+    write_image(tmp_path / "ok.png")
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "image", "label"])
+        writer.writerow(["1", "上班", "ok.png", "work"])
+        writer.writerow(["2", "x" * (2 * 1024 * 1024), "ok.png", "work"])
+        writer.writerow(["3", "回家", "ok.png", "home"])
+    manifest = load_manifest(path, skip_invalid=True)
+    assert [p.id for p in manifest.posts] == ["1", "3"]
+    assert manifest.skipped[0].row == 3 and "field larger than field limit" in manifest.skipped[0].problem
+
+
+def test_image_checks_are_recorded_and_not_repeated(small_manifest, monkeypatch):
+    from sgmft.data import manifest as manifest_module
+
+    load_manifest(small_manifest)
+    calls = []
+    original = manifest_module.decode_image
+    monkeypatch.setattr(manifest_module, "decode_image", lambda data: calls.append(1) or original(data))
+    load_manifest(small_manifest)
+    assert calls == []                                # unchanged files: no second decode
+    write_image(small_manifest.parent / "images" / "home.png", (9, 9, 9))
+    load_manifest(small_manifest)
+    assert len(calls) == 1                            # a changed file is checked again

@@ -136,3 +136,52 @@ def test_pooled_cache_refuses_a_sequence_request(small_manifest, tmp_path, fake_
     assert cache.text_tokens is None
     with pytest.raises(CacheMismatchError, match="--sequences --overwrite"):
         run(manifest, tmp_path / "c", fake_encoder_factory, sequences=True)
+
+
+def test_same_data_gives_the_same_chunk_bytes(small_manifest, tmp_path, fake_encoder_factory):
+    manifest = load_manifest(small_manifest)
+    run(manifest, tmp_path / "a", fake_encoder_factory)
+    run(manifest, tmp_path / "b", fake_encoder_factory)
+    for name in (chunk_name(i) for i in range(3)):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    hashes = [json.loads((tmp_path / f / "cache.json").read_text())["chunks"] for f in "ab"]
+    assert hashes[0] == hashes[1]
+
+
+def test_unwritable_output_fails_before_the_encoder_loads(small_manifest, tmp_path, fake_encoder_factory,
+                                                          monkeypatch):
+    from sgmft.encoders import cache as cache_module
+    from sgmft.io import StorageError
+
+    def refuse(folder):
+        raise StorageError(13, f"cannot write in {folder}: it is read-only or not yours")
+
+    monkeypatch.setattr(cache_module, "check_writable", refuse)
+    with pytest.raises(StorageError, match="read-only"):
+        run(load_manifest(small_manifest), tmp_path / "c", fake_encoder_factory)
+    assert fake_encoder_factory.built == []
+
+
+def test_stale_temp_files_of_a_killed_extraction_are_cleaned(small_manifest, tmp_path, fake_encoder_factory):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / ".chunk-00001.safetensors.x1.tmp").write_bytes(b"half")
+    run(load_manifest(small_manifest), tmp_path / "c", fake_encoder_factory)
+    assert not list((tmp_path / "c").glob("*.tmp"))
+
+
+def test_memo_keeps_features_only_while_a_later_chunk_needs_them(small_manifest):
+    from sgmft.encoders.plan import Memo, make_plan
+
+    manifest = load_manifest(small_manifest)
+    plan = make_plan(manifest.posts, chunk_size=3, batch_size=2)
+    # chunk 0: p0 and p1 clean to the same text ("home" and "work" are stop words): 2 texts in 1
+    # batch, 3 images in 2; chunk 2: p7's image bytes were seen in chunk 0, so 0 new images there
+    assert [[len(j.keys) for j in plan.jobs[i]] for i in range(3)] == [[2, 2, 1], [2, 1, 2, 1], [2, 1]]
+    memo = Memo(plan, [0, 1, 2])
+    shared = ("image", manifest.posts[0].image_sha256)
+    assert memo.last_need[shared] == 2                              # p7, in the last chunk, needs it
+    memo.entries[shared] = {"pooled": None}
+    memo.release(1)
+    assert shared in memo.entries
+    memo.release(2)
+    assert not memo.entries and not memo.last_need

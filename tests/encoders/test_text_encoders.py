@@ -16,3 +16,12 @@ def test_text_encoder_shapes_norm_and_meaning(cls, dim):
     assert similarity[0, 1] > similarity[0, 2]   # two work posts closer than work vs gym
     assert encoder.encode([]).shape == (0, dim)
     np.testing.assert_allclose(encoder.encode(SENTENCES[:1])[0], features[0], atol=1e-4)
+
+
+def test_texts_are_cut_to_the_encoder_context():
+    from sgmft.encoders.base import CONTEXT_WORDS, truncate_words
+
+    long = " ".join(f"w{i}" for i in range(10 * CONTEXT_WORDS))
+    [cut] = truncate_words([long], CONTEXT_WORDS)
+    assert cut.split() == [f"w{i}" for i in range(CONTEXT_WORDS)]
+    assert truncate_words(["a b"], CONTEXT_WORDS) == ["a b"]

@@ -57,7 +57,7 @@ def test_seeded_runs_are_identical(tmp_path):
 
 def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
     train = toy_problem(120, 0)
-    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=1)
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=1, checkpoint_seconds=0)
     reference = new_model()
     fit(reference, train, config, tmp_path / "ref", progress=False)
 
@@ -89,3 +89,37 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert result.history[result.best_epoch]["val_accuracy"] == best
     assert result.stopped_early and len(result.history) < 40
     assert accuracy(model, val, config) == pytest.approx(best)
+
+
+def test_checkpoints_follow_the_clock_and_the_last_epoch(tmp_path):
+    """With a long interval only the last epoch writes one; a kill before it restarts from
+    scratch, and the result is still the uninterrupted run's."""
+    train = toy_problem(120, 0)
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=1, checkpoint_seconds=3600)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_second(epoch, record):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(new_model(), train, config, tmp_path / "run", progress=False, on_epoch_end=kill_after_second)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+    resumed = new_model()
+    fit(resumed, train, config, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / CHECKPOINT).is_file()
+    reference = new_model()
+    fit(reference, train, config, tmp_path / "ref", progress=False)
+    for key, value in state(reference).items():
+        assert torch.equal(value, state(resumed)[key]), key
+
+
+@pytest.mark.parametrize("n, expected", [(6400, (30, 8)), (64, (800, 214)), (640, (80, 22))])
+def test_small_data_stretches_epochs_and_patience_to_min_steps(n, expected):
+    from sgmft.training.trainer import schedule
+
+    config = TrainConfig(epochs=30, batch_size=64, early_stopping=8, min_steps=800)
+    assert schedule(config, n) == expected          # 100, 1 and 10 steps per epoch
+    assert schedule(TrainConfig(epochs=30, batch_size=64, early_stopping=8), 64) == (30, 8)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +146,44 @@ def read_image_bytes(path: str | Path) -> bytes:
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Read and decode an image file (see `read_image_bytes` and `decode_image`)."""
     return decode_image(read_image_bytes(path), max_pixels)
+
+
+def header_pixels(path: str | Path) -> int:
+    """Width x height of an image file from its header (no pixel decoded); 0 if unreadable
+    (the decoder then reports the problem)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
+    return width * height
+
+
+class PixelBudget:
+    """At most ``capacity`` decoded pixels at once across threads: `hold` waits until its
+    image fits (an image larger than the whole budget waits until it runs alone)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.in_use = 0
+        self._condition = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.capacity)
+        with self._condition:
+            self._condition.wait_for(lambda: self.in_use + pixels <= self.capacity)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._condition:
+                self.in_use -= pixels
+                self._condition.notify_all()
+
+
+def load_resized(path: str | Path, preprocess: ImagePreprocess, budget: PixelBudget) -> Image.Image:
+    """Decode an image within the pixel budget and resize it to the encoder's input at once,
+    so that only small images are held (`ImagePreprocess.resize` then changes nothing)."""
+    with budget.hold(header_pixels(path)):
+        return preprocess.resize(load_image(path))

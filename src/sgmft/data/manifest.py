@@ -28,6 +28,7 @@ from sgmft.limits import LIMITS
 from sgmft.text.cleaning import TextConfig, preprocess_text
 
 log = logging.getLogger(__name__)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 REQUIRED = ("id", "text", "image")
 OPTIONAL = ("label", "user", "group", "split")
 SPLITS = ("train", "val", "test")
@@ -350,6 +351,9 @@ def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> s
         return "malformed row: 'text' and 'image' must be strings"
     if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
         return "malformed row: 'id' must be a string or a whole number"
+    for name in (*REQUIRED, *OPTIONAL):
+        if isinstance(row.get(name), str) and _SURROGATE.search(row[name]):
+            return f"bad encoding: {name!r} holds an unpaired UTF-16 surrogate"
     for name in OPTIONAL:
         if isinstance(row.get(name), dict | list):
             return f"malformed row: {name!r} must be a plain value"

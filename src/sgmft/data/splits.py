@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -222,7 +223,9 @@ def carve_validation(posts: Sequence[Post], fraction: float, seed: int, by: str 
     enough = groups is not None and len(set(groups)) >= folds and max(Counter(labels).values()) >= folds
     if enough:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        _, index = next(splitter.split(np.zeros(len(candidates)), labels, groups))
+        with warnings.catch_warnings():   # small classes: balanced as far as they allow
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            _, index = next(splitter.split(np.zeros(len(candidates)), labels, groups))
         val, how = [candidates[i].id for i in index], f"by {what}"
     elif len(candidates) >= 2 * max(1, classes):
         if groups is not None and len(set(groups)) < len(candidates):

@@ -10,26 +10,39 @@ Layout of a cache folder::
 
 `extract_features` resumes after a kill from the last finished chunk, reuses a complete
 cache when nothing changed, rebuilds chunks whose bytes no longer match their recorded hash,
-and refuses a cache built by another encoder or from another manifest.
+and refuses a cache built by another encoder or from another manifest. What is encoded in
+which batch follows `sgmft.encoders.plan`, so the same data gives the same chunk bytes (and
+SHA-256s) every time; `sgmft.encoders.ray_extract` fills the same cache on a Ray cluster.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from sgmft.data.images import load_image
-from sgmft.data.manifest import Manifest, Post
+from sgmft.data.images import PixelBudget, load_resized
+from sgmft.data.manifest import Manifest
 from sgmft.encoders.base import Encoder
-from sgmft.io import atomic_write, atomic_write_json, sha256_file
+from sgmft.encoders.plan import Job, Memo, Plan, encode_job, make_plan
+from sgmft.io import (
+    atomic_write,
+    atomic_write_json,
+    check_writable,
+    folder_lock,
+    remove_stale_temp_files,
+    sha256_file,
+)
+from sgmft.limits import LIMITS
 from sgmft.provenance import now, versions
 
 FORMAT_VERSION = 1
@@ -117,7 +130,7 @@ def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest:
         )
 
 
-def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int,
+def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int, batch_size: int,
                 text_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
@@ -128,6 +141,7 @@ def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int,
         "text_preprocessing": text_config,
         "dtype": "float32",
         "chunk_size": chunk_size,
+        "batch_size": batch_size,
         "ids": manifest.ids,
         "chunks": {},
         "complete": False,
@@ -136,62 +150,70 @@ def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int,
     }
 
 
-class _Memo:
-    """Features already computed this run, so identical texts and images are encoded once.
-
-    Each entry is a dict of arrays: "pooled", and "tokens" when sequences are stored.
-    """
-
-    def __init__(self) -> None:
-        self.text: dict[str, dict[str, np.ndarray]] = {}
-        self.image: dict[str, dict[str, np.ndarray]] = {}
-
-    def remember(self, posts: list[Post], chunk: dict[str, np.ndarray]) -> None:
-        for row, post in enumerate(posts):
-            self.text.setdefault(post.clean_text, _entry(chunk, "text", row))
-            self.image.setdefault(post.image_sha256, _entry(chunk, "image", row))
+def _load_images(job: Job, encoder: Encoder, pool: ThreadPoolExecutor, budget: PixelBudget) -> list:
+    preprocess = encoder.image_preprocess
+    return list(pool.map(lambda path: load_resized(path, preprocess, budget), job.sources))
 
 
-def _entry(chunk: dict[str, np.ndarray], modality: str, row: int) -> dict[str, np.ndarray]:
-    entry = {"pooled": chunk[modality][row]}
-    if f"{modality}_tokens" in chunk:
-        entry["tokens"] = chunk[f"{modality}_tokens"][row]
-    return entry
+def _open_cache(folder: Path, manifest: Manifest, identity: dict[str, Any], overwrite: bool,
+                chunk_size: int, batch_size: int, text_config: dict[str, Any]) -> dict[str, Any]:
+    """The header of the cache in ``folder`` (checked against this request), or a new one."""
+    header = None if overwrite else read_header(folder)
+    if header is not None:
+        check_compatible(header, identity, manifest, folder)
+        return header
+    for stale in folder.glob("chunk-*.safetensors"):
+        stale.unlink()
+    return _new_header(manifest, identity, chunk_size, batch_size, text_config)
 
 
-def _encode(encode, encode_with_tokens, items: list, sequences: bool) -> list[dict[str, np.ndarray]]:
-    if not sequences:
-        return [{"pooled": v} for v in encode(items)]
-    pooled, tokens = encode_with_tokens(items)
-    return [{"pooled": p, "tokens": t.astype(np.float16)} for p, t in zip(pooled, tokens, strict=True)]
+def _todo(folder: Path, header: dict[str, Any], plan: Plan) -> list[int]:
+    return [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header)]
 
 
-def _encode_chunk(posts: list[Post], encoder: Encoder, memo: _Memo, batch_size: int,
-                  pool: ThreadPoolExecutor, tick: Callable[[int], None],
-                  sequences: bool) -> dict[str, np.ndarray]:
-    """Features of one chunk of posts, encoding only texts and images not seen before."""
-    new_texts = list(dict.fromkeys(p.clean_text for p in posts if p.clean_text not in memo.text))
-    for start in range(0, len(new_texts), batch_size):
-        batch = new_texts[start:start + batch_size]
-        encoded = _encode(encoder.encode_texts, encoder.encode_texts_with_tokens, batch, sequences)
-        memo.text.update(zip(batch, encoded, strict=True))
-    new_images = {p.image_sha256: p.image for p in posts if p.image_sha256 not in memo.image}
-    shas = list(new_images)
-    for start in range(0, len(shas), batch_size):
-        batch = shas[start:start + batch_size]
-        images = list(pool.map(load_image, [new_images[sha] for sha in batch]))
-        encoded = _encode(encoder.encode_images, encoder.encode_images_with_tokens, images, sequences)
-        memo.image.update(zip(batch, encoded, strict=True))
-        tick(len(batch))
-    tick(len(posts) - len(shas))
-    texts = [memo.text[p.clean_text] for p in posts]
-    images = [memo.image[p.image_sha256] for p in posts]
-    chunk = {"text": np.stack([t["pooled"] for t in texts]).astype(np.float32),
-             "image": np.stack([i["pooled"] for i in images]).astype(np.float32)}
-    if sequences:
-        chunk["text_tokens"] = np.stack([t["tokens"] for t in texts]).astype(np.float16)
-        chunk["image_tokens"] = np.stack([i["tokens"] for i in images]).astype(np.float16)
-    return chunk
+def _start(header: dict[str, Any], encoder: Encoder, todo: list[int], folder: Path) -> None:
+    header.update(encoder=encoder.config(), dims={"text": encoder.dim.text, "image": encoder.dim.image},
+                  shared_space=encoder.shared_space, complete=False, torch_threads=torch.get_num_threads())
+    for index in todo:
+        header["chunks"].pop(str(index), None)
+    atomic_write_json(folder / HEADER, header)
+
+
+def _memo_for(folder: Path, plan: Plan, todo: list[int]) -> Memo:
+    """A memo holding what the chunks to write need from the chunks already written."""
+    memo = Memo(plan, todo)
+    for index in range(len(plan.chunks)):
+        if index not in todo:
+            memo.remember_chunk(plan.chunks[index], load_file(folder / chunk_name(index)),
+                                lambda m, k, i=index: plan.first[m, k] == i)
+    return memo
+
+
+def write_chunk(folder: Path, header: dict[str, Any], index: int, tensors: dict[str, np.ndarray]) -> None:
+    """Write a chunk atomically and record its hash (no safetensors metadata: its key order is
+    not stable, and the same features must give the same bytes)."""
+    path = folder / chunk_name(index)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    header["chunks"][str(index)] = sha256_file(path)
+    if "text_tokens" in tensors:
+        header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:]) for m in ("text", "image")}
+    atomic_write_json(folder / HEADER, header)
+
+
+def finish(folder: Path, header: dict[str, Any]) -> FeatureCache:
+    header["complete"] = True
+    header["finished"] = now()
+    atomic_write_json(folder / HEADER, header)
+    return load_cache(folder)
+
+
+@contextmanager
+def claimed(folder: Path) -> Iterator[None]:
+    """Fail early on an unwritable folder, hold its lock, clear killed writers' temp files."""
+    check_writable(folder)
+    with folder_lock(folder, "sgmft extract"):
+        remove_stale_temp_files(folder)
+        yield
 
 
 def extract_features(
@@ -214,6 +236,7 @@ def extract_features(
     encoder_factory: builds the encoder from ``encoder_options`` and ``device`` (default: the
         registry entry ``encoder_name``); it is only called when some chunk needs encoding.
     sequences: also store the encoders' token states (for the model's sequence reading).
+    The folder is locked while this runs: a second extraction into it waits.
     """
     from sgmft.encoders import create_encoder
 
@@ -222,63 +245,33 @@ def extract_features(
     folder = Path(out)
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
-    header = read_header(folder)
-    if header is not None and overwrite:
-        header = None
-    if header is not None:
-        check_compatible(header, identity, manifest, folder)
-        chunk_size = header["chunk_size"]
+    with claimed(folder):
+        header = _open_cache(folder, manifest, identity, overwrite, chunk_size, batch_size,
+                             text_config or {})
         sequences = bool(header["encoder_identity"].get("sequences", False))  # chunks stay alike
-    else:
-        for stale in folder.glob("chunk-*.safetensors"):
-            stale.unlink()
-        header = _new_header(manifest, identity, chunk_size, text_config or {})
-
-    posts = manifest.posts
-    n_chunks = max(1, -(-len(posts) // chunk_size))
-    todo = [i for i in range(n_chunks) if not _chunk_is_valid(folder, i, header)]
-    if not todo:
-        if not header["complete"]:
-            header["complete"] = True
-            atomic_write_json(folder / HEADER, header)
-        return load_cache(folder)
-
-    factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
-    encoder = factory(device=device, **options)
-    header["encoder"] = encoder.config()
-    header["dims"] = {"text": encoder.dim.text, "image": encoder.dim.image}
-    header["shared_space"] = encoder.shared_space
-    header["complete"] = False
-    for index in todo:
-        header["chunks"].pop(str(index), None)
-    atomic_write_json(folder / HEADER, header)
-
-    memo = _Memo()
-    done = [i for i in range(n_chunks) if i not in todo]
-    for index in done:  # identical images in finished chunks need no second encoding
-        memo.remember(posts[index * chunk_size:(index + 1) * chunk_size],
-                      load_file(folder / chunk_name(index)))
-    remaining = sum(len(posts[i * chunk_size:(i + 1) * chunk_size]) for i in todo)
-    bar = tqdm(total=len(posts), initial=len(posts) - remaining, desc="extract", unit="post",
-               disable=not progress)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for index in todo:
-            chunk_posts = posts[index * chunk_size:(index + 1) * chunk_size]
-            tensors = _encode_chunk(chunk_posts, encoder, memo, batch_size, pool, bar.update,
-                                    sequences)
-            path = folder / chunk_name(index)
-            meta = {"first": str(index * chunk_size), "count": str(len(chunk_posts))}
-            atomic_write(path, lambda tmp, t=tensors, m=meta: save_file(t, str(tmp), metadata=m))
-            header["chunks"][str(index)] = sha256_file(path)
-            if sequences:
-                header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:])
-                                          for m in ("text", "image")}
-            atomic_write_json(folder / HEADER, header)
-    bar.close()
-    header["complete"] = True
-    header["finished"] = now()
-    atomic_write_json(folder / HEADER, header)
-    return load_cache(folder)
+        plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
+        todo = _todo(folder, header, plan)
+        if not todo:
+            return finish(folder, header) if not header["complete"] else load_cache(folder)
+        factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
+        encoder = factory(device=device, **options)
+        _start(header, encoder, todo, folder)
+        memo = _memo_for(folder, plan, todo)
+        budget = PixelBudget(LIMITS.batch_pixels)
+        remaining = sum(len(plan.chunks[i]) for i in todo)
+        bar = tqdm(total=len(manifest.posts), initial=len(manifest.posts) - remaining, desc="extract",
+                   unit="post", disable=not progress)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for index in todo:
+                for job in plan.jobs[index]:
+                    images = _load_images(job, encoder, pool, budget) if job.modality == "image" else None
+                    for key, entry in zip(job.keys, encode_job(encoder, job, sequences, images), strict=True):
+                        memo.put(job.modality, key, entry)
+                write_chunk(folder, header, index, memo.assemble(plan.chunks[index], sequences))
+                memo.release(index)
+                bar.update(len(plan.chunks[index]))
+        bar.close()
+        return finish(folder, header)
 
 
 def load_cache(folder: str | Path) -> FeatureCache:

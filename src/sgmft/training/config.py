@@ -43,12 +43,15 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     early_stopping: int = 0           # patience in epochs on the validation part; 0 = off
+    min_steps: int = 0                # small data: stretch epochs and patience alike until
+                                      # training takes at least this many optimizer steps
     val_fraction: float = 0.1         # share of train carved as validation (early stopping, fallback)
     val_by: str = "auto"              # how: auto (group, else user, never splitting identical
                                       # images) | stratified | group | user | image
     device: str = "cpu"
     eval_batch_size: int = 512
-
+    checkpoint_seconds: float = 10.0  # checkpoint after an epoch once this long since the last
+                                      # (0: every epoch); the last epoch always is
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         choices = {"optimizer": ("adam", "adamw"),

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from sgmft.data.manifest import Manifest, load_manifest, report_skipped, skipped_summary
 from sgmft.data.splits import carve_validation, load_or_make_split
 from sgmft.encoders.cache import FeatureCache
-from sgmft.io import atomic_write, atomic_write_json
+from sgmft.io import atomic_write, atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
 from sgmft.models.model import MultimodalModel
 from sgmft.pipeline import ensure_features
 from sgmft.provenance import now, versions
@@ -126,10 +126,16 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
     do and rewrites the results) or ``overwrite``; an unfinished one unless either.
     """
     out = Path(out)
+    check_writable(out)
+    with folder_lock(out, "sgmft train"):
+        remove_stale_temp_files(out)
+        return _train_locked(config, out, prepared, resume, progress, on_epoch_end, overwrite)
+
+
+def _train_locked(config: RunConfig, out: Path, prepared: PreparedData | None, resume: bool,
+                  progress: bool, on_epoch_end, overwrite: bool) -> Path:
     _claim_folder(out, config, resume, overwrite)
-    saved = out / "config.json"
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(saved)
+    config.save(out / "config.json")
     prepared = prepared or prepare_data(config, progress)
     manifest = prepared.manifest
     train_ids, val_ids, val_how = validation_part(config, prepared)
@@ -221,6 +227,8 @@ def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch,
+        "planned_epochs": result.epochs,
+        "patience": result.patience,
         "stopped_early": result.stopped_early,
         "skipped_rows": info["skipped_rows"],
         "probes": info["probes"],

@@ -9,10 +9,14 @@ training split by group (as in `sgmft.data.splits.carve_validation`); every tria
 the rest (carving its own early-stopping validation from it, as any run does) and is scored
 by the accuracy of its final prediction on the study validation part.
 
+One seed per trial is noisy: the best few trials are then re-scored with more seeds
+(``confirm`` trials, ``confirm_seeds`` seeds, on the same study validation part), and the
+best configuration is the one with the best mean over those seeds.
+
 Writes into the output folder: ``study.db``, ``trials/NNNN/`` (each trial's run folder,
-without its checkpoint), ``study.json`` (settings, every trial, importances), ``study.md``
-(the report), ``best_config.json`` (the best trial's whole configuration), and
-``history.png`` and ``importance.png``.
+without its checkpoint), ``confirm/NNNN-seedS/`` and ``confirm.json`` (the re-scored trials),
+``study.json`` (settings, every trial, importances), ``study.md`` (the report),
+``best_config.json`` (the chosen configuration), and ``history.png`` and ``importance.png``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sgmft.data.splits import carve_validation
 from sgmft.evaluation.evaluate import test_outputs
@@ -55,6 +61,42 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
     """The base configuration with a trial's drawn values."""
     overrides = [f"{name}={json.dumps(value)}" for name, value in params.items()]
     return resolve_config(overrides=overrides, base=base, variant=base["variant"])
+
+
+def _finished(trial) -> bool:
+    import optuna
+
+    return trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def confirm_best(study, base: dict[str, Any], prepared: PreparedData, out: Path, top: int,
+                 seeds: int, progress: bool = False) -> list[dict[str, Any]]:
+    """Re-score the ``top`` completed trials with seeds 0..seeds-1 (seed 0 is the trial itself);
+    resumable through ``confirm.json``. Returns records sorted by mean score, best first."""
+    import optuna
+
+    path = out / "confirm.json"
+    done: dict[str, float] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                      key=lambda t: -t.value)[:top]
+    records = []
+    for trial in complete:
+        scores = [trial.value]
+        for seed in range(1, seeds):
+            key = f"{trial.number}-{seed}"
+            if key not in done:
+                config = trial_config(base, {**trial.params, "train.seed": seed})
+                folder = out / "confirm" / f"{trial.number:04d}-seed{seed}"
+                train_run(config, folder, prepared, progress=progress, overwrite=True)
+                (folder / CHECKPOINT).unlink(missing_ok=True)
+                done[key] = _score(folder, prepared)
+                atomic_write_json(path, done)
+                log.info("confirm: trial %d seed %d: %.4f", trial.number, seed, done[key])
+            scores.append(done[key])
+        spread = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+        records.append({"trial": trial.number, "params": trial.params, "scores": scores,
+                        "mean": float(np.mean(scores)), "std": spread})
+    return sorted(records, key=lambda r: -r["mean"])
 
 
 def _score(folder: Path, prepared: PreparedData) -> float:
@@ -97,17 +139,24 @@ def _objective(parameters: list[Parameter], base: dict[str, Any], prepared: Prep
 
 
 def _storage(out: Path):
+    """SQLite in the study folder; a heartbeat lets Optuna mark the trials of a killed study
+    failed when it is resumed."""
+    import warnings
+
     import optuna
 
-    return optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=30,
-                                      grace_period=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=30,
+                                          grace_period=60)
 
 
 def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: int,
               timeout: float | None = None, seed: int = 0, study_fraction: float = 0.2,
-              progress: bool = False) -> Path:
+              progress: bool = False, confirm: int = 5, confirm_seeds: int = 3) -> Path:
     """Run (or resume) a study until ``trials`` trials have finished (completed or pruned),
-    or ``timeout`` seconds have passed; then write the report. Returns ``out``."""
+    or ``timeout`` seconds have passed; re-score the best ``confirm`` trials with
+    ``confirm_seeds`` seeds; then write the report. Returns ``out``."""
     import optuna
 
     out.mkdir(parents=True, exist_ok=True)
@@ -122,13 +171,13 @@ def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: i
                 "study_validation": prepared.split["study_validation"],
                 "data_hash": prepared.manifest.data_hash()}
     _check_same_settings(out, settings)
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
-                                                   optuna.trial.TrialState.PRUNED)]
+    done = [t for t in study.trials if _finished(t)]
     started = time.perf_counter()
     if len(done) < trials:
         study.optimize(_objective(parameters, base.to_dict(), prepared, out, progress),
                        n_trials=trials - len(done), timeout=timeout, catch=(ValueError,))
-    write_report(study, out, settings, time.perf_counter() - started)
+    confirmed = confirm_best(study, base.to_dict(), prepared, out, confirm, confirm_seeds, progress)
+    write_report(study, out, settings, time.perf_counter() - started, confirmed)
     return out
 
 
@@ -188,7 +237,8 @@ def _plots(study, out: Path, importances: dict[str, float]) -> list[str]:
     return written
 
 
-def write_report(study, out: Path, settings: dict[str, Any], seconds: float) -> None:
+def write_report(study, out: Path, settings: dict[str, Any], seconds: float,
+                 confirmed: list[dict[str, Any]]) -> None:
     """study.json, study.md, best_config.json and the plots."""
     import optuna
 
@@ -196,29 +246,34 @@ def write_report(study, out: Path, settings: dict[str, Any], seconds: float) -> 
     records = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                 "seconds": t.user_attrs.get("seconds"), "epochs": t.user_attrs.get("epochs"),
                 "duration": t.duration.total_seconds() if t.duration else None} for t in study.trials]
-    finished = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED)]
+    finished = [t for t in study.trials if _finished(t)]
     wall = sum(r["duration"] or 0.0 for r in records)
     complete = sorted((t for t in study.trials if t.state == states.COMPLETE),
                       key=lambda t: -t.value)
     importances = _importances(study)
     plots = _plots(study, out, importances) if complete else []
-    if complete:
-        best = trial_config(settings["base_config"], complete[0].params)
+    if confirmed:
+        chosen = confirmed[0]
+        best = trial_config(settings["base_config"], chosen["params"])
         atomic_write_json(out / "best_config.json", {
-            "_about": f"best trial {complete[0].number} of study {out}: {complete[0].value:.4f} "
-                      "accuracy on the study validation part", **best.to_dict()})
+            "_about": f"trial {chosen['trial']} of study {out}: {100 * chosen['mean']:.2f} ± "
+                      f"{100 * chosen['std']:.2f} % accuracy on the study validation part over "
+                      f"{len(chosen['scores'])} seeds, the best of the {len(confirmed)} best trials",
+            **best.to_dict()})
     counts = {s.name.lower(): sum(t.state == s for t in study.trials)
               for s in (states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)}
     atomic_write_json(out / "study.json", {
         "finished": now(), "settings": settings, "counts": counts, "trial_seconds": round(wall, 1),
-        "this_session_seconds": round(seconds, 1), "importances": importances, "trials": records,
+        "this_session_seconds": round(seconds, 1), "importances": importances, "confirmed": confirmed,
+        "trials": records,
         "versions": versions()})
-    atomic_write_bytes(out / "study.md", render_report(complete, counts, importances, settings,
-                                                       wall, len(finished), plots).encode("utf-8"))
+    atomic_write_bytes(out / "study.md", render_report(complete, counts, importances, settings, wall,
+                                                       len(finished), plots, confirmed).encode("utf-8"))
 
 
 def render_report(complete: list, counts: dict[str, int], importances: dict[str, float],
-                  settings: dict[str, Any], wall: float, finished: int, plots: list[str]) -> str:
+                  settings: dict[str, Any], wall: float, finished: int, plots: list[str],
+                  confirmed: list[dict[str, Any]]) -> str:
     per_hour = finished / (wall / 3600) if wall else 0.0
     lines = ["# sgmft study", "",
              f"Data hash `{settings['data_hash'][:16]}`; study validation: "
@@ -234,6 +289,13 @@ def render_report(complete: list, counts: dict[str, int], importances: dict[str,
         for t in complete[:10]:
             values = [_fmt(t.params.get(n, "")) for n in names]
             lines.append(f"| {t.number} | {t.value:.4f} | " + " | ".join(values) + " |")
+        lines.append("")
+    if confirmed:
+        lines += [f"## The best trials again, {len(confirmed[0]['scores'])} seeds each", "",
+                  "The configuration with the best mean is `best_config.json`.", "",
+                  "| trial | mean accuracy (%) | per seed |", "|---|---|---|"]
+        lines += [f"| {r['trial']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+                  + ", ".join(f"{100 * s:.2f}" for s in r["scores"]) + " |" for r in confirmed]
         lines.append("")
     if importances:
         lines += ["## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---|"]

@@ -2,11 +2,15 @@
 
 The batch order of epoch e comes from a generator seeded with (seed, e), and the global RNG
 state (dropout) is saved in every checkpoint, so a run resumed after a kill takes exactly the
-steps the uninterrupted run would have taken.
+steps the uninterrupted run would have taken. Checkpoints follow an epoch once
+``checkpoint_seconds`` have passed since the last one (tiny epochs would otherwise spend more
+time writing than training) and always follow the last epoch.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +28,7 @@ from sgmft.training.config import TrainConfig
 from sgmft.training.data import batches
 
 CHECKPOINT = "checkpoint.pt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +37,20 @@ class FitResult:
     best_epoch: int | None = None
     stopped_early: bool = False
     seconds: float = 0.0
+    epochs: int = 0          # planned (after `schedule`)
+    patience: int = 0
+
+
+def schedule(config: TrainConfig, n: int) -> tuple[int, int]:
+    """(epochs, patience) for ``n`` training posts: the configured ones, both stretched by the
+    same factor when they would take fewer than ``min_steps`` optimizer steps in all."""
+    steps = -(-n // config.batch_size)
+    scale = max(1.0, config.min_steps / max(1, config.epochs * steps))
+    if scale > 1:
+        log.info("small data (%d step(s) per epoch): up to %d epochs, patience %d, for %d steps",
+                 steps, math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale),
+                 config.min_steps)
+    return math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale)
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +104,10 @@ def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.O
     return kind(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> float:
+    """Write the checkpoint atomically; returns when it was done (a perf_counter time)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return time.perf_counter()
 
 
 def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainConfig,
@@ -113,17 +134,19 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         result.history, result.best_epoch = state["history"], state["best_epoch"]
         result.seconds = state.get("seconds", 0.0)
     n, waited = len(train["label"]), 0
+    result.epochs, result.patience = schedule(config, n)
     if result.best_epoch is not None:
         waited = len(result.history) - 1 - result.best_epoch
     started = time.perf_counter() - result.seconds
-    for epoch in range(start_epoch, config.epochs):
-        if config.early_stopping and waited >= config.early_stopping:
+    saved_at = time.perf_counter()
+    for epoch in range(start_epoch, result.epochs):
+        if result.patience and waited >= result.patience:
             result.stopped_early = True
             break
         model.train()
         total, seen = 0.0, 0
         bar = tqdm(batches(train, config.batch_size, epoch_order(n, config.seed, epoch)),
-                   total=-(-n // config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   total=-(-n // config.batch_size), desc=f"epoch {epoch + 1}/{result.epochs}",
                    disable=not progress, leave=False)
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -146,13 +169,15 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
                 waited += 1
         result.history.append(record)
         result.seconds = time.perf_counter() - started
-        _save_checkpoint(path, {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
-            "best_score": best_score, "best_state": best_state, "best_epoch": result.best_epoch,
-            "history": result.history, "seconds": result.seconds,
-        })
+        last = epoch == result.epochs - 1 or bool(result.patience and waited >= result.patience)
+        if last or time.perf_counter() - saved_at >= config.checkpoint_seconds:
+            saved_at = _save_checkpoint(path, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "python": random.getstate()},
+                "best_score": best_score, "best_state": best_state, "best_epoch": result.best_epoch,
+                "history": result.history, "seconds": result.seconds,
+            })
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     if config.early_stopping and best_state is not None:
