@@ -8,6 +8,7 @@ Run `sgmft COMMAND --help` for a command's options.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,6 +156,14 @@ def extract(
     overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
     sequences: Annotated[bool, typer.Option(
         help="Also store token states (text tokens, image patches) for model.reading=sequence.")] = False,
+    precision: Annotated[str, typer.Option(
+        help="Image encoder arithmetic: fp32, bf16 (CPU or CUDA) or fp16 (CUDA).")] = "fp32",
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Extract on a Ray cluster: --ray alone starts a local one, --ray auto or "
+             "--ray ray://HOST:PORT joins one (sgmft[ray]).")] = None,
+    workers: Annotated[int, typer.Option(help="With --ray: encoder actors (one encoder each).")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per encoder actor.")] = 0.0,
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
@@ -163,10 +172,13 @@ def extract(
     from sgmft.pipeline import ensure_features
 
     loaded = _load(manifest, image_root, labels, skip_invalid)
+    cluster = None if ray is None else {"address": None if ray == "local" else ray, "workers": workers,
+                                        "gpus_per_worker": gpus_per_worker}
     with reported():
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
                                         batch_size=batch_size, chunk_size=chunk_size,
-                                        overwrite=overwrite, sequences=sequences)
+                                        overwrite=overwrite, sequences=sequences, precision=precision,
+                                        ray=cluster)
     dims = cache.header["dims"]
     shapes = cache.header.get("token_shapes")
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
@@ -198,6 +210,19 @@ def _resolve(config: str | None, overrides: list[str], variant: str | None = Non
         return resolve_config(config or DEFAULT_PRESET, overrides, variant)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def without_option(arguments: list[str], name: str) -> list[str]:
+    """``arguments`` less ``name VALUE`` or ``name=VALUE``."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == name:
+            skip = True
+        elif not argument.startswith(f"{name}="):
+            kept.append(argument)
+    return kept
 
 
 def _train_summary(folder: Path) -> None:
@@ -239,18 +264,34 @@ def train(
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).")] = None,
+    nproc: Annotated[int, typer.Option(help="Train in this many processes (torchrun, DDP: gloo on "
+                                            "CPUs, nccl with --device cuda).")] = 1,
 ) -> None:
     """Train on the cached features of a manifest (extracting them first if needed).
 
     The default preset, sgmft, is the recommended model (docs/model.md, "Beyond the paper"); the
     paper's own settings are --config paper. A manifest with a split column is split by it.
+    Under torchrun (or with --nproc) it trains with DistributedDataParallel (docs/scale.md).
     """
+    import os
+    import sys
+
+    from sgmft.training.distributed import launch, launched, train_distributed
     from sgmft.training.run import train_run
 
+    if nproc > 1:
+        raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
+    overrides += [f"train.device={device}"] if device else []
     run_config = _resolve(config, overrides + (set_ or []), variant)
     with reported():
-        folder = train_run(run_config, out, resume=resume, overwrite=overwrite)
+        if launched():
+            folder = train_distributed(run_config, out, resume=resume, overwrite=overwrite)
+            if int(os.environ.get("RANK", "0")):
+                return
+        else:
+            folder = train_run(run_config, out, resume=resume, overwrite=overwrite)
     _train_summary(folder)
 
 
@@ -261,12 +302,13 @@ def evaluate(
     allow_data_change: Annotated[bool, typer.Option(
         help="Evaluate even if the manifest changed since training (its test posts may have "
              "been trained on).")] = False,
+    device: Device = "cpu",
 ) -> None:
     """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
     from sgmft.evaluation.evaluate import evaluate_run
 
     with reported():
-        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change)
+        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device)
     typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
                f"on {metrics['n']} test posts")
     width = max(len(label) for label in metrics["per_class"])
@@ -328,6 +370,7 @@ def reproduce(
     variants: Annotated[str | None, typer.Option(
         help="Comma-separated variants to run (default: every table row); tables.md is written "
              "when all are present.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).")] = None,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
     cache: CacheDir = None,
@@ -342,6 +385,7 @@ def reproduce(
     from sgmft.evaluation.reproduce import reproduce as run_reproduce
 
     overrides = _data_overrides(data, encoder, checkpoint, image_root, labels, skip_invalid, cache)
+    overrides += [f"train.device={device}"] if device else []
     base = _resolve(config, overrides + (set_ or []))
     folder = out or Path("results") / dt.date.today().isoformat()
     chosen = [v.strip() for v in variants.split(",")] if variants else None
@@ -515,12 +559,13 @@ def serve(
 
 
 @app.command()
-def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")]) -> None:
+def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
+           device: Device = "cpu") -> None:
     """Export the SG-Encoder, classifier and probes as ONNX, checked against PyTorch."""
     from sgmft.serving.export import export_onnx
 
     with reported(RuntimeError):
-        errors = export_onnx(run, onnx)
+        errors = export_onnx(run, onnx, device=device)
     typer.echo(f"wrote {onnx}; largest |ONNX - PyTorch|: "
                + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
 
@@ -543,8 +588,24 @@ def encoders() -> None:
         typer.echo(f"{name}{'  (default)' if name == DEFAULT_ENCODER else ''}")
 
 
+RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]*:\d+)$")
+
+
+def with_ray_address(arguments: list[str]) -> list[str]:
+    """``--ray`` takes an optional address, which typer cannot declare: a bare ``--ray``
+    (followed by nothing, by an option, or by anything that is not a Ray address such as the
+    manifest) becomes ``--ray local``."""
+    out = []
+    for i, argument in enumerate(arguments):
+        out.append(argument)
+        following = arguments[i + 1] if i + 1 < len(arguments) else None
+        if argument == "--ray" and (following is None or not RAY_ADDRESS.match(following)):
+            out.append("local")
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=with_ray_address(sys.argv[1:]), prog_name="sgmft")
 
 
 if __name__ == "__main__":

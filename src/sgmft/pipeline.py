@@ -20,14 +20,22 @@ from sgmft.encoders.cache import (
 )
 from sgmft.text.cleaning import TextConfig
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 
-def encoder_options(encoder: str, checkpoint: str | None) -> dict[str, str]:
-    """The options that determine an encoder's features (checked against caches)."""
+
+def encoder_options(encoder: str, checkpoint: str | None, precision: str = "fp32") -> dict[str, str]:
+    """The options that determine an encoder's features (checked against caches): a
+    checkpoint, and an arithmetic other than fp32."""
+    options = {}
     if checkpoint is not None:
         if encoder != "chinese-clip":
             raise ValueError(f"--checkpoint applies to chinese-clip, not {encoder}")
-        return {"checkpoint": checkpoint}
-    return {}
+        options["checkpoint"] = checkpoint
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision != "fp32":
+        options["precision"] = precision
+    return options
 
 
 def default_cache_dir(manifest: Manifest, encoder: str) -> Path:
@@ -37,20 +45,31 @@ def default_cache_dir(manifest: Manifest, encoder: str) -> Path:
 
 
 def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: str | None = None,
-                    out: Path | None = None, **kwargs) -> tuple[FeatureCache, Path]:
-    """Extract (or reuse) the feature cache of ``manifest``; returns it and its folder."""
+                    out: Path | None = None, precision: str = "fp32", ray: dict | None = None,
+                    **kwargs) -> tuple[FeatureCache, Path]:
+    """Extract (or reuse) the feature cache of ``manifest``; returns it and its folder.
+
+    ray: {"address", "workers", "gpus_per_worker"} to extract on a Ray cluster (the same cache).
+    """
     encoder = encoder or DEFAULT_ENCODER
     folder = out or default_cache_dir(manifest, encoder)
-    cache = extract_features(manifest, folder, encoder, encoder_options(encoder, checkpoint),
-                             text_config=asdict(TextConfig()), **kwargs)
+    options = encoder_options(encoder, checkpoint, precision)
+    if ray is not None:
+        from sgmft.encoders.ray_extract import extract_with_ray
+
+        cache = extract_with_ray(manifest, folder, encoder, options, text_config=asdict(TextConfig()),
+                                 **ray, **kwargs)
+    else:
+        cache = extract_features(manifest, folder, encoder, options, text_config=asdict(TextConfig()),
+                                 **kwargs)
     return cache, folder
 
 
 def find_cache(manifest: Manifest, encoder: str, checkpoint: str | None = None, sequences: bool = False,
-               folders: tuple[Path, ...] = ()) -> FeatureCache | None:
+               folders: tuple[Path, ...] = (), precision: str = "fp32") -> FeatureCache | None:
     """A complete, valid feature cache of exactly this manifest's posts and this encoder, from
     ``folders`` or the manifest's default cache folder; None when there is none."""
-    identity = encoder_identity(encoder, encoder_options(encoder, checkpoint), sequences)
+    identity = encoder_identity(encoder, encoder_options(encoder, checkpoint, precision), sequences)
     for folder in (*folders, default_cache_dir(manifest, encoder)):
         header = read_header(folder)
         if header is None or not header.get("complete"):

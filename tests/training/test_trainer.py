@@ -123,3 +123,15 @@ def test_small_data_stretches_epochs_and_patience_to_min_steps(n, expected):
     config = TrainConfig(epochs=30, batch_size=64, early_stopping=8, min_steps=800)
     assert schedule(config, n) == expected          # 100, 1 and 10 steps per epoch
     assert schedule(TrainConfig(epochs=30, batch_size=64, early_stopping=8), 64) == (30, 8)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_learns_and_resumes(tmp_path, precision):
+    """Autocast on the CPU (fp16 with a gradient scaler, whose state the checkpoint keeps)."""
+    train, test = toy_problem(400, 0), toy_problem(200, 1)
+    config = TrainConfig(epochs=3, batch_size=20, lr=5e-3, seed=0, precision=precision, checkpoint_seconds=0)
+    model = new_model()
+    fit(model, train, config, tmp_path / "run", progress=False)
+    assert accuracy(model, test, config) > 0.9
+    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert ("scale" in state["scaler"]) == (precision == "fp16")

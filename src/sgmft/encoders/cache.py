@@ -155,65 +155,82 @@ def _load_images(job: Job, encoder: Encoder, pool: ThreadPoolExecutor, budget: P
     return list(pool.map(lambda path: load_resized(path, preprocess, budget), job.sources))
 
 
-def _open_cache(folder: Path, manifest: Manifest, identity: dict[str, Any], overwrite: bool,
-                chunk_size: int, batch_size: int, text_config: dict[str, Any]) -> dict[str, Any]:
-    """The header of the cache in ``folder`` (checked against this request), or a new one."""
-    header = None if overwrite else read_header(folder)
-    if header is not None:
-        check_compatible(header, identity, manifest, folder)
-        return header
-    for stale in folder.glob("chunk-*.safetensors"):
-        stale.unlink()
-    return _new_header(manifest, identity, chunk_size, batch_size, text_config)
+def encoder_info(encoder: Encoder) -> dict[str, Any]:
+    """What a cache header records of the encoder that filled it (and of its threads, which
+    change the last bits of the features)."""
+    return {"encoder": encoder.config(), "dims": {"text": encoder.dim.text, "image": encoder.dim.image},
+            "shared_space": encoder.shared_space, "torch_threads": torch.get_num_threads()}
 
 
-def _todo(folder: Path, header: dict[str, Any], plan: Plan) -> list[int]:
-    return [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header)]
+@dataclass
+class Extraction:
+    """One extraction into a cache folder: its header, plan and the chunks still to write."""
 
+    folder: Path
+    header: dict[str, Any]
+    plan: Plan
+    todo: list[int]
 
-def _start(header: dict[str, Any], encoder: Encoder, todo: list[int], folder: Path) -> None:
-    header.update(encoder=encoder.config(), dims={"text": encoder.dim.text, "image": encoder.dim.image},
-                  shared_space=encoder.shared_space, complete=False, torch_threads=torch.get_num_threads())
-    for index in todo:
-        header["chunks"].pop(str(index), None)
-    atomic_write_json(folder / HEADER, header)
+    @property
+    def sequences(self) -> bool:
+        return bool(self.header["encoder_identity"].get("sequences", False))
 
+    def start(self, info: dict[str, Any]) -> Memo:
+        """Record the encoder, forget the chunks about to be (re)written, and return a memo
+        holding what they need from the chunks already written."""
+        self.header.update(info, complete=False)
+        for index in self.todo:
+            self.header["chunks"].pop(str(index), None)
+        atomic_write_json(self.folder / HEADER, self.header)
+        memo = Memo(self.plan, self.todo)
+        for index in range(len(self.plan.chunks)):
+            if index not in self.todo:
+                memo.remember_chunk(self.plan.chunks[index], load_file(self.folder / chunk_name(index)),
+                                    lambda m, k, i=index: self.plan.first[m, k] == i)
+        return memo
 
-def _memo_for(folder: Path, plan: Plan, todo: list[int]) -> Memo:
-    """A memo holding what the chunks to write need from the chunks already written."""
-    memo = Memo(plan, todo)
-    for index in range(len(plan.chunks)):
-        if index not in todo:
-            memo.remember_chunk(plan.chunks[index], load_file(folder / chunk_name(index)),
-                                lambda m, k, i=index: plan.first[m, k] == i)
-    return memo
+    def write(self, index: int, memo: Memo) -> None:
+        """Write a chunk atomically and record its hash (no safetensors metadata: its key order
+        is not stable, and the same features must give the same bytes)."""
+        tensors = memo.assemble(self.plan.chunks[index], self.sequences)
+        path = self.folder / chunk_name(index)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+        self.header["chunks"][str(index)] = sha256_file(path)
+        if self.sequences:
+            self.header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:])
+                                           for m in ("text", "image")}
+        atomic_write_json(self.folder / HEADER, self.header)
+        memo.release(index)
 
-
-def write_chunk(folder: Path, header: dict[str, Any], index: int, tensors: dict[str, np.ndarray]) -> None:
-    """Write a chunk atomically and record its hash (no safetensors metadata: its key order is
-    not stable, and the same features must give the same bytes)."""
-    path = folder / chunk_name(index)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
-    header["chunks"][str(index)] = sha256_file(path)
-    if "text_tokens" in tensors:
-        header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:]) for m in ("text", "image")}
-    atomic_write_json(folder / HEADER, header)
-
-
-def finish(folder: Path, header: dict[str, Any]) -> FeatureCache:
-    header["complete"] = True
-    header["finished"] = now()
-    atomic_write_json(folder / HEADER, header)
-    return load_cache(folder)
+    def finish(self) -> FeatureCache:
+        if self.todo or not self.header["complete"]:
+            self.header["complete"] = True
+            self.header["finished"] = now()
+            atomic_write_json(self.folder / HEADER, self.header)
+        return load_cache(self.folder)
 
 
 @contextmanager
-def claimed(folder: Path) -> Iterator[None]:
-    """Fail early on an unwritable folder, hold its lock, clear killed writers' temp files."""
+def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], overwrite: bool,
+               chunk_size: int, batch_size: int, text_config: dict[str, Any]) -> Iterator[Extraction]:
+    """Claim the cache folder (fail early if it cannot be written, lock it, clear killed
+    writers' temp files) and open or start its cache for this request."""
+    if not manifest.posts:
+        raise ValueError(f"{manifest.path} has no valid posts to encode")
+    folder = Path(out)
     check_writable(folder)
     with folder_lock(folder, "sgmft extract"):
         remove_stale_temp_files(folder)
-        yield
+        header = None if overwrite else read_header(folder)
+        if header is not None:
+            check_compatible(header, identity, manifest, folder)
+        else:
+            for stale in folder.glob("chunk-*.safetensors"):
+                stale.unlink()
+            header = _new_header(manifest, identity, chunk_size, batch_size, text_config)
+        plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
+        todo = [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header)]
+        yield Extraction(folder, header, plan, todo)
 
 
 def extract_features(
@@ -240,38 +257,29 @@ def extract_features(
     """
     from sgmft.encoders import create_encoder
 
-    if not manifest.posts:
-        raise ValueError(f"{manifest.path} has no valid posts to encode")
-    folder = Path(out)
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
-    with claimed(folder):
-        header = _open_cache(folder, manifest, identity, overwrite, chunk_size, batch_size,
-                             text_config or {})
-        sequences = bool(header["encoder_identity"].get("sequences", False))  # chunks stay alike
-        plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
-        todo = _todo(folder, header, plan)
-        if not todo:
-            return finish(folder, header) if not header["complete"] else load_cache(folder)
+    with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {}) as job:
+        if not job.todo:
+            return job.finish()
         factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
         encoder = factory(device=device, **options)
-        _start(header, encoder, todo, folder)
-        memo = _memo_for(folder, plan, todo)
+        memo = job.start(encoder_info(encoder))
         budget = PixelBudget(LIMITS.batch_pixels)
-        remaining = sum(len(plan.chunks[i]) for i in todo)
+        remaining = sum(len(job.plan.chunks[i]) for i in job.todo)
         bar = tqdm(total=len(manifest.posts), initial=len(manifest.posts) - remaining, desc="extract",
                    unit="post", disable=not progress)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for index in todo:
-                for job in plan.jobs[index]:
-                    images = _load_images(job, encoder, pool, budget) if job.modality == "image" else None
-                    for key, entry in zip(job.keys, encode_job(encoder, job, sequences, images), strict=True):
-                        memo.put(job.modality, key, entry)
-                write_chunk(folder, header, index, memo.assemble(plan.chunks[index], sequences))
-                memo.release(index)
-                bar.update(len(plan.chunks[index]))
+            for index in job.todo:
+                for work in job.plan.jobs[index]:
+                    images = _load_images(work, encoder, pool, budget) if work.modality == "image" else None
+                    for key, entry in zip(work.keys, encode_job(encoder, work, job.sequences, images),
+                                          strict=True):
+                        memo.put(work.modality, key, entry)
+                job.write(index, memo)
+                bar.update(len(job.plan.chunks[index]))
         bar.close()
-        return finish(folder, header)
+        return job.finish()
 
 
 def load_cache(folder: str | Path) -> FeatureCache:

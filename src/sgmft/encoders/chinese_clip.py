@@ -43,6 +43,15 @@ def _image_preprocess(source: str, image_size: int) -> ImagePreprocess:
     )
 
 
+def image_preprocess_of(checkpoint: str) -> ImagePreprocess:
+    """A checkpoint's image preprocessing from its configuration alone (no weights)."""
+    from transformers import ChineseCLIPConfig
+
+    local = Path(checkpoint).is_dir()
+    config = ChineseCLIPConfig.from_pretrained(checkpoint, local_files_only=local)
+    return _image_preprocess(checkpoint, config.vision_config.image_size)
+
+
 class ChineseCLIPEncoder(Encoder):
     """Frozen Chinese-CLIP: texts and images to the shared projected space (N, projection_dim)."""
 

@@ -68,7 +68,7 @@ def test_outputs(run: LoadedRun, prepared: PreparedData) -> tuple[dict[str, Any]
     tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab,
                            run.config.model.max_tokens,
                            sequences=run.config.model.reading == "sequence")
-    outputs = predict(run.model, tensors, run.config.train.eval_batch_size, run.config.train.device)
+    outputs = predict(run.model, tensors, run.config.train.eval_batch_size)
     return {k: v.numpy() for k, v in outputs.items()}, tensors["label"].numpy()
 
 
@@ -78,10 +78,12 @@ def _accuracy(logits: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict
 
 
 def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figures: bool = True,
-                 progress: bool = True, allow_data_change: bool = False) -> dict[str, Any]:
-    """Write ``eval/metrics.json``, ``eval/confusion.{json,png}`` and ``eval/tsne.png``."""
-    run = load_run(folder)
-    prepared = prepared or prepare_data(run.config, progress)
+                 progress: bool = True, allow_data_change: bool = False,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Write ``eval/metrics.json``, ``eval/confusion.{json,png}`` and ``eval/tsne.png``; the
+    model runs on ``device`` whatever it was trained on."""
+    run = load_run(folder, device)
+    prepared = prepared or prepare_data(run.config, progress, device)
     if list(prepared.manifest.labels) != run.labels:
         raise ValueError(f"the run was trained on labels {run.labels}, the data has "
                          f"{list(prepared.manifest.labels)}")

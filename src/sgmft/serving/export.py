@@ -53,25 +53,26 @@ def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_batch: int = 5,
-                tolerance: float = 1e-4) -> dict[str, float]:
+                tolerance: float = 1e-4, device: str = "cpu") -> dict[str, float]:
     """Write the ONNX file and return the largest absolute difference per output against
     PyTorch on random inputs of another batch size (raises if any exceeds ``tolerance``)."""
     import onnxruntime
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     head = ExportHead(run.model).eval()
     names = list(run.model.input_names)
+    traced = tuple(x.to(device) for x in example_inputs(run))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
         atomic_write(out, lambda tmp: torch.onnx.export(
-            head, example_inputs(run), str(tmp), dynamo=False, opset_version=opset,
+            head, traced, str(tmp), dynamo=False, opset_version=opset,
             input_names=names, output_names=OUTPUTS,
             dynamic_axes={name: {0: "batch"} for name in [*names, *OUTPUTS]},
         ))
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     inputs = example_inputs(run, check_batch, seed=1)
     with torch.no_grad():
-        expected = [t.numpy() for t in head(*inputs)]
+        expected = [t.cpu().numpy() for t in head(*(x.to(device) for x in inputs))]
     got = session.run(None, {name: x.numpy() for name, x in zip(names, inputs, strict=True)})
     errors = {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}
     if max(errors.values()) > tolerance:

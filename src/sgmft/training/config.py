@@ -48,13 +48,14 @@ class TrainConfig:
     val_fraction: float = 0.1         # share of train carved as validation (early stopping, fallback)
     val_by: str = "auto"              # how: auto (group, else user, never splitting identical
                                       # images) | stratified | group | user | image
-    device: str = "cpu"
+    device: str = "cpu"               # cpu | cuda | cuda:N
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     eval_batch_size: int = 512
     checkpoint_seconds: float = 10.0  # checkpoint after an epoch once this long since the last
                                       # (0: every epoch); the last epoch always is
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        choices = {"optimizer": ("adam", "adamw"),
+        choices = {"optimizer": ("adam", "adamw"), "precision": ("fp32", "bf16", "fp16"),
                    "val_by": ("auto", "stratified", "group", "user", "image")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

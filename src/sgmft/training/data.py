@@ -76,9 +76,8 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
 
 
 def batches(tensors: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
-    """Yield dicts of at most ``batch_size`` rows, in ``order`` (default: as stored)."""
-    n = len(next(iter(tensors.values())))
-    order = torch.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
+    """Yield dicts of at most ``batch_size`` rows, the rows of ``order`` (default: all, as stored)."""
+    order = torch.arange(len(next(iter(tensors.values())))) if order is None else order
+    for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         yield {key: value[index] for key, value in tensors.items()}

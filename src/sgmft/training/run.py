@@ -29,7 +29,7 @@ from sgmft.provenance import now, versions
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary, post_tensors
 from sgmft.training.probes import choose_mixture, fit_unimodal_probes
-from sgmft.training.trainer import CHECKPOINT, FitResult, fit, predict
+from sgmft.training.trainer import CHECKPOINT, FitResult, Parallel, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,16 @@ class PreparedData:
     memo: dict[Any, Any] = field(default_factory=dict)   # fitted probes, shared by runs
 
 
-def prepare_data(config: RunConfig, progress: bool = True) -> PreparedData:
-    """Load the manifest, extract or reuse its features, and load or make its split."""
+def prepare_data(config: RunConfig, progress: bool = True, device: str | None = None) -> PreparedData:
+    """Load the manifest, extract (on ``device``, default the run's) or reuse its features,
+    and load or make its split."""
     data = config.data
     manifest = load_manifest(data.manifest, data.image_root, data.labels,
                              skip_invalid=data.skip_invalid)
     report_skipped(manifest)
     cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
                                     Path(data.cache) if data.cache else None,
-                                    device=config.train.device, progress=progress,
+                                    device=device or config.train.device, progress=progress,
                                     sequences=config.model.reading == "sequence")
     split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed)
     return PreparedData(manifest, cache, folder, split)
@@ -119,36 +120,45 @@ def _claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) -
 
 def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None,
               resume: bool = False, progress: bool = True, on_epoch_end=None,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, parallel: Parallel | None = None, device: str | None = None) -> Path:
     """Train one configuration into the run folder ``out``; returns ``out``.
 
     A folder holding a finished run is refused unless ``resume`` (which then finds nothing to
-    do and rewrites the results) or ``overwrite``; an unfinished one unless either.
+    do and rewrites the results) or ``overwrite``; an unfinished one unless either. Under
+    torchrun (``parallel``, see `sgmft.training.distributed`) the main process claims the folder
+    and prepares the data before the others start, and it alone writes.
     """
+    parallel = parallel or Parallel()
     out = Path(out)
+    if not parallel.is_main:
+        parallel.barrier()
+        prepared = prepared or prepare_data(config, progress=False)
+        return _train(config, out, prepared, resume, False, on_epoch_end, parallel, device)
     check_writable(out)
     with folder_lock(out, "sgmft train"):
         remove_stale_temp_files(out)
-        return _train_locked(config, out, prepared, resume, progress, on_epoch_end, overwrite)
+        _claim_folder(out, config, resume, overwrite)
+        config.save(out / "config.json")
+        prepared = prepared or prepare_data(config, progress)
+        parallel.barrier()
+        return _train(config, out, prepared, resume, progress, on_epoch_end, parallel, device)
 
 
-def _train_locked(config: RunConfig, out: Path, prepared: PreparedData | None, resume: bool,
-                  progress: bool, on_epoch_end, overwrite: bool) -> Path:
-    _claim_folder(out, config, resume, overwrite)
-    config.save(out / "config.json")
-    prepared = prepared or prepare_data(config, progress)
+def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, progress: bool,
+           on_epoch_end, parallel: Parallel, device: str | None) -> Path:
     manifest = prepared.manifest
     train_ids, val_ids, val_how = validation_part(config, prepared)
-    if needs_validation(config):
+    if needs_validation(config) and parallel.is_main:
         log.info("validation: %d of the %d training posts, %s", len(val_ids), len(prepared.split["train"]),
                  val_how)
-    atomic_write_json(out / "split.json", {
-        "kind": prepared.split["kind"], "train": train_ids, "val": val_ids,
-        "test": prepared.split["test"], "posts": manifest.post_digests()})
     wanted = set(train_ids)
     vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in wanted])
-    vocab.save(out / "vocab.json")
-    atomic_write_json(out / "labels.json", list(manifest.labels))
+    if parallel.is_main:
+        atomic_write_json(out / "split.json", {
+            "kind": prepared.split["kind"], "train": train_ids, "val": val_ids,
+            "test": prepared.split["test"], "posts": manifest.post_digests()})
+        vocab.save(out / "vocab.json")
+        atomic_write_json(out / "labels.json", list(manifest.labels))
     max_tokens, sequences = config.model.max_tokens, config.model.reading == "sequence"
     train = post_tensors(manifest, prepared.cache, train_ids, vocab, max_tokens, sequences=sequences)
     val = (post_tensors(manifest, prepared.cache, val_ids, vocab, max_tokens, sequences=sequences)
@@ -156,11 +166,13 @@ def _train_locked(config: RunConfig, out: Path, prepared: PreparedData | None, r
     model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
     text_key, image_key = model.input_names[:2]
     model.inputs.fit_statistics(train[text_key], train[image_key])
-    result = fit(model, train, config.train, out, val, resume, progress, on_epoch_end)
+    result = fit(model, train, config.train, out, val, resume, progress, on_epoch_end, parallel, device)
+    if not parallel.is_main:
+        return out
     after = finish_model(model, config, train, val, prepared.memo)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    info = {"val": len(val_ids), "val_by": val_how, **after,
+    info = {"val": len(val_ids), "val_by": val_how, **after, "processes": parallel.world,
             "warnings": learning_warnings(result, train["label"], val, len(manifest.labels))}
     for warning in info["warnings"]:
         log.warning("%s", warning)
@@ -231,6 +243,7 @@ def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result
         "patience": result.patience,
         "stopped_early": result.stopped_early,
         "skipped_rows": info["skipped_rows"],
+        "processes": info["processes"],
         "probes": info["probes"],
         "mixture": info.get("mixture"),
         "warnings": info["warnings"],

@@ -1,4 +1,4 @@
-"""The training loop: seeded, checkpointed atomically every epoch, resumable bit for bit.
+"""The training loop: seeded, checkpointed atomically, resumable bit for bit.
 
 The batch order of epoch e comes from a generator seeded with (seed, e), and the global RNG
 state (dropout) is saved in every checkpoint, so a run resumed after a kill takes exactly the
@@ -64,17 +64,28 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters (or, without any, its buffers) live."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: MultimodalModel, tensors: dict[str, torch.Tensor], batch_size: int = 512,
-            device: str = "cpu") -> dict[str, torch.Tensor]:
+            device: str | None = None) -> dict[str, torch.Tensor]:
     """Eval-mode outputs over all rows: {"logits": (N, C), "head_logits": (N, C), "fused":
     (N, F), "probe_text", "probe_image": (N, C)}, plus a head's own unimodal logits
-    ("logits_text", "logits_image") and the gate ("gate", (N, L * w)) where present."""
+    ("logits_text", "logits_image") and the gate ("gate", (N, L * w)) where present. Inputs go
+    to the model's own device (``device`` is only a check); outputs come back on the CPU."""
     model.eval()
+    where = model_device(model)
+    if device is not None and torch.device(device).type != where.type:
+        raise ValueError(f"the model is on {where}, not on {device}")
     parts: dict[str, list[torch.Tensor]] = {}
     inputs = {k: v for k, v in tensors.items() if k != "label"}
     for batch in batches(inputs, batch_size):
-        out = model({k: v.to(device) for k, v in batch.items()})
+        out = model({k: v.to(where) for k, v in batch.items()})
         found = {"logits": out.logits, "head_logits": out.head_logits, "fused": out.fused}
         found |= {f"logits_{name}": value for name, value in out.unimodal.items()}
         found |= {f"probe_{name}": value for name, value in out.probes.items()}
@@ -85,17 +96,71 @@ def predict(model: MultimodalModel, tensors: dict[str, torch.Tensor], batch_size
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
+class Parallel:
+    """How a training run is spread over processes; this default is one process, and
+    `sgmft.training.distributed.DistributedParallel` the torchrun one."""
+
+    rank, world = 0, 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
+        """This process's training rows for an epoch, in order."""
+        return epoch_order(n, seed, epoch)
+
+    def wrap(self, model: MultimodalModel) -> torch.nn.Module:
+        """The module to call for training forward passes."""
+        return model
+
+    def shard(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This process's share of an evaluation set."""
+        return tensors
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over processes."""
+        return values
+
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every process's random state (gathered on the main one)."""
+        return [rng_state()]
+
+    def barrier(self) -> None:
+        pass
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def accuracy(model: MultimodalModel, tensors: dict[str, torch.Tensor], config: TrainConfig) -> float:
     return validation_scores(model, tensors, config)[0]
 
 
-def validation_scores(model: MultimodalModel, tensors: dict[str, torch.Tensor],
-                      config: TrainConfig) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the model's predictions on labelled ``tensors``."""
-    logits = predict(model, tensors, config.eval_batch_size, config.device)["logits"]
-    labels = tensors["label"]
-    return (float((logits.argmax(-1) == labels).float().mean()),
-            float(torch.nn.functional.cross_entropy(logits, labels)))
+def validation_scores(model: MultimodalModel, tensors: dict[str, torch.Tensor], config: TrainConfig,
+                      parallel: Parallel | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the model's predictions on labelled ``tensors``, each
+    process predicting its share and the counts summed over processes."""
+    parallel = parallel or Parallel()
+    part = parallel.shard(tensors)
+    logits = predict(model, part, config.eval_batch_size)["logits"]
+    labels = part["label"]
+    loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    right, loss, count = parallel.sum([float((logits.argmax(-1) == labels).sum()), float(loss),
+                                       float(len(labels))])
+    return right / count, loss / count
 
 
 def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -104,83 +169,122 @@ def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.O
     return kind(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> float:
     """Write the checkpoint atomically; returns when it was done (a perf_counter time)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
     return time.perf_counter()
 
 
+@dataclass
+class _State:
+    """What a checkpoint restores besides the weights."""
+
+    start_epoch: int = 0
+    best_score: tuple[float, float] = (-1.0, -float("inf"))
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _resume(path: Path, model: MultimodalModel, optimizer, scaler, device: torch.device,
+            parallel: Parallel, result: FitResult) -> _State:
+    state = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state.get("scaler", {}))
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if len(rngs) != parallel.world:
+        raise ValueError(f"the checkpoint was written by {len(rngs)} process(es); resume with as many "
+                         f"(this run has {parallel.world})")
+    set_rng_state(rngs[parallel.rank])
+    result.history, result.best_epoch = state["history"], state["best_epoch"]
+    result.seconds = state.get("seconds", 0.0)
+    return _State(state["epoch"] + 1, tuple(state["best_score"]), state["best_state"])
+
+
 def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainConfig,
         run_dir: Path, val: dict[str, torch.Tensor] | None = None, resume: bool = False,
         progress: bool = True,
-        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        parallel: Parallel | None = None, device: str | None = None) -> FitResult:
     """Train ``model`` in place; the weights it ends with are the last epoch's, or the best
-    validation epoch's when early stopping is on (best accuracy; ties to the lower loss)."""
-    device = torch.device(config.device)
-    model.to(device)
+    validation epoch's when early stopping is on (best accuracy; ties to the lower loss).
+
+    parallel: one process (default) or the torchrun processes, each training on its share of
+    every batch (``batch_size`` is the global batch). device: overrides ``config.device`` (a
+    process's own GPU under torchrun). precision: autocast in bf16 or fp16 (with a gradient
+    scaler) where ``config.precision`` asks.
+    """
+    parallel = parallel or Parallel()
+    if config.batch_size % parallel.world:
+        raise ValueError(f"train.batch_size {config.batch_size} does not split evenly over "
+                         f"{parallel.world} processes")
+    device_ = torch.device(device or config.device)
+    model.to(device_)
+    net = parallel.wrap(model)
     optimizer = make_optimizer(model, config)
-    result, start_epoch, best_score, best_state = FitResult(), 0, (-1.0, -float("inf")), None
+    dtype = AUTOCAST[config.precision]
+    scaler = torch.amp.GradScaler(device_.type, enabled=config.precision == "fp16")
+    result = FitResult()
     path = run_dir / CHECKPOINT
-    seed_everything(config.seed)
-    if resume and path.is_file():
-        state = torch.load(path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        start_epoch, best_state = state["epoch"] + 1, state["best_state"]
-        best_score = tuple(state["best_score"])
-        result.history, result.best_epoch = state["history"], state["best_epoch"]
-        result.seconds = state.get("seconds", 0.0)
+    seed_everything(config.seed + parallel.rank)
+    state = _resume(path, model, optimizer, scaler, device_, parallel, result) \
+        if resume and path.is_file() else _State()
     n, waited = len(train["label"]), 0
     result.epochs, result.patience = schedule(config, n)
     if result.best_epoch is not None:
         waited = len(result.history) - 1 - result.best_epoch
     started = time.perf_counter() - result.seconds
     saved_at = time.perf_counter()
-    for epoch in range(start_epoch, result.epochs):
+    local_batch = config.batch_size // parallel.world
+    for epoch in range(state.start_epoch, result.epochs):
         if result.patience and waited >= result.patience:
             result.stopped_early = True
             break
-        model.train()
+        net.train()
+        order = parallel.order(n, config.seed, epoch)
         total, seen = 0.0, 0
-        bar = tqdm(batches(train, config.batch_size, epoch_order(n, config.seed, epoch)),
-                   total=-(-n // config.batch_size), desc=f"epoch {epoch + 1}/{result.epochs}",
-                   disable=not progress, leave=False)
+        bar = tqdm(batches(train, local_batch, order), total=-(-len(order) // local_batch),
+                   desc=f"epoch {epoch + 1}/{result.epochs}", disable=not progress or not parallel.is_main,
+                   leave=False)
         for batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            output = model(batch)
-            loss = model.loss(output, batch["label"], config.label_smoothing)
+            batch = {k: v.to(device_) for k, v in batch.items()}
+            with torch.autocast(device_.type, dtype=dtype, enabled=dtype is not None):
+                loss = model.loss(net(batch), batch["label"], config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += loss.detach().item() * len(batch["label"])
             seen += len(batch["label"])
             bar.set_postfix(loss=f"{total / seen:.4f}")
+        total, seen = parallel.sum([total, float(seen)])
         record = {"epoch": epoch, "train_loss": total / seen}
         if val is not None:
-            record["val_accuracy"], record["val_loss"] = validation_scores(model, val, config)
+            record["val_accuracy"], record["val_loss"] = validation_scores(model, val, config, parallel)
             score = (record["val_accuracy"], -record["val_loss"])
-            if score > best_score:
-                best_score, result.best_epoch, waited = score, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if score > state.best_score:
+                state.best_score, result.best_epoch, waited = score, epoch, 0
+                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 waited += 1
         result.history.append(record)
         result.seconds = time.perf_counter() - started
         last = epoch == result.epochs - 1 or bool(result.patience and waited >= result.patience)
         if last or time.perf_counter() - saved_at >= config.checkpoint_seconds:
-            saved_at = _save_checkpoint(path, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()},
-                "best_score": best_score, "best_state": best_state, "best_epoch": result.best_epoch,
-                "history": result.history, "seconds": result.seconds,
-            })
+            rngs = parallel.rng_states()
+            if parallel.is_main:
+                _save_checkpoint(path, {
+                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rngs, "best_score": state.best_score,
+                    "best_state": state.best_state, "best_epoch": result.best_epoch,
+                    "history": result.history, "seconds": result.seconds})
+            parallel.barrier()
+            saved_at = time.perf_counter()
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-    if config.early_stopping and best_state is not None:
-        model.load_state_dict(best_state)
+    if config.early_stopping and state.best_state is not None:
+        model.load_state_dict(state.best_state)
     result.seconds = time.perf_counter() - started
     return result
