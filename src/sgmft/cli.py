@@ -114,12 +114,15 @@ def _load(manifest: Path, image_root: Path | None, labels: str | None, skip_inva
 
 @app.command()
 def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set into.")] = Path(
-        "demo/data"), posts_per_class: int = 30, seed: int = 0) -> None:
+        "demo/data"), posts_per_class: int = 30, seed: int = 0,
+         shift: Annotated[bool, typer.Option(
+             help="A set with a shift: test posts from events unseen in training, whose images say "
+                  "nothing of the label (docs/model.md, \"Beyond the paper\").")] = False) -> None:
     """Write the bundled demo set (rendered images, Weibo-style texts): a demo, not a benchmark."""
-    from sgmft.data.demo import make_demo
+    from sgmft.data.demo import make_demo, make_shift_demo
 
-    path = make_demo(out, posts_per_class, seed)
-    typer.echo(f"wrote {path} ({posts_per_class * len(PLACES)} posts)")
+    path = make_shift_demo(out, seed=seed) if shift else make_demo(out, posts_per_class, seed)
+    typer.echo(f"wrote {path} ({len(path.read_text(encoding='utf-8').splitlines())} posts)")
 
 
 @app.command()

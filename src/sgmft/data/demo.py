@@ -150,11 +150,28 @@ def _decorate(text: str, rng: random.Random, noise: list[str]) -> str:
     return text
 
 
+def _texts() -> dict:
+    return json.loads(files("sgmft.data").joinpath("demo_texts.json").read_text("utf-8"))
+
+
+def _save_image(out: Path, name: str, image: Image.Image) -> str:
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    atomic_write_bytes(out / name, buffer.getvalue())
+    return name
+
+
+def _write_manifest(out: Path, rows: list[dict]) -> Path:
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    atomic_write_bytes(out / "manifest.jsonl", lines.encode("utf-8"))
+    return out / "manifest.jsonl"
+
+
 def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path:
     """Write ``out/manifest.jsonl`` and ``out/images/*.jpg``; returns the manifest path."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    texts = json.loads(files("sgmft.data").joinpath("demo_texts.json").read_text("utf-8"))
+    texts = _texts()
     rng = random.Random(seed)
     rows = []
     for label in PLACES:
@@ -165,13 +182,35 @@ def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path
             text = rng.choice(texts["generic"] if generic_text else texts["places"][label])
             post_id = f"{label}-{i:03d}"
             image = render_scene(None if generic_image else label, rng)
-            name = f"images/{post_id}.jpg"
-            buffer = BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
-            atomic_write_bytes(out / name, buffer.getvalue())
+            name = _save_image(out, f"images/{post_id}.jpg", image)
             rows.append({"id": post_id, "text": _decorate(text, rng, texts["noise"]), "image": name,
                          "label": label, "user": f"user{rng.randint(1, 12):02d}"})
     rng.shuffle(rows)
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    atomic_write_bytes(out / "manifest.jsonl", lines.encode("utf-8"))
-    return out / "manifest.jsonl"
+    return _write_manifest(out, rows)
+
+
+def make_shift_demo(out: str | Path, events_per_class: int = 8, posts_per_event: int = 5,
+                    test_events_per_class: int = 2, seed: int = 0) -> Path:
+    """A demo set with a shift between training and test, as when test posts come from events
+    never seen in training: the posts of an event share one image whose motif is drawn
+    independently of the label, so an image identifies its event (and, in training, its label)
+    but says nothing of the label of a new event; the texts carry the label as in `make_demo`.
+    Rows carry ``group`` (the event) and ``split`` (whole events are held out for testing).
+    A model that memorises the training images fails on the test events; one that falls back
+    on the text does not. Returns the manifest path."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    texts = _texts()
+    rng = random.Random(seed)
+    rows = []
+    for label in PLACES:
+        for event in range(events_per_class):
+            group = f"{label}-event{event}"
+            name = _save_image(out, f"images/{group}.jpg", render_scene(rng.choice(PLACES), rng))
+            split = "test" if event >= events_per_class - test_events_per_class else "train"
+            for i in range(posts_per_event):
+                text = rng.choice(texts["generic"] if rng.random() < 0.2 else texts["places"][label])
+                rows.append({"id": f"{group}-{i}", "text": _decorate(text, rng, texts["noise"]),
+                             "image": name, "label": label, "group": group, "split": split})
+    rng.shuffle(rows)
+    return _write_manifest(out, rows)
