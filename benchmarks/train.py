@@ -1,11 +1,13 @@
 """Training speed and memory at the paper's scale: seconds per epoch on 17,000 posts.
 
-    python benchmarks/train.py [--posts 17000] [--preset fast] [--variants sg-mft,mplug]
+    python benchmarks/train.py [--posts 17000] [--preset fast] [--variants sg-mft,mplug] [--batches N]
 
 Features are random, of the default encoders' sizes (text 512, image 1280); only the timing
 matters. Each variant trains one epoch on the 80 % train part in its own process (so its peak
 RSS is its own). The last line estimates `sgmft reproduce` (every table variant, 3 seeds,
-the preset's epochs) from the measured epochs.
+the preset's epochs) from the measured epochs. ``--batches N`` times N batches only and scales
+up to the epoch (for the slow settings: the paper preset at D = 1024 takes about 20 minutes an
+epoch on 2 cores).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 
-def one_variant(variant: str, preset: str, posts: int, overrides: list[str]) -> dict:
+def one_variant(variant: str, preset: str, posts: int, overrides: list[str], batches: int = 0) -> dict:
     import torch
 
     from sgmft.models.model import MultimodalModel
@@ -29,7 +31,8 @@ def one_variant(variant: str, preset: str, posts: int, overrides: list[str]) -> 
 
     torch.manual_seed(0)
     config = resolve_config(preset, [*overrides, "train.epochs=1"], variant=variant)
-    n_train = int(posts * 0.8)
+    full = int(posts * 0.8)
+    n_train = min(full, batches * config.train.batch_size) if batches else full
     data = {"text": torch.randn(n_train, 512), "image": torch.randn(n_train, 1280),
             "tokens": torch.randint(1, 5000, (n_train, config.model.max_tokens)),
             "label": torch.randint(0, 8, (n_train,))}
@@ -37,10 +40,10 @@ def one_variant(variant: str, preset: str, posts: int, overrides: list[str]) -> 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         fit(model, data, config.train, Path(tmp), progress=False)
-        epoch = time.perf_counter() - start
+        epoch = (time.perf_counter() - start) * full / n_train
     start = time.perf_counter()
-    predict(model, {k: v[: posts - n_train] for k, v in data.items()})
-    evaluate = time.perf_counter() - start
+    predict(model, {k: v[: posts - full] for k, v in data.items()})
+    evaluate = (time.perf_counter() - start) * (posts - full) / min(n_train, posts - full)
     return {"variant": variant, "epoch_s": round(epoch, 1), "eval_s": round(evaluate, 1),
             "epochs": resolve_config(preset, overrides, variant=variant).train.epochs,
             "batch_size": config.train.batch_size,
@@ -57,10 +60,11 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(table_variants()))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="config override, key=value")
+    parser.add_argument("--batches", type=int, default=0, help="time this many batches and scale up")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_variant(args.one, args.preset, args.posts, args.set)))
+        print(json.dumps(one_variant(args.one, args.preset, args.posts, args.set, args.batches)))
         return
     print(f"{args.posts} posts ({int(args.posts * 0.8)} train), preset {args.preset} "
           f"{' '.join(args.set)}, random features 512/1280")
@@ -68,7 +72,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         extra = [f"--set={item}" for item in args.set]
         out = subprocess.run([sys.executable, __file__, "--one", variant, "--preset", args.preset,
-                              "--posts", str(args.posts), *extra],
+                              "--posts", str(args.posts), "--batches", str(args.batches), *extra],
                              check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         total += args.seeds * (r["epochs"] * r["epoch_s"] + r["eval_s"])

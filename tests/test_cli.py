@@ -120,14 +120,19 @@ def test_evaluate_missing_run(tmp_path):
 def test_reproduce_writes_every_table_row_and_figures(demo, tmp_path):
     out = tmp_path / "results"
     result = runner.invoke(app, ["reproduce", "--data", str(demo), "--out", str(out), "--seeds", "2",
-                                 "--set", "train.epochs=1", "--set", "model.dim=16",
+                                 "--set", "train.epochs=1", "--set", "model.dim=16", "--preset", "fast",
                                  "--set", "model.classifier_hidden=[16,16,16,16]"])
     assert result.exit_code == 0, result.output
     tables = (out / "tables.md").read_text()
     for row in ("mPLUG", "UniS-MMC", "BridgeTower", "BalanceMLA", "feature-level fusion CNNs",
-                "Baseline + encoder + SIM + SFM", "Merge-Attention", "Image-wise", "Text-wise (ours)"):
+                "Baseline + encoder + SIM + SFM", "Merge-Attention", "Image-wise", "Text-wise (ours)",
+                "**SG-MFT (fast preset)**", "reference: majority class",
+                "reference: logistic regression, text + image features"):
         assert f"| {row} |" in tables
-    assert tables.count("±") >= 2 * 17  # 17 rows, accuracy and macro-F1 each
+    assert tables.count("| **SG-MFT (fast preset)** |") == 4           # a row in every table
+    assert tables.count("| reference: majority class |") == 4
+    assert tables.count("±") >= 2 * (17 + 4 * 5)  # the paper's 17 rows, 5 more rows per table
+    assert "split: stratified 80%/20%, seed 0" in tables
     for figure in ("figure5_module_ablation", "figure7_fusion_modules", "figure8_sff_side"):
         assert (out / f"{figure}.png").is_file()
     results = json.loads((out / "results.json").read_text())
@@ -135,7 +140,7 @@ def test_reproduce_writes_every_table_row_and_figures(demo, tmp_path):
     # a second call reuses every finished run
     mtime = (out / "runs" / "sg-mft" / "seed0" / "model.safetensors").stat().st_mtime_ns
     again = runner.invoke(app, ["reproduce", "--data", str(demo), "--out", str(out), "--seeds", "2",
-                                "--set", "train.epochs=1", "--set", "model.dim=16",
+                                "--set", "train.epochs=1", "--set", "model.dim=16", "--preset", "fast",
                                 "--set", "model.classifier_hidden=[16,16,16,16]"])
     assert again.exit_code == 0
     assert (out / "runs" / "sg-mft" / "seed0" / "model.safetensors").stat().st_mtime_ns == mtime

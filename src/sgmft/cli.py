@@ -374,6 +374,8 @@ def reproduce(
         help="Comma-separated variants to run (default: every table row); tables.md is written "
              "when all are present.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).")] = None,
+    preset: Annotated[str, typer.Option(
+        help="The preset given a row of its own in every table (its own settings), or none.")] = "sgmft",
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
     cache: CacheDir = None,
@@ -393,7 +395,7 @@ def reproduce(
     folder = out or Path("results") / dt.date.today().isoformat()
     chosen = [v.strip() for v in variants.split(",")] if variants else None
     with reported(KeyError):
-        run_reproduce(base, folder, seeds=seeds, variants=chosen)
+        run_reproduce(base, folder, seeds=seeds, variants=chosen, preset=None if preset == "none" else preset)
     typer.echo(f"tables and figures in {folder}")
 
 

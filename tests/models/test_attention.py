@@ -76,3 +76,24 @@ def test_multi_head_attention_shapes_and_misuse():
         self_attention(x, context)
     with pytest.raises(ValueError):
         cross_attention(x)
+
+
+def test_positions_of_scalar_tokens_by_hand():
+    """score_ij = (s(f_i) + u_i) g_j + v_j with one head and unit weights (s(f) = f)."""
+    from sgmft.models.attention import PositionBias
+
+    q, kv, out = QKV(1, 1, 1), QKV(1, 1, 1), torch.nn.Linear(1, 1)
+    for layer in (q.query, q.key, q.value, kv.query, kv.key, kv.value, out):
+        set_linear(layer, [1.0])
+    position = PositionBias(1, 2, 3)
+    with torch.no_grad():
+        position.query.copy_(torch.tensor([[0.5, -1.0]]))
+        position.key.copy_(torch.tensor([[0.0, 2.0, -3.0]]))
+    f, g = torch.tensor([[[1.0], [2.0]]]), torch.tensor([[[0.0], [1.0], [-1.0]]])
+    keys = torch.tensor([0.0, 1.0, -1.0])
+    expected = [float((torch.softmax((fi + ui) * keys + torch.tensor([0.0, 2.0, -3.0]), 0) * keys).sum())
+                for fi, ui in ((1.0, 0.5), (2.0, -1.0))]
+    assert torch.allclose(attend(f, g, q, kv, out, position).squeeze(), torch.tensor(expected), atol=1e-6)
+    with pytest.raises(ValueError, match="scalar tokens"):
+        attend(torch.ones(1, 2, 3), torch.ones(1, 3, 3), QKV(3, 1, 2), QKV(3, 1, 2), torch.nn.Linear(2, 3),
+               position)

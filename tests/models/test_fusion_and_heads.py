@@ -54,3 +54,33 @@ def test_balance_mla_outputs_log_probabilities():
     assert torch.allclose(out.logits.exp().sum(-1), torch.ones(4), atol=1e-5)
     assert set(out.unimodal) == {"text", "image"}
     assert head.loss(out, torch.tensor([0, 1, 2, 0])).item() > 0
+
+
+def test_unis_mmc_keeps_learned_projections_under_a_shared_space():
+    """Chinese-CLIP features (a shared space, the paper's D = 1024): the concat row keeps them as
+    they are, UniS-MMC learns projections (starting as the identity), so its contrastive term
+    has something to move and its logits are its own."""
+    import torch
+
+    from sgmft.models.config import ModelConfig
+    from sgmft.models.model import MultimodalModel
+    from sgmft.models.variants import variant_overrides
+
+    def build(variant):
+        torch.manual_seed(0)
+        config = ModelConfig(**{**variant_overrides(variant), "classifier_hidden": (32, 16, 16, 8)})
+        return MultimodalModel(config, 1024, 1024, 3, shared_space=True)
+
+    concat, unis = build("encoder"), build("unis-mmc")
+    assert isinstance(concat.inputs.text_proj, torch.nn.Identity)
+    projection = unis.inputs.text_proj
+    assert isinstance(projection, torch.nn.Linear) and torch.equal(projection.weight, torch.eye(1024))
+    torch.manual_seed(1)
+    batch = {"text": torch.randn(8, 1024), "image": torch.randn(8, 1024), "label": torch.arange(8) % 3}
+    assert not torch.allclose(concat(batch).logits, unis(batch).logits)
+    output = unis(batch)
+    head = unis.head
+    right = torch.ones(8, dtype=torch.bool)
+    contrastive = head.contrastive(output.streams["text"], output.streams["image"], right, right)
+    contrastive.backward()
+    assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0

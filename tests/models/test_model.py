@@ -76,3 +76,51 @@ def test_unknown_fusion_and_bad_switch():
 def test_tables_and_figures_name_known_variants():
     used = {v for rows in TABLES.values() for _, v in rows} | {v for vs in FIGURES.values() for v in vs}
     assert used <= set(VARIANTS) and len(TABLES) == 4
+
+
+SWITCHES = [{"positional": True}, {"sfm_residual": True}, {"input_norm": "standard", "input_dropout": 0.2},
+            {"modality_dropout": 0.5}, {"gate": "clipped_softmax", "gate_temperature": 2.0},
+            {"gate": "sigmoid", "ca_query": "self"}, {"fallback": True}]
+
+
+@pytest.mark.parametrize("switches", SWITCHES)
+@pytest.mark.parametrize("reading", ["elements", "chunks", "sequence"])
+def test_beyond_the_paper_switches_keep_every_parameter_learning(switches, reading):
+    model = build("sg-mft", reading=reading, chunks=4, seq_length=3, **switches)
+    batch = make_batch()
+    model.train()
+    out = model(batch)
+    assert out.logits.shape == (6, 3) and set(out.probes) == {"text", "image"}
+    model.loss(out, batch["label"], label_smoothing=0.1).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"{switches}: {name}"
+
+
+def test_modality_dropout_replaces_a_modality_by_its_training_mean():
+    model = build("sg-mft", modality_dropout=0.999)
+    batch = make_batch(400)
+    model.inputs.fit_statistics(batch["text"] * 3 + 1, batch["image"])
+    torch.manual_seed(0)
+    text, image = model.inputs._drop_modalities(batch["text"], batch["image"])
+    dropped_text = (text == model.inputs.text_stats.mean).all(-1)
+    dropped_image = (image == model.inputs.image_stats.mean).all(-1)
+    assert not (dropped_text & dropped_image).any()            # never both at once
+    assert 0.4 < dropped_text.float().mean() < 0.6 and (dropped_text | dropped_image).float().mean() > 0.99
+    standard = build("sg-mft", modality_dropout=0.999, input_norm="standard")
+    standard.inputs.fit_statistics(batch["text"] * 3 + 1, batch["image"])
+    prepared = standard.inputs._prepare(batch["text"] * 3 + 1, standard.inputs.text_stats)
+    assert prepared.mean(0).abs().max() < 1e-5 and torch.allclose(prepared.std(0), torch.ones(10), atol=0.01)
+    missing = standard.inputs._missing(prepared, standard.inputs.text_stats)
+    assert torch.equal(missing, torch.zeros_like(prepared))
+
+
+def test_fallback_mixture_by_hand():
+    model = build("sg-mft", fallback=True)
+    model.eval()
+    model.probes.set_mixture((0.5, 0.25, 0.25))
+    batch = make_batch()
+    out = model(batch)
+    parts = [torch.softmax(x, -1) for x in (out.head_logits, out.probes["text"], out.probes["image"])]
+    expected = torch.log(0.5 * parts[0] + 0.25 * parts[1] + 0.25 * parts[2])
+    assert torch.allclose(out.logits, expected, atol=1e-6)
+    assert torch.allclose(torch.softmax(out.logits, -1).sum(-1), torch.ones(6))

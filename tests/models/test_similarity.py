@@ -34,3 +34,12 @@ def test_element_wise_eqs_2_4_5():
     assert torch.allclose(p_e.sum(-1), torch.ones(1, 2))
     out = SimilarityPolymerizer()(TEXT, IMAGE)
     assert torch.allclose(out["p_e_image"][0], torch.softmax(s_t.T, dim=1))
+
+
+def test_clipped_softmax_and_temperature():
+    s_m = torch.tensor([3.0, -2.0])
+    clipped = SimilarityPolymerizer("clipped_softmax").modality_wise(TEXT, IMAGE).flatten()
+    assert torch.allclose(clipped, (2 * torch.softmax(s_m, 0)).clamp(max=1.0))
+    assert clipped.max() <= 1.0
+    warm = SimilarityPolymerizer("softmax", temperature=4.0).modality_wise(TEXT, IMAGE).flatten()
+    assert torch.allclose(warm, torch.softmax(s_m / 4.0, 0))

@@ -115,18 +115,19 @@ def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest:
     if same_encoder and identity["sequences"] and not cached["sequences"]:
         raise CacheMismatchError(
             f"{folder} holds pooled features only; token sequences were asked for: "
-            "extract again with --sequences --overwrite, or choose another --out"
+            "extract again with --sequences --overwrite, or use another cache folder "
+            "(extract --out, train --cache)"
         )
     if not same_encoder:
         raise CacheMismatchError(
             f"{folder} holds features of encoder {header['encoder_identity']}, not {identity}; "
-            "choose another --out or pass --overwrite"
+            "use another cache folder (extract --out, train --cache) or replace it (extract --overwrite)"
         )
     if header["content_hash"] != manifest.content_hash():
         raise CacheMismatchError(
             f"{folder} holds features of another manifest ({header.get('manifest')}, "
             f"content hash {header['content_hash'][:12]}), not of {manifest.path}; "
-            "choose another --out or pass --overwrite"
+            "use another cache folder (extract --out, train --cache) or replace it (extract --overwrite)"
         )
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sgmft.data.manifest import skipped_summary
 from sgmft.data.splits import describe
 from sgmft.evaluation.evaluate import evaluate_run, test_outputs
 from sgmft.evaluation.plots import TSNE_MIN_POSTS, plot_tsne_panels
@@ -124,7 +125,8 @@ def reproduce(base: RunConfig, out: Path, seeds: int = 3, progress: bool = True,
     atomic_write_json(out / "results.json", {
         "finished": now(), "seconds": round(time.perf_counter() - started, 1), "seeds": seeds,
         "base_config": base_dict, "preset": preset, "data_hash": prepared.manifest.data_hash(),
-        "split": describe(prepared.split), "versions": versions(),
+        "split": describe(prepared.split), "skipped_rows": skipped_summary(prepared.manifest),
+        "versions": versions(),
         "results": {v: [{k: r[k] for k in ("accuracy", "macro_f1", "seed")} for r in runs]
                     for v, runs in results.items()},
         "references": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in references.items()},

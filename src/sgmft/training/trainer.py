@@ -47,7 +47,7 @@ def schedule(config: TrainConfig, n: int) -> tuple[int, int]:
     steps = -(-n // config.batch_size)
     scale = max(1.0, config.min_steps / max(1, config.epochs * steps))
     if scale > 1:
-        log.info("small data (%d step(s) per epoch): up to %d epochs, patience %d, for %d steps",
+        log.info("%d step(s) per epoch: up to %d epochs, patience %d, to take at least %d steps",
                  steps, math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale),
                  config.min_steps)
     return math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale)
