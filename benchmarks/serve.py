@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 import psutil
 from PIL import Image
+from scale import TreeRSS  # benchmarks/ is the script's folder
 
 
 def small_run(folder: Path) -> Path:
@@ -90,29 +90,6 @@ def level(url: str, requests: int, concurrency: int, image: bytes) -> dict:
             "p99": cuts[98] * 1000, "failures": failures}
 
 
-class PeakRSS:
-    """Samples a process's resident memory every 20 ms while active."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def hostile_requests(image: bytes) -> dict[str, dict]:
     """name -> httpx.post keyword arguments (path included)."""
     bomb = encode(Image.new("L", (8000, 8001)), "PNG")          # one image over 64 megapixels
@@ -152,11 +129,12 @@ def hostile(url: str, requests: int, image: bytes, pid: int) -> None:
             except httpx.TimeoutException:
                 timeouts += 1
 
-        with PeakRSS(pid) as during:
-            started = time.perf_counter()
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(one, plan))
-            elapsed = time.perf_counter() - started
+        during = TreeRSS(pid)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(one, plan))
+        elapsed = time.perf_counter() - started
+        peak = during.stop()
     time.sleep(2)
     after = psutil.Process(pid).memory_info().rss
     health = httpx.get(url + "/health", timeout=10).status_code
@@ -165,7 +143,7 @@ def hostile(url: str, requests: int, image: bytes, pid: int) -> None:
     for (kind, status), n in sorted(statuses.items()):
         print(f"  {kind:14s} {status}  x{n}")
     print(f"  5xx: {server_errors}  timeouts: {timeouts}  /health after: {health}")
-    print(f"  server RSS: before {before / 2**20:.0f} MiB, peak during {during.peak / 2**20:.0f} MiB, "
+    print(f"  server RSS: before {before / 2**20:.0f} MiB, peak during {peak / 2**20:.0f} MiB, "
           f"after {after / 2**20:.0f} MiB")
 
 

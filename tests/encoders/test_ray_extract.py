@@ -16,7 +16,7 @@ from sgmft.data.manifest import load_manifest  # noqa: E402
 from sgmft.encoders.cache import chunk_name, extract_features  # noqa: E402
 from sgmft.encoders.ray_extract import extract_with_ray  # noqa: E402
 
-SIZES = {"batch_size": 2, "chunk_size": 16}
+SIZES = {"batch_size": 2, "chunk_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    return load_manifest(make_demo(tmp_path_factory.mktemp("ray-demo"), posts_per_class=20))
+    return load_manifest(make_demo(tmp_path_factory.mktemp("ray-demo"), posts_per_class=10))
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,21 @@ from sgmft.data.demo import make_shift_demo
 runner = CliRunner()
 
 
-def test_the_default_preset_falls_back_on_what_generalises(tmp_path):
-    manifest = make_shift_demo(tmp_path / "data")
-    run = tmp_path / "run"
-    trained = runner.invoke(app, ["train", "--data", str(manifest), "--out", str(run)])
-    assert trained.exit_code == 0, trained.output
-    assert "by groups and identical images" in trained.output      # validation holds events out
+def trained(manifest, run, *options):
+    result = runner.invoke(app, ["train", "--data", str(manifest), "--out", str(run), *options])
+    assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["evaluate", str(run), "--no-figures"]).exit_code == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    return result.output, metrics, *(metrics[k]["accuracy"] for k in ("text_only", "image_only"))
+
+
+def test_the_default_preset_falls_back_on_what_generalises(tmp_path):
+    manifest = make_shift_demo(tmp_path / "data")
+    # the failure is there to be avoided: the paper's recipe follows the memorised images
+    _, paper_like, text, image = trained(manifest, tmp_path / "fast", "--config", "fast")
+    assert paper_like["accuracy"] < text - 0.3 and image < 0.25
+    output, metrics, text, image = trained(manifest, tmp_path / "run")
+    assert "by groups and identical images" in output       # validation holds events out
     n = metrics["n"]
-    fused, text, image = (metrics[k]["accuracy"] for k in ("fused_head", "text_only", "image_only"))
-    assert fused < text - 0.2 and image < 0.25          # the failure is there to be avoided
     assert metrics["accuracy"] >= max(text, image) - 1 / n   # at most one post below its best head
     assert metrics["accuracy"] > 1 / 8 + 0.3             # far above the majority class

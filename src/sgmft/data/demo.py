@@ -167,12 +167,16 @@ def _write_manifest(out: Path, rows: list[dict]) -> Path:
     return out / "manifest.jsonl"
 
 
-def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path:
-    """Write ``out/manifest.jsonl`` and ``out/images/*.jpg``; returns the manifest path."""
+def _begin(out: str | Path, seed: int) -> tuple[Path, dict, random.Random]:
+    """The output folder (with its images/ made), the text fragments and the seeded generator."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    texts = _texts()
-    rng = random.Random(seed)
+    return out, _texts(), random.Random(seed)
+
+
+def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path:
+    """Write ``out/manifest.jsonl`` and ``out/images/*.jpg``; returns the manifest path."""
+    out, texts, rng = _begin(out, seed)
     rows = []
     for label in PLACES:
         for i in range(posts_per_class):
@@ -198,10 +202,7 @@ def make_shift_demo(out: str | Path, events_per_class: int = 8, posts_per_event:
     Rows carry ``group`` (the event) and ``split`` (whole events are held out for testing).
     A model that memorises the training images fails on the test events; one that falls back
     on the text does not. Returns the manifest path."""
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    texts = _texts()
-    rng = random.Random(seed)
+    out, texts, rng = _begin(out, seed)
     rows = []
     for label in PLACES:
         for event in range(events_per_class):

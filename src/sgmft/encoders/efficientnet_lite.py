@@ -8,6 +8,7 @@ mean = std = 0.5.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, NamedTuple
 
@@ -19,6 +20,8 @@ from torch import nn
 
 from sgmft.data.images import ImagePreprocess
 from sgmft.encoders.base import ImageEncoder
+
+log = logging.getLogger(__name__)
 
 BN_EPS = 1e-3
 
@@ -127,6 +130,11 @@ def load_lite0_weights() -> EfficientNetLite0:
     return model.eval()
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 class EfficientNetLite0Encoder(ImageEncoder):
     """Frozen EfficientNet-Lite0 image features: (N, 1280) global-average-pooled."""
 
@@ -142,6 +150,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
             raise ValueError("fp16 image encoding needs a CUDA device; on a CPU use bf16")
         self.precision = precision
         self.device = torch.device(device)
+        if precision == "bf16" and self.device.type == "cpu" and not native_cpu_bf16():
+            log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated and "
+                        "slower than fp32 here (6.6x measured on an AVX2 CPU, docs/scale.md)")
         self.micro_batch = micro_batch or (4 if self.device.type == "cpu" else 256)
         self.model = load_lite0_weights().to(self.device, memory_format=torch.channels_last)
 
