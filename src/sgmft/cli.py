@@ -342,6 +342,8 @@ def study(
                                                        "score trials.")] = 0.2,
     confirm: Annotated[int, typer.Option(help="Re-score this many best trials with more seeds.")] = 5,
     confirm_seeds: Annotated[int, typer.Option(help="Seeds per re-scored trial.")] = 3,
+    objective: Annotated[str, typer.Option(help="What a trial is scored by on the study validation "
+                                                "part: accuracy or macro_f1.")] = "accuracy",
     seed: int = 0,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
@@ -359,7 +361,7 @@ def study(
     base = _resolve(config, overrides + (set_ or []))
     with reported():
         run_study(base, read_space(space), out, trials, timeout, seed, study_fraction,
-                  confirm=confirm, confirm_seeds=confirm_seeds)
+                  confirm=confirm, confirm_seeds=confirm_seeds, objective=objective)
     typer.echo(f"study report: {out / 'study.md'}; best configuration: {out / 'best_config.json'}")
 
 

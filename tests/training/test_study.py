@@ -103,3 +103,30 @@ def test_a_killed_study_resumes(demo, tmp_path):
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 4
     assert "## Best trials" in (out / "study.md").read_text()
+
+
+def test_a_macro_f1_study_scores_trials_by_macro_f1(demo, tmp_path):
+    from sklearn.metrics import f1_score
+
+    from sgmft.evaluation.evaluate import test_outputs
+    from sgmft.training.run import load_run, prepare_data
+    from sgmft.training.study import study_split
+
+    base = resolve_config("sgmft", [f"data.manifest={demo}", *TINY])
+    out = tmp_path / "study"
+    with pytest.raises(ValueError, match="unknown objective"):
+        run_study(base, parse_space(SPACE), out, trials=1, objective="recall")
+    run_study(base, parse_space(SPACE), out, trials=2, confirm=1, confirm_seeds=1, objective="macro_f1")
+    assert "Objective: macro-F1" in (out / "study.md").read_text()
+    prepared = study_split(prepare_data(base), 0.2, 0, base.train.val_by)
+    study = optuna.load_study(study_name="sgmft", storage=f"sqlite:///{out / 'study.db'}")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for trial in complete:
+        run = load_run(out / "trials" / f"{trial.number:04d}")
+        outputs, labels = test_outputs(run, prepared)
+        expected = f1_score(labels, outputs["logits"].argmax(-1), average="macro",
+                            labels=range(len(run.labels)), zero_division=0)
+        assert trial.value == pytest.approx(expected)
+    with pytest.raises(ValueError, match="other settings"):            # one objective per folder
+        run_study(base, parse_space(SPACE), out, trials=3)

@@ -1,13 +1,16 @@
 """`sgmft study`: a hyper-parameter and architecture search with Optuna.
 
-TPE sampling, median pruning on the validation accuracy of each epoch, and the study kept in
+TPE sampling, median pruning on each epoch's validation score, and the study kept in
 an SQLite file in the output folder, so that a killed study resumes where it stopped (trials
 that were running when it died are marked failed by Optuna's heartbeat and not counted).
 
 Nothing in a study reads the test split. A *study validation* part is carved from the
 training split by group (as in `sgmft.data.splits.carve_validation`); every trial trains on
 the rest (carving its own early-stopping validation from it, as any run does) and is scored
-by the accuracy of its final prediction on the study validation part.
+by its final prediction on the study validation part: accuracy (the default objective) or
+macro-F1 (``objective="macro_f1"``, for data whose small classes matter as much as the large
+ones). Pruning compares each epoch's validation accuracy (accuracy objective) or validation
+loss (macro-F1 objective, which no epoch computes).
 
 One seed per trial is noisy: the best few trials are then re-scored with more seeds
 (``confirm`` trials, ``confirm_seeds`` seeds, on the same study validation part), and the
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from sgmft.data.splits import carve_validation
 from sgmft.evaluation.evaluate import test_outputs
@@ -42,6 +46,7 @@ from sgmft.training.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 STUDY_NAME = "sgmft"
+OBJECTIVES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 
 def study_split(prepared: PreparedData, fraction: float, seed: int, by: str) -> PreparedData:
@@ -70,7 +75,7 @@ def _finished(trial) -> bool:
 
 
 def confirm_best(study, base: dict[str, Any], prepared: PreparedData, out: Path, top: int,
-                 seeds: int, progress: bool = False) -> list[dict[str, Any]]:
+                 seeds: int, objective: str = "accuracy", progress: bool = False) -> list[dict[str, Any]]:
     """Re-score the ``top`` completed trials with seeds 0..seeds-1 (seed 0 is the trial itself);
     resumable through ``confirm.json``. Returns records sorted by mean score, best first."""
     import optuna
@@ -89,7 +94,7 @@ def confirm_best(study, base: dict[str, Any], prepared: PreparedData, out: Path,
                 folder = out / "confirm" / f"{trial.number:04d}-seed{seed}"
                 train_run(config, folder, prepared, progress=progress, overwrite=True)
                 (folder / CHECKPOINT).unlink(missing_ok=True)
-                done[key] = _score(folder, prepared)
+                done[key] = _score(folder, prepared, objective)
                 atomic_write_json(path, done)
                 log.info("confirm: trial %d seed %d: %.4f", trial.number, seed, done[key])
             scores.append(done[key])
@@ -99,15 +104,20 @@ def confirm_best(study, base: dict[str, Any], prepared: PreparedData, out: Path,
     return sorted(records, key=lambda r: -r["mean"])
 
 
-def _score(folder: Path, prepared: PreparedData) -> float:
-    """Accuracy of a finished trial run on the study validation part (its "test")."""
+def _score(folder: Path, prepared: PreparedData, objective: str = "accuracy") -> float:
+    """The objective (accuracy or macro_f1) of a finished trial run on the study validation
+    part (its "test")."""
     run = load_run(folder)
     outputs, labels = test_outputs(run, prepared)
-    return float((outputs["logits"].argmax(-1) == labels).mean())
+    predicted = outputs["logits"].argmax(-1)
+    if objective == "macro_f1":
+        return float(f1_score(labels, predicted, average="macro", labels=range(len(run.labels)),
+                              zero_division=0))
+    return float((predicted == labels).mean())
 
 
 def _objective(parameters: list[Parameter], base: dict[str, Any], prepared: PreparedData,
-               out: Path, progress: bool):
+               out: Path, objective_name: str, progress: bool):
     import optuna
 
     def objective(trial: optuna.Trial) -> float:
@@ -119,7 +129,8 @@ def _objective(parameters: list[Parameter], base: dict[str, Any], prepared: Prep
 
         def report(epoch: int, record: dict[str, float]) -> None:
             if "val_accuracy" in record:
-                trial.report(record["val_accuracy"], epoch)
+                trial.report(record["val_accuracy"] if objective_name == "accuracy"
+                             else -record["val_loss"], epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
@@ -128,7 +139,7 @@ def _objective(parameters: list[Parameter], base: dict[str, Any], prepared: Prep
             train_run(config, folder, prepared, progress=progress, on_epoch_end=report)
         finally:
             (folder / CHECKPOINT).unlink(missing_ok=True)
-        score = _score(folder, prepared)
+        score = _score(folder, prepared, objective_name)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
         info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
         trial.set_user_attr("epochs", len(info["history"]))
@@ -153,12 +164,16 @@ def _storage(out: Path):
 
 def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: int,
               timeout: float | None = None, seed: int = 0, study_fraction: float = 0.2,
-              progress: bool = False, confirm: int = 5, confirm_seeds: int = 3) -> Path:
+              progress: bool = False, confirm: int = 5, confirm_seeds: int = 3,
+              objective: str = "accuracy") -> Path:
     """Run (or resume) a study until ``trials`` trials have finished (completed or pruned),
     or ``timeout`` seconds have passed; re-score the best ``confirm`` trials with
-    ``confirm_seeds`` seeds; then write the report. Returns ``out``."""
+    ``confirm_seeds`` seeds; then write the report. ``objective``: accuracy or macro_f1.
+    Returns ``out``."""
     import optuna
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     prepared = study_split(prepare_data(base, progress), study_fraction, seed, base.train.val_by)
@@ -169,14 +184,15 @@ def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: i
     settings = {"base_config": base.to_dict(), "space": [p.__dict__ for p in parameters],
                 "seed": seed, "study_fraction": study_fraction,
                 "study_validation": prepared.split["study_validation"],
-                "data_hash": prepared.manifest.data_hash()}
+                "data_hash": prepared.manifest.data_hash(), "objective": objective}
     _check_same_settings(out, settings)
     done = [t for t in study.trials if _finished(t)]
     started = time.perf_counter()
     if len(done) < trials:
-        study.optimize(_objective(parameters, base.to_dict(), prepared, out, progress),
+        study.optimize(_objective(parameters, base.to_dict(), prepared, out, objective, progress),
                        n_trials=trials - len(done), timeout=timeout, catch=(ValueError,))
-    confirmed = confirm_best(study, base.to_dict(), prepared, out, confirm, confirm_seeds, progress)
+    confirmed = confirm_best(study, base.to_dict(), prepared, out, confirm, confirm_seeds, objective,
+                             progress)
     write_report(study, out, settings, time.perf_counter() - started, confirmed)
     return out
 
@@ -186,7 +202,7 @@ def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
     path = out / "settings.json"
     current = json.loads(json.dumps(settings))
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = {"objective": "accuracy", **json.loads(path.read_text(encoding="utf-8"))}   # older studies
         if saved != current:
             changed = sorted(k for k in current if saved.get(k) != current[k])
             raise ValueError(f"{out} holds a study with other settings ({', '.join(changed)}); "
@@ -242,6 +258,7 @@ def write_report(study, out: Path, settings: dict[str, Any], seconds: float,
     """study.json, study.md, best_config.json and the plots."""
     import optuna
 
+    metric = OBJECTIVES[settings.get("objective", "accuracy")]
     states = optuna.trial.TrialState
     records = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                 "seconds": t.user_attrs.get("seconds"), "epochs": t.user_attrs.get("epochs"),
@@ -257,7 +274,7 @@ def write_report(study, out: Path, settings: dict[str, Any], seconds: float,
         best = trial_config(settings["base_config"], chosen["params"])
         atomic_write_json(out / "best_config.json", {
             "_about": f"trial {chosen['trial']} of study {out}: {100 * chosen['mean']:.2f} ± "
-                      f"{100 * chosen['std']:.2f} % accuracy on the study validation part over "
+                      f"{100 * chosen['std']:.2f} % {metric} on the study validation part over "
                       f"{len(chosen['scores'])} seeds, the best of the {len(confirmed)} best trials",
             **best.to_dict()})
     counts = {s.name.lower(): sum(t.state == s for t in study.trials)
@@ -275,16 +292,17 @@ def render_report(complete: list, counts: dict[str, int], importances: dict[str,
                   settings: dict[str, Any], wall: float, finished: int, plots: list[str],
                   confirmed: list[dict[str, Any]]) -> str:
     per_hour = finished / (wall / 3600) if wall else 0.0
+    metric = OBJECTIVES[settings.get("objective", "accuracy")]
     lines = ["# sgmft study", "",
              f"Data hash `{settings['data_hash'][:16]}`; study validation: "
              f"{settings['study_fraction']:.0%} of the training split, {settings['study_validation']} "
-             "(the test split is never read). Objective: accuracy of the final prediction on the "
+             f"(the test split is never read). Objective: {metric} of the final prediction on the "
              "study validation part.", "",
              f"Trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
              f"{wall / 60:.1f} min of trial time, {per_hour:.0f} finished trials per hour.", ""]
     if complete:
         names = list(dict.fromkeys(k for t in complete for k in t.params))
-        lines += ["## Best trials", "", "| trial | accuracy | " + " | ".join(names) + " |",
+        lines += ["## Best trials", "", f"| trial | {metric} | " + " | ".join(names) + " |",
                   "|---" * (len(names) + 2) + "|"]
         for t in complete[:10]:
             values = [_fmt(t.params.get(n, "")) for n in names]
@@ -293,7 +311,7 @@ def render_report(complete: list, counts: dict[str, int], importances: dict[str,
     if confirmed:
         lines += [f"## The best trials again, {len(confirmed[0]['scores'])} seeds each", "",
                   "The configuration with the best mean is `best_config.json`.", "",
-                  "| trial | mean accuracy (%) | per seed |", "|---|---|---|"]
+                  f"| trial | mean {metric} (%) | per seed |", "|---|---|---|"]
         lines += [f"| {r['trial']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
                   + ", ".join(f"{100 * s:.2f}" for s in r["scores"]) + " |" for r in confirmed]
         lines.append("")
