@@ -21,7 +21,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from sgmft.evaluation.evaluate import evaluate_run
 from sgmft.training.config import resolve_config
-from sgmft.training.run import prepare_data, train_run
+from sgmft.training.prepare import prepare_data
+from sgmft.training.run import train_run
 
 
 def _spread(values: list[float]) -> float:

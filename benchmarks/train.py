@@ -52,7 +52,7 @@ def one_variant(variant: str, preset: str, posts: int, overrides: list[str], bat
 
 
 def main() -> None:
-    from sgmft.evaluation.reproduce import table_variants
+    from sgmft.research.reproduce import table_variants
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--posts", type=int, default=17000)

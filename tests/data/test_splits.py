@@ -58,18 +58,6 @@ def test_auto_uses_the_manifest_split_column_when_there_is_one(tmp_path, demo_ma
     assert load_or_make_split(demo_manifest, "auto", folder=tmp_path)["kind"] == "stratified"
 
 
-def test_work_dir_beside_data_or_in_user_cache(demo_manifest, monkeypatch, tmp_path):
-    from sgmft.data import splits
-
-    monkeypatch.delenv("SGMFT_CACHE", raising=False)
-    assert splits.work_dir(demo_manifest) == demo_manifest.path.parent / ".sgmft"
-    monkeypatch.setattr(splits.os, "access", lambda *_: False)   # a read-only data folder
-    monkeypatch.setattr(splits.Path, "home", lambda: tmp_path)
-    assert splits.work_dir(demo_manifest).parent == tmp_path / ".cache" / "sgmft"
-    monkeypatch.setenv("SGMFT_CACHE", str(tmp_path / "elsewhere"))
-    assert splits.work_dir(demo_manifest).parent == tmp_path / "elsewhere"
-
-
 def test_tiny_data_is_split_as_well_as_it_can_be(tmp_path, caplog):
     from dataclasses import replace
 
@@ -85,17 +73,3 @@ def test_tiny_data_is_split_as_well_as_it_can_be(tmp_path, caplog):
     singles = replace(small, posts=list({p.label: p for p in small.posts}.values()))
     with pytest.raises(ValueError, match="give the manifest a 'split' column"):
         make_split(singles, "stratified", 0.2, 0)
-
-
-def test_a_folder_marked_read_only_is_not_written_even_by_root(tmp_path, monkeypatch):
-    from sgmft.data import splits
-
-    monkeypatch.delenv("SGMFT_CACHE", raising=False)
-    monkeypatch.setattr(splits.Path, "home", lambda: tmp_path / "home")
-    data = tmp_path / "data"
-    data.mkdir()
-    data.chmod(0o555)
-    try:
-        assert splits.folder_work_dir(data).parent == tmp_path / "home" / ".cache" / "sgmft"
-    finally:
-        data.chmod(0o755)

@@ -87,7 +87,7 @@ def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
     import onnxruntime
 
     from sgmft.serving.export import ExportHead, example_inputs
-    from sgmft.training.run import load_run
+    from sgmft.training.rundir import load_run
 
     run_dir = request.getfixturevalue(which)
     out = tmp_path / "model.onnx"

@@ -5,8 +5,9 @@ import torch
 
 from sgmft.models.config import ModelConfig
 from sgmft.models.model import MultimodalModel
+from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import TrainConfig
-from sgmft.training.trainer import CHECKPOINT, accuracy, fit
+from sgmft.training.trainer import accuracy, fit
 
 MODEL = ModelConfig(dim=16, heads=2, head_dim=4, ffn_hidden=16, classifier_hidden=(32, 32, 16, 16),
                     dropout=0.1)

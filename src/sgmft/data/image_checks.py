@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sgmft.data.images import ImageError, image_stat
+from sgmft.data.workdir import work_dir
 from sgmft.io import atomic_write_json
 
 Outcome = tuple[str | None, str | None]     # (sha256, None) or (None, problem)
@@ -45,9 +46,7 @@ class ImageChecks:
 
     @classmethod
     def for_manifest(cls, manifest: Path) -> ImageChecks:
-        from sgmft.data.splits import folder_work_dir
-
-        return cls(folder_work_dir(manifest.parent) / RECORD)
+        return cls(work_dir(manifest) / RECORD)
 
     def check(self, paths: list[Path], check: Callable[[Path], Outcome], workers: int = 4) -> list[Outcome]:
         """``check(path)`` for each path, reusing the recorded outcome of an unchanged file;

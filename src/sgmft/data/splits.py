@@ -12,10 +12,8 @@ made on validation reward what transfers to unseen events, users and images, not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -26,36 +24,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from sgmft.data.manifest import Manifest, Post
+from sgmft.data.workdir import work_dir
 from sgmft.io import atomic_write_json
 
 KINDS = ("auto", "stratified", "user", "group", "manifest")
 log = logging.getLogger(__name__)
-
-
-def _writable(folder: Path) -> bool:
-    """Writable, and not marked read-only (root may write anywhere, but should not)."""
-    try:
-        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
-
-def folder_work_dir(folder: Path) -> Path:
-    """Where derived data of the manifests in ``folder`` goes: ``$SGMFT_CACHE/<key>`` when
-    that is set, else ``<folder>/.sgmft`` when the folder is writable, else
-    ``~/.cache/sgmft/<key>``; <key> names the folder. Files in it are named by manifest
-    content, so manifests sharing a folder never collide."""
-    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-    if os.environ.get("SGMFT_CACHE"):
-        return Path(os.environ["SGMFT_CACHE"]) / key
-    if _writable(folder):
-        return folder / ".sgmft"
-    return Path.home() / ".cache" / "sgmft" / key
-
-
-def work_dir(manifest: Manifest) -> Path:
-    """The work folder of a manifest (see `folder_work_dir`)."""
-    return folder_work_dir(manifest.path.parent)
 
 
 def stratified_split(labels: list[str], test_fraction: float, seed: int) -> np.ndarray:
@@ -146,7 +119,7 @@ def describe(split: dict[str, Any]) -> str:
 def load_or_make_split(manifest: Manifest, kind: str = "auto", test_fraction: float = 0.2,
                        seed: int = 0, folder: Path | None = None) -> dict[str, Any]:
     """The saved split of these settings and this data, else a new one, saved (and logged)."""
-    folder = folder or work_dir(manifest)
+    folder = folder or work_dir(manifest.path)
     kind = resolve_kind(manifest, kind)
     data_hash = manifest.data_hash()
     settings = "" if kind == "manifest" else f"-{test_fraction:g}-seed{seed}"

@@ -1,1 +1,1 @@
-"""Evaluation: metrics, confusion matrices, t-SNE of M_fuse, and the paper's tables."""
+"""Evaluation of a trained run: metrics on its test split, confusion matrix, t-SNE of M_fuse."""

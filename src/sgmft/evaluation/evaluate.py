@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from sgmft.evaluation.metrics import classification_metrics
 from sgmft.evaluation.plots import TSNE_MIN_POSTS, plot_confusion, plot_tsne_panels
 from sgmft.io import atomic_write_json
+from sgmft.metrics.classification import classification_metrics
 from sgmft.provenance import now, versions
 from sgmft.training.data import post_tensors
-from sgmft.training.run import LoadedRun, PreparedData, load_run, prepare_data
+from sgmft.training.prepare import PreparedData, prepare_data
+from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
 
 log = logging.getLogger(__name__)

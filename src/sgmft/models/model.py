@@ -4,7 +4,7 @@
     out = model({"text": (B, 512), "image": (B, 1280)})   # ModelOutput: logits, fused, gate, probes
     loss = model.loss(out, labels)
 
-Beside the wrapper, every model carries unimodal probes (`sgmft.models.probes`): linear
+Beside the wrapper, every model carries unimodal probes (`sgmft.models.fallback`): linear
 classifiers on each modality's frozen features, fitted after training, that give the evidence
 of a prediction and, with ``fallback``, take part in it.
 
@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from sgmft.models.config import ModelConfig
+from sgmft.models.fallback import UnimodalProbes
 from sgmft.models.heads import HeadOutput  # registers the heads, and via fusion.py the fusions
 from sgmft.models.inputs import InputAdapter
 from sgmft.models.interaction import SimilarityInteraction
-from sgmft.models.probes import UnimodalProbes
 from sgmft.models.registry import FUSIONS, HEADS
 
 

@@ -1,4 +1,4 @@
-"""Batch prediction over a manifest (JSONL or CSV out) and per-user label profiles.
+"""Batch prediction over a manifest (JSONL or CSV out).
 
 Features come from the manifest's feature cache when one of the run's encoder matches the
 manifest (same posts, same cleaned texts, same image bytes), so a manifest that was trained or
@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,8 @@ from tqdm.auto import tqdm
 from sgmft.data.images import ImageError, load_image
 from sgmft.data.manifest import Manifest, Post, load_manifest, skipped_summary
 from sgmft.encoders.cache import FeatureCache
-from sgmft.io import atomic_write, atomic_write_bytes
-from sgmft.pipeline import find_cache
+from sgmft.encoders.features import find_cache
+from sgmft.io import atomic_write_bytes
 from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
 
 log = logging.getLogger(__name__)
@@ -145,39 +144,3 @@ def write_predictions(records: list[dict[str, Any]], out: str | Path, labels: li
     else:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         atomic_write_bytes(out, lines.encode("utf-8"))
-
-
-def user_profiles(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Per user: the number of predicted posts and the share of each predicted label."""
-    counts: dict[str, Counter] = {}
-    for r in records:
-        if "label" in r and r.get("user"):
-            counts.setdefault(r["user"], Counter())[r["label"]] += 1
-    return {user: {"posts": sum(c.values()),
-                   "labels": {label: c[label] / sum(c.values()) for label in labels}}
-            for user, c in sorted(counts.items())}
-
-
-def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: Path,
-                  max_users: int = 40) -> None:
-    """Stacked horizontal bars: each user's distribution of predicted labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    users = sorted(profiles, key=lambda u: -profiles[u]["posts"])[:max_users]
-    figure, axes = plt.subplots(figsize=(8, 0.35 * len(users) + 1.2))
-    left = [0.0] * len(users)
-    colours = plt.get_cmap("tab10")
-    for c, label in enumerate(labels):
-        shares = [profiles[u]["labels"][label] for u in users]
-        axes.barh(users, shares, left=left, color=colours(c % 10), label=label)
-        left = [a + b for a, b in zip(left, shares, strict=True)]
-    axes.set_xlim(0, 1)
-    axes.invert_yaxis()
-    axes.set_xlabel("share of the user's posts")
-    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    axes.set_title("predicted labels per user")
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)

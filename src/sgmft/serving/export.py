@@ -20,7 +20,7 @@ from torch import nn
 
 from sgmft.io import atomic_write
 from sgmft.models.model import MultimodalModel
-from sgmft.training.run import LoadedRun, load_run
+from sgmft.training.rundir import LoadedRun, load_run
 
 
 class ExportHead(nn.Module):

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from sgmft.encoders import Encoder, create_encoder
-from sgmft.pipeline import encoder_options
+from sgmft.encoders.features import encoder_options
 from sgmft.text.cleaning import preprocess_text
-from sgmft.training.run import LoadedRun, load_run
+from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
 
 PROBE_SOURCE = "the run's {} probe (a logistic regression fitted on the training split's {} features)"

@@ -1,1 +1,2 @@
-"""Training: run configuration, data tensors, the training loop with checkpoints and resume."""
+"""Training: run configuration, data preparation, the training loop, checkpoints and resume,
+the run folder, and training under torchrun."""

@@ -27,8 +27,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from sgmft.models.model import MultimodalModel
+from sgmft.training.checkpoint import rng_state
 from sgmft.training.config import RunConfig
-from sgmft.training.trainer import Parallel, rng_state
+from sgmft.training.trainer import Parallel
 
 
 def launched() -> bool:

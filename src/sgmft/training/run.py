@@ -1,121 +1,27 @@
-"""A training run from a manifest to a run folder, and loading a run folder back.
-
-A run folder holds: ``config.json`` (the resolved RunConfig), ``model.safetensors``,
-``labels.json``, ``vocab.json``, ``checkpoint.pt`` (for ``--resume``) and ``run.json`` (history,
-timings, split, feature cache, data hash, seed and package versions).
-"""
+"""A training run from a manifest to a run folder (`train_run`): prepare the data, claim the
+folder, train, fit the probes and the fallback, and write the run (`sgmft.training.rundir`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from sgmft.data.manifest import Manifest, load_manifest, report_skipped, skipped_summary
-from sgmft.data.splits import carve_validation, load_or_make_split
-from sgmft.encoders.cache import FeatureCache
-from sgmft.io import atomic_write, atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
+from sgmft.data.manifest import skipped_summary
+from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
+from sgmft.models.fallback import choose_mixture, fit_unimodal_probes
 from sgmft.models.model import MultimodalModel
-from sgmft.pipeline import ensure_features
-from sgmft.provenance import now, versions
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary, post_tensors
-from sgmft.training.probes import choose_mixture, fit_unimodal_probes
-from sgmft.training.trainer import CHECKPOINT, FitResult, Parallel, fit, predict
+from sgmft.training.prepare import PreparedData, build_model, needs_validation, prepare_data, validation_part
+from sgmft.training.rundir import claim_folder, save_model, write_run_info
+from sgmft.training.trainer import FitResult, Parallel, fit, predict
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedData:
-    """A manifest with its feature cache and split, loaded once and shared by runs."""
-
-    manifest: Manifest
-    cache: FeatureCache
-    cache_dir: Path
-    split: dict[str, Any]
-    memo: dict[Any, Any] = field(default_factory=dict)   # fitted probes, shared by runs
-
-
-def prepare_data(config: RunConfig, progress: bool = True, device: str | None = None) -> PreparedData:
-    """Load the manifest, extract (on ``device``, default the run's) or reuse its features,
-    and load or make its split."""
-    data = config.data
-    manifest = load_manifest(data.manifest, data.image_root, data.labels,
-                             skip_invalid=data.skip_invalid)
-    report_skipped(manifest)
-    cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
-                                    Path(data.cache) if data.cache else None,
-                                    device=device or config.train.device, progress=progress,
-                                    sequences=config.model.reading == "sequence")
-    split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed)
-    return PreparedData(manifest, cache, folder, split)
-
-
-def needs_validation(config: RunConfig) -> bool:
-    """Early stopping and the fallback mixture choose on a validation part."""
-    return bool(config.train.early_stopping) or config.model.fallback
-
-
-def validation_part(config: RunConfig, prepared: PreparedData) -> tuple[list[str], list[str], str]:
-    """(training ids, validation ids, how they were chosen): the manifest's own ``val`` rows
-    when it has them, else a part carved from the train split by group (`carve_validation`)."""
-    train_ids = prepared.split["train"]
-    if not needs_validation(config):
-        return train_ids, [], "none"
-    if prepared.split.get("val"):
-        return train_ids, prepared.split["val"], "the manifest's val rows"
-    wanted = set(train_ids)
-    posts = [p for p in prepared.manifest.posts if p.id in wanted]
-    return carve_validation(posts, config.train.val_fraction, config.train.seed, config.train.val_by)
-
-
-def token_lengths(features: dict[str, Any]) -> tuple[int, int] | None:
-    """(L_text, L_image) of a cache header or a run's feature record, when it has sequences."""
-    shapes = features.get("token_shapes")
-    return (shapes["text"][0], shapes["image"][0]) if shapes else None
-
-
-def build_model(config: RunConfig, cache: FeatureCache, num_classes: int,
-                vocab_size: int) -> MultimodalModel:
-    dims = cache.header["dims"]
-    torch.manual_seed(config.train.seed)
-    return MultimodalModel(config.model, dims["text"], dims["image"], num_classes, vocab_size,
-                           cache.header.get("shared_space", False), token_lengths(cache.header))
-
-
-class RunExistsError(ValueError):
-    """The run folder already holds a run, and neither resuming nor overwriting was asked for."""
-
-
-RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json")
-
-
-def _claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Check that ``out`` may receive this run; with ``overwrite`` clear the old one."""
-    saved = out / "config.json"
-    same = json.loads(json.dumps(config.to_dict()))
-    if resume and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != same:
-        raise ValueError(f"--resume: {saved} holds another configuration; resume with the same one")
-    finished, started = (out / "model.safetensors").is_file(), (out / CHECKPOINT).is_file()
-    if overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "eval", ignore_errors=True)
-    elif finished and not resume:
-        raise RunExistsError(f"{out} holds a finished run: pass --overwrite to replace it, or "
-                             "choose another --out")
-    elif started and not resume:
-        raise RunExistsError(f"{out} holds an unfinished run: pass --resume to continue it, or "
-                             "--overwrite to start again")
 
 
 def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None,
@@ -137,7 +43,7 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
     check_writable(out)
     with folder_lock(out, "sgmft train"):
         remove_stale_temp_files(out)
-        _claim_folder(out, config, resume, overwrite)
+        claim_folder(out, config, resume, overwrite)
         config.save(out / "config.json")
         prepared = prepared or prepare_data(config, progress)
         parallel.barrier()
@@ -170,14 +76,13 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     if not parallel.is_main:
         return out
     after = finish_model(model, config, train, val, prepared.memo)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    save_model(out, model)
     info = {"val": len(val_ids), "val_by": val_how, **after, "processes": parallel.world,
             "warnings": learning_warnings(result, train["label"], val, len(manifest.labels))}
     for warning in info["warnings"]:
         log.warning("%s", warning)
     info["skipped_rows"] = skipped_summary(manifest)
-    _write_run_info(out, config, prepared, result, len(train_ids), info, model)
+    write_run_info(out, config, prepared, result, len(train_ids), info, model)
     return out
 
 
@@ -220,63 +125,3 @@ def learning_warnings(result: FitResult, labels: torch.Tensor, val: dict[str, to
     return warnings
 
 
-def _write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
-                    n_train: int, info: dict[str, Any], model: MultimodalModel) -> None:
-    header = prepared.cache.header
-    atomic_write_json(out / "run.json", {
-        "finished": now(),
-        "variant": config.variant,
-        "seed": config.train.seed,
-        "manifest": str(prepared.manifest.path),
-        "data_hash": prepared.manifest.data_hash(),
-        "split": {k: prepared.split[k] for k in ("kind", "test_fraction", "seed", "path")}
-        | {"train": n_train, "val": info["val"], "val_by": info["val_by"],
-           "test": len(prepared.split["test"])},
-        "features": {"folder": str(prepared.cache_dir), "encoder": header["encoder"],
-                     "content_hash": header["content_hash"], "dims": header["dims"],
-                     "shared_space": header.get("shared_space", False),
-                     "token_shapes": header.get("token_shapes")},
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch,
-        "planned_epochs": result.epochs,
-        "patience": result.patience,
-        "stopped_early": result.stopped_early,
-        "skipped_rows": info["skipped_rows"],
-        "processes": info["processes"],
-        "probes": info["probes"],
-        "mixture": info.get("mixture"),
-        "warnings": info["warnings"],
-        "history": result.history,
-        "versions": versions(),
-    })
-
-
-@dataclass
-class LoadedRun:
-    folder: Path
-    config: RunConfig
-    model: MultimodalModel
-    labels: list[str]
-    vocab: Vocabulary
-    info: dict[str, Any]
-
-
-def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
-    """A finished run folder -> its config, model (eval mode), labels and vocabulary."""
-    folder = Path(folder)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} is not a finished run (no model.safetensors)")
-    config = RunConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
-    vocab = Vocabulary.load(folder / "vocab.json")
-    info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    dims = info["features"]["dims"]
-    model = MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
-                            info["features"]["shared_space"], token_lengths(info["features"]))
-    try:
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-    except RuntimeError as exc:
-        raise ValueError(f"{folder}: the saved weights do not fit the model its config.json "
-                         f"describes (written by another sgmft version?): {exc}") from None
-    return LoadedRun(folder, config, model.to(device).eval(), labels, vocab, info)

@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sgmft.io import atomic_write
 from sgmft.models.model import MultimodalModel
+from sgmft.training.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, rng_state, save_checkpoint
 from sgmft.training.config import TrainConfig
 from sgmft.training.data import batches
 
-CHECKPOINT = "checkpoint.pt"
 log = logging.getLogger(__name__)
 
 
@@ -122,27 +121,16 @@ class Parallel:
         """Element-wise sums over processes."""
         return values
 
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on any (one collective decision)."""
+        return self.sum([float(flag)])[0] > 0
+
     def rng_states(self) -> list[dict[str, Any]]:
         """Every process's random state (gathered on the main one)."""
         return [rng_state()]
 
     def barrier(self) -> None:
         pass
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def accuracy(model: MultimodalModel, tensors: dict[str, torch.Tensor], config: TrainConfig) -> float:
@@ -172,37 +160,6 @@ def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.O
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> float:
-    """Write the checkpoint atomically; returns when it was done (a perf_counter time)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-    return time.perf_counter()
-
-
-@dataclass
-class _State:
-    """What a checkpoint restores besides the weights."""
-
-    start_epoch: int = 0
-    best_score: tuple[float, float] = (-1.0, -float("inf"))
-    best_state: dict[str, torch.Tensor] | None = None
-
-
-def _resume(path: Path, model: MultimodalModel, optimizer, scaler, device: torch.device,
-            parallel: Parallel, result: FitResult) -> _State:
-    state = torch.load(path, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state.get("scaler", {}))
-    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-    if len(rngs) != parallel.world:
-        raise ValueError(f"the checkpoint was written by {len(rngs)} process(es); resume with as many "
-                         f"(this run has {parallel.world})")
-    set_rng_state(rngs[parallel.rank])
-    result.history, result.best_epoch = state["history"], state["best_epoch"]
-    result.seconds = state.get("seconds", 0.0)
-    return _State(state["epoch"] + 1, tuple(state["best_score"]), state["best_state"])
-
-
 def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainConfig,
         run_dir: Path, val: dict[str, torch.Tensor] | None = None, resume: bool = False,
         progress: bool = True,
@@ -226,11 +183,11 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
     optimizer = make_optimizer(model, config)
     dtype = AUTOCAST[config.precision]
     scaler = torch.amp.GradScaler(device_.type, enabled=config.precision == "fp16")
-    result = FitResult()
     path = run_dir / CHECKPOINT
     seed_everything(config.seed + parallel.rank)
-    state = _resume(path, model, optimizer, scaler, device_, parallel, result) \
-        if resume and path.is_file() else _State()
+    state = (load_checkpoint(path, model, optimizer, scaler, parallel.rank, parallel.world)
+             if resume and path.is_file() else TrainingState())
+    result = FitResult(history=state.history or [], best_epoch=state.best_epoch, seconds=state.seconds)
     n, waited = len(train["label"]), 0
     result.epochs, result.patience = schedule(config, n)
     if result.best_epoch is not None:
@@ -272,14 +229,14 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         result.history.append(record)
         result.seconds = time.perf_counter() - started
         last = epoch == result.epochs - 1 or bool(result.patience and waited >= result.patience)
-        if last or time.perf_counter() - saved_at >= config.checkpoint_seconds:
+        # one decision for every process: each rank's clock differs, and saving is collective
+        due = parallel.any(time.perf_counter() - saved_at >= config.checkpoint_seconds)
+        if last or due:
             rngs = parallel.rng_states()
             if parallel.is_main:
-                _save_checkpoint(path, {
-                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs, "best_score": state.best_score,
-                    "best_state": state.best_state, "best_epoch": result.best_epoch,
-                    "history": result.history, "seconds": result.seconds})
+                state.history, state.best_epoch, state.seconds = result.history, result.best_epoch, \
+                    result.seconds
+                save_checkpoint(path, epoch, model, optimizer, scaler, rngs, state)
             parallel.barrier()
             saved_at = time.perf_counter()
         if on_epoch_end is not None:

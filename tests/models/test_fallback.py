@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgmft.training.probes import choose_mixture, fit_probe, simplex_grid
+from sgmft.models.fallback import choose_mixture, fit_probe, simplex_grid
 
 
 def test_simplex_grid_covers_every_mixture_once():
@@ -38,8 +38,8 @@ def test_probe_folds_standardisation_into_one_linear_map():
 
 def test_fitted_probes_live_in_the_model_and_are_reused(tmp_path):
     from sgmft.models.config import ModelConfig
+    from sgmft.models.fallback import fit_unimodal_probes
     from sgmft.models.model import MultimodalModel
-    from sgmft.training.probes import fit_unimodal_probes
 
     torch.manual_seed(0)
     model = MultimodalModel(ModelConfig(dim=8, heads=2, head_dim=2, classifier_hidden=(8, 8, 8, 8)), 4, 6, 2)

@@ -6,9 +6,9 @@ import optuna
 import pytest
 
 from sgmft.data.demo import make_demo
+from sgmft.research.space import parse_space, read_space
+from sgmft.research.study import run_study
 from sgmft.training.config import resolve_config
-from sgmft.training.space import parse_space, read_space
-from sgmft.training.study import run_study
 
 TINY = ["model.dim=8", "model.heads=2", "model.head_dim=2", "model.ffn_hidden=8",
         "model.classifier_hidden=[8,8,8,8]", "train.epochs=3", "train.min_steps=0",
@@ -84,7 +84,7 @@ def test_a_killed_study_resumes(demo, tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "sgmft.cli", "study", "--data", str(demo), "--out", str(out),
+    command = [sys.executable, "-m", "sgmft", "study", "--data", str(demo), "--out", str(out),
                "--space", str(space), "--trials", "4", "--confirm", "1", "--confirm-seeds", "1",
                *[arg for item in TINY for arg in ("--set", item)], "--set", "train.epochs=30",
                "--set", "train.early_stopping=0"]
@@ -109,8 +109,9 @@ def test_a_macro_f1_study_scores_trials_by_macro_f1(demo, tmp_path):
     from sklearn.metrics import f1_score
 
     from sgmft.evaluation.evaluate import test_outputs
-    from sgmft.training.run import load_run, prepare_data
-    from sgmft.training.study import study_split
+    from sgmft.research.study import study_split
+    from sgmft.training.prepare import prepare_data
+    from sgmft.training.rundir import load_run
 
     base = resolve_config("sgmft", [f"data.manifest={demo}", *TINY])
     out = tmp_path / "study"

@@ -1,4 +1,5 @@
-"""Glue shared by the CLI, training and serving: where a manifest's features live."""
+"""Where a manifest's features live: the default cache folder, extraction or reuse, and finding a
+matching cache (shared by the CLI, training and serving)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sgmft.data.manifest import Manifest
-from sgmft.data.splits import work_dir
+from sgmft.data.workdir import work_dir
 from sgmft.encoders import DEFAULT_ENCODER
 from sgmft.encoders.cache import (
     CacheCorruptError,
@@ -41,7 +42,7 @@ def encoder_options(encoder: str, checkpoint: str | None, precision: str = "fp32
 def default_cache_dir(manifest: Manifest, encoder: str) -> Path:
     """The feature cache of a manifest's content and an encoder, in the manifest's work folder."""
     name = encoder.replace("+", "-").replace("/", "_")
-    return work_dir(manifest) / f"features-{name}-{manifest.content_hash()[:12]}"
+    return work_dir(manifest.path) / f"features-{name}-{manifest.content_hash()[:12]}"
 
 
 def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: str | None = None,

@@ -39,10 +39,12 @@ from sgmft.data.splits import carve_validation
 from sgmft.evaluation.evaluate import test_outputs
 from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
 from sgmft.provenance import now, versions
+from sgmft.research.space import Parameter, draw
+from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig, resolve_config
-from sgmft.training.run import PreparedData, load_run, prepare_data, train_run
-from sgmft.training.space import Parameter, draw
-from sgmft.training.trainer import CHECKPOINT
+from sgmft.training.prepare import PreparedData, prepare_data
+from sgmft.training.run import train_run
+from sgmft.training.rundir import load_run
 
 log = logging.getLogger(__name__)
 STUDY_NAME = "sgmft"

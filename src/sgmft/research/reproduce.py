@@ -2,7 +2,7 @@
 written to ``tables.md`` and ``results.json`` with the t-SNE figures 5, 7 and 8.
 
 Every table also gets the recommended preset's row ("SG-MFT (sgmft preset)", its own settings
-on the same data and seeds) and the reference rows of `sgmft.evaluation.references`.
+on the same data and seeds) and the reference rows of `sgmft.research.references`.
 
 Runs are resumable: a (variant, seed) whose run folder already holds evaluated metrics for the
 same configuration is not trained again.
@@ -20,12 +20,14 @@ from sgmft.data.manifest import skipped_summary
 from sgmft.data.splits import describe
 from sgmft.evaluation.evaluate import evaluate_run, test_outputs
 from sgmft.evaluation.plots import TSNE_MIN_POSTS, plot_tsne_panels
-from sgmft.evaluation.references import reference_scores
 from sgmft.io import atomic_write_bytes, atomic_write_json
 from sgmft.models.variants import FIGURES, TABLES, variant_overrides
 from sgmft.provenance import now, versions
+from sgmft.research.references import reference_scores
 from sgmft.training.config import RunConfig
-from sgmft.training.run import PreparedData, load_run, prepare_data, train_run
+from sgmft.training.prepare import PreparedData, prepare_data
+from sgmft.training.run import train_run
+from sgmft.training.rundir import load_run
 
 #: accuracy (%) the paper reports for each variant (Tables 1-4).
 PAPER_ACCURACY = {

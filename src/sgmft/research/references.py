@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from sgmft.evaluation.metrics import classification_metrics
-from sgmft.training.probes import fit_probe
-from sgmft.training.run import PreparedData
+from sgmft.metrics.classification import classification_metrics
+from sgmft.models.fallback import fit_probe
+from sgmft.training.prepare import PreparedData
 
 #: row label -> which features the logistic regression reads
 FEATURES = {

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from sgmft.evaluation.metrics import classification_metrics
 from sgmft.evaluation.plots import plot_confusion, plot_tsne_panels
+from sgmft.metrics.classification import classification_metrics
 
 
 def test_metrics_hand_computed():

@@ -1,0 +1,117 @@
+"""Posts in: ``sgmft demo``, ``sgmft validate`` and ``sgmft extract``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sgmft.cli.common import (
+    Checkpoint,
+    Device,
+    EncoderName,
+    ImageRoot,
+    Labels,
+    SkipInvalid,
+    load_for_command,
+    reported,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set into.")] = Path(
+        "demo/data"), posts_per_class: int = 30, seed: int = 0,
+         shift: Annotated[bool, typer.Option(
+             help="A set with a shift: test posts from events unseen in training, whose images say "
+                  "nothing of the label (docs/model.md, \"Beyond the paper\").")] = False) -> None:
+    """Write the bundled demo set (rendered images, Weibo-style texts): a demo, not a benchmark."""
+    from sgmft.data.demo import make_demo, make_shift_demo
+
+    path = make_shift_demo(out, seed=seed) if shift else make_demo(out, posts_per_class, seed)
+    typer.echo(f"wrote {path} ({len(path.read_text(encoding='utf-8').splitlines())} posts)")
+
+
+@app.command()
+def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None,
+             unlabelled: Annotated[bool, typer.Option(
+                 help="Allow rows without a label (prediction manifests).")] = False) -> None:
+    """Check every row of a manifest and report each problem by row; exit 1 when any."""
+    loaded = load_for_command(manifest, image_root, labels, skip_invalid=True,
+                              require_labels=not unlabelled, report=False)
+    for problem in loaded.skipped:
+        typer.echo(f"  {problem}")
+    counts = {label: 0 for label in loaded.labels}
+    for post in loaded.posts:
+        if post.label is not None:
+            counts[post.label] += 1
+    typer.echo(f"{manifest}: {len(loaded)} valid post(s), {len(loaded.skipped)} invalid row(s)")
+    typer.echo("  " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+    splits = {p.split for p in loaded.posts} - {None}
+    if splits:
+        typer.echo(f"  split column: {', '.join(sorted(splits))} (train/evaluate follow it)")
+    if loaded.skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def extract(
+    manifest: Path,
+    out: Annotated[Path | None, typer.Option(help="Cache folder (default: beside the data).")] = None,
+    encoder: EncoderName = None,
+    checkpoint: Checkpoint = None,
+    device: Device = "cpu",
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
+    sequences: Annotated[bool, typer.Option(
+        help="Also store token states (text tokens, image patches) for model.reading=sequence.")] = False,
+    precision: Annotated[str, typer.Option(
+        help="Image encoder arithmetic: fp32, bf16 (CPU or CUDA) or fp16 (CUDA).")] = "fp32",
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Extract on a Ray cluster: --ray alone starts a local one, --ray auto or "
+             "--ray ray://HOST:PORT joins one (sgmft[ray]).")] = None,
+    workers: Annotated[int, typer.Option(help="With --ray: encoder actors (one encoder each).")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per encoder actor.")] = 0.0,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Encode every post once, in batches, into an on-disk feature cache (resumable)."""
+    from sgmft.encoders.features import ensure_features
+
+    loaded = load_for_command(manifest, image_root, labels, skip_invalid)
+    cluster = None if ray is None else {"address": None if ray == "local" else ray, "workers": workers,
+                                        "gpus_per_worker": gpus_per_worker}
+    with reported():
+        cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
+                                        batch_size=batch_size, chunk_size=chunk_size,
+                                        overwrite=overwrite, sequences=sequences, precision=precision,
+                                        ray=cluster)
+    dims = cache.header["dims"]
+    shapes = cache.header.get("token_shapes")
+    tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
+              f"image {shapes['image'][0]}x{shapes['image'][1]}") if shapes else ""
+    typer.echo(f"features of {len(cache)} posts in {folder} "
+               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}"
+               f"{tokens})")
+
+
+RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]*:\d+)$")
+
+
+def with_ray_address(arguments: list[str]) -> list[str]:
+    """``--ray`` takes an optional address, which typer cannot declare (its ``flag_value`` is not
+    functional): a bare ``--ray`` (followed by nothing, by an option, or by anything that is not
+    a Ray address such as the manifest) becomes ``--ray local`` before typer parses the line."""
+    out = []
+    for i, argument in enumerate(arguments):
+        out.append(argument)
+        following = arguments[i + 1] if i + 1 < len(arguments) else None
+        if argument == "--ray" and (following is None or not RAY_ADDRESS.match(following)):
+            out.append("local")
+    return out

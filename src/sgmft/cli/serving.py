@@ -1,0 +1,171 @@
+"""Use a trained run: ``sgmft predict``, ``sgmft profile``, ``sgmft serve`` and ``sgmft export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sgmft.cli.common import Device, ImageRoot, Labels, parse_labels, reported
+
+app = typer.Typer()
+
+
+def _predictor(run: Path, device: str = "cpu"):
+    from sgmft.serving.predictor import Predictor
+
+    with reported():
+        return Predictor(run, device=device)
+
+
+def print_prediction(result: dict) -> None:
+    """One prediction in words: the label, a bar per class, and the evidence."""
+    typer.echo(f"label: {result['label']}")
+    width = max(len(label) for label in result["probabilities"])
+    for label, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {label:{width}s} {p:6.3f}  {'#' * round(40 * p)}")
+    evidence = result["evidence"]
+    gate = evidence.get("similarity_gate")
+    if gate:
+        typer.echo(f"similarity gate P^m ({gate['gate']}): mean cross-attention weight "
+                   f"{gate['cross_attention_weight_mean']:.4f} "
+                   f"(max {gate['cross_attention_weight_max']:.4f}), "
+                   f"self-attention {gate['self_attention_weight_mean']:.4f}")
+    for name in ("text", "image"):
+        only = evidence.get(f"{name}_only")
+        if only:
+            typer.echo(f"{name} alone: {only['label']} ({only['probabilities'][only['label']]:.3f}; "
+                       f"{only['source']})")
+    if "mixture" in evidence:
+        m = evidence["mixture"]
+        typer.echo(f"prediction = {m['fused']} x fused + {m['text']} x text + {m['image']} x image "
+                   "(the fallback mixture chosen on validation)")
+    for warning in result["warnings"]:
+        typer.echo(f"note: {warning}")
+
+
+@app.command()
+def predict(
+    run: Path,
+    text: Annotated[str | None, typer.Option(help="The post's text.")] = None,
+    image: Annotated[Path | None, typer.Option(help="The post's image file.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Predict every row of a manifest.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output of --manifest: .jsonl or .csv.")] = None,
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Leave bad rows out of the output (counted) instead of writing an "
+                               "error record for each.")] = False,
+    batch_size: int = 64,
+    device: Device = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
+) -> None:
+    """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out)."""
+    from sgmft.data.images import ImageError, load_image
+    from sgmft.serving.predictor import PostInput, PredictionError
+
+    if manifest is not None:
+        from sgmft.serving.batch import predict_manifest, write_predictions
+
+        if out is None:
+            raise typer.BadParameter("--manifest needs --out FILE (.jsonl or .csv)")
+        predictor = _predictor(run, device)
+        with reported():
+            result = predict_manifest(predictor, manifest, image_root, batch_size,
+                                      list(parse_labels(labels) or []) or None, skip_invalid)
+        write_predictions(result.records, out, predictor.labels)
+        errors = sum("error" in r for r in result.records)
+        skipped = result.skipped["count"] if skip_invalid else 0
+        typer.echo(f"predicted {len(result.records) - errors} post(s), {errors} row error(s), "
+                   f"{skipped} invalid row(s) left out -> {out}"
+                   + (" (features from the feature cache)" if result.from_cache else ""))
+        return
+    if text is None and image is None:
+        raise typer.BadParameter("give --text and/or --image, or --manifest")
+    with reported(ImageError):
+        pil = load_image(image) if image is not None else None
+    predictor = _predictor(run, device)
+    with reported(PredictionError):
+        result = predictor.predict([PostInput(text, pil)])[0].to_dict()
+    if json_output:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print_prediction(result)
+
+
+@app.command()
+def profile(
+    run: Path,
+    manifest: Annotated[Path, typer.Option(help="Manifest with a user column.")],
+    out: Annotated[Path, typer.Option(help="Folder for profiles.json, profiles.csv, profiles.png.")] = Path(
+        "profiles"),
+    image_root: ImageRoot = None,
+    labels: Labels = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Go on when rows are bad (they are counted and listed); without it "
+                               "a bad row is an error.")] = False,
+    batch_size: int = 64,
+    device: Device = "cpu",
+) -> None:
+    """Per user, the distribution of predicted labels over their posts (table, CSV and PNG)."""
+    from sgmft.serving.batch import predict_manifest
+    from sgmft.serving.profiles import user_profiles, write_profiles
+
+    predictor = _predictor(run, device)
+    with reported():
+        result = predict_manifest(predictor, manifest, image_root, batch_size,
+                                  list(parse_labels(labels) or []) or None, skip_invalid=True)
+    errors = [r for r in result.records if "error" in r]
+    if (errors or result.skipped["count"]) and not skip_invalid:
+        for problem in ([f"row {r['row']}: {r['error']}" for r in errors] + result.skipped["rows"])[:20]:
+            typer.echo(f"  {problem}", err=True)
+        typer.echo(f"error: {len(errors) + result.skipped['count']} row(s) of {manifest} cannot be "
+                   "predicted; fix them, or pass --skip-invalid to profile the rest", err=True)
+        raise typer.Exit(1)
+    profiles = user_profiles(result.records, predictor.labels)
+    if not profiles:
+        typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
+        raise typer.Exit(1)
+    write_profiles(profiles, predictor.labels, result.skipped, len(errors), out)
+    width = max(8, *(len(label) for label in predictor.labels))
+    typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in predictor.labels))
+    for user, p in profiles.items():
+        typer.echo(f"{user[:12]:12s} {p['posts']:5d} "
+                   + " ".join(f"{p['labels'][label]:{width}.2f}" for label in predictor.labels))
+    if errors or result.skipped["count"]:
+        typer.echo(f"left out: {result.skipped['count']} invalid row(s), {len(errors)} row(s) that "
+                   "failed at prediction (recorded in profiles.json)")
+    typer.echo(f"written to {out}")
+
+
+@app.command()
+def serve(
+    run: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image upload.")] = 10.0,
+    device: Device = "cpu",
+) -> None:
+    """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
+    /docs, and a web page at /."""
+    import uvicorn
+
+    from sgmft.serving.app import create_app
+
+    predictor = _predictor(run, device)
+    uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024)),
+                host=host, port=port)
+
+
+@app.command()
+def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
+           device: Device = "cpu") -> None:
+    """Export the SG-Encoder, classifier and probes as ONNX, checked against PyTorch."""
+    from sgmft.serving.export import export_onnx
+
+    with reported(RuntimeError):
+        errors = export_onnx(run, onnx, device=device)
+    typer.echo(f"wrote {onnx}; largest |ONNX - PyTorch|: "
+               + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))

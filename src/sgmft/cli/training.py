@@ -1,0 +1,128 @@
+"""Train and measure: ``sgmft train`` and ``sgmft evaluate``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sgmft.cli.common import (
+    ConfigFile,
+    DataOptions,
+    Device,
+    SetOption,
+    TrainDevice,
+    reported,
+    resolve,
+    with_data_options,
+)
+
+app = typer.Typer()
+
+
+def without_option(arguments: list[str], name: str) -> list[str]:
+    """``arguments`` less ``name VALUE`` or ``name=VALUE``."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == name:
+            skip = True
+        elif not argument.startswith(f"{name}="):
+            kept.append(argument)
+    return kept
+
+
+def print_train_summary(folder: Path) -> None:
+    """What a finished run did, from its run.json: epochs, the kept epoch, the fallback mixture,
+    skipped rows and warnings."""
+    info = json.loads((folder / "run.json").read_text())
+    history = info["history"]
+    line = f"trained {info['variant']} for {len(history)} epoch(s) into {folder} " \
+           f"(final train loss {history[-1]['train_loss']:.4f}"
+    if info["best_epoch"] is not None:
+        best = history[info["best_epoch"]]
+        line += (f"; best validation accuracy {best['val_accuracy']:.4f} at epoch "
+                 f"{info['best_epoch'] + 1}, kept")
+    typer.echo(line + ")")
+    if info.get("mixture"):
+        m = info["mixture"]
+        typer.echo(f"fallback mixture chosen on validation: fused {m['fused']:.1f}, text {m['text']:.1f}, "
+                   f"image {m['image']:.1f}")
+    if info["skipped_rows"]["count"]:
+        typer.echo(f"{info['skipped_rows']['count']} invalid row(s) were skipped (listed in run.json)")
+    for warning in info["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"next: sgmft evaluate {folder}")
+
+
+@app.command()
+@with_data_options
+def train(
+    data: Annotated[Path, typer.Option(help="Manifest (JSONL or CSV) to train on.")],
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    config: ConfigFile = None,
+    set_: SetOption = None,
+    variant: Annotated[str | None, typer.Option(
+        help="Model variant: a row of Tables 1-4 (see `sgmft variants`).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    device: TrainDevice = None,
+    nproc: Annotated[int, typer.Option(help="Train in this many processes (torchrun, DDP: gloo on "
+                                            "CPUs, nccl with --device cuda).")] = 1,
+    data_options: DataOptions = DataOptions(),
+) -> None:
+    """Train on the cached features of a manifest (extracting them first if needed).
+
+    The default preset, sgmft, is the recommended model (docs/model.md, "Beyond the paper"); the
+    paper's own settings are --config paper. A manifest with a split column is split by it.
+    Under torchrun (or with --nproc) it trains with DistributedDataParallel (docs/scale.md).
+    """
+    from sgmft.training.distributed import launch, launched, train_distributed
+    from sgmft.training.run import train_run
+
+    if nproc > 1:
+        raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+    overrides = data_options.overrides(data)
+    overrides += [f"train.device={device}"] if device else []
+    run_config = resolve(config, overrides + (set_ or []), variant)
+    with reported():
+        if launched():
+            folder = train_distributed(run_config, out, resume=resume, overwrite=overwrite)
+            if int(os.environ.get("RANK", "0")):
+                return
+        else:
+            folder = train_run(run_config, out, resume=resume, overwrite=overwrite)
+    print_train_summary(folder)
+
+
+@app.command()
+def evaluate(
+    run: Path,
+    figures: bool = True,
+    allow_data_change: Annotated[bool, typer.Option(
+        help="Evaluate even if the manifest changed since training (its test posts may have "
+             "been trained on).")] = False,
+    device: Device = "cpu",
+) -> None:
+    """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
+    from sgmft.evaluation.evaluate import evaluate_run
+
+    with reported():
+        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device)
+    typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+               f"on {metrics['n']} test posts")
+    width = max(len(label) for label in metrics["per_class"])
+    for label, scores in metrics["per_class"].items():
+        typer.echo(f"  {label:{width}s}  P {scores['precision']:.3f}  R {scores['recall']:.3f}  "
+                   f"F1 {scores['f1']:.3f}  n {scores['support']}")
+    parts = [f"{name.replace('_', ' ')} {metrics[name]['accuracy']:.4f}"
+             for name in ("fused_head", "text_only", "image_only")]
+    typer.echo("accuracy of the parts: " + ", ".join(parts) + " (text/image only: the unimodal probes)")
+    if metrics["figures_skipped"]:
+        typer.echo(f"note: {metrics['figures_skipped']}")
+    typer.echo(f"written to {run / 'eval'}")

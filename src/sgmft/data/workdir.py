@@ -1,0 +1,35 @@
+"""The work folder of a manifest: where its splits, feature caches and image checks go.
+
+``$SGMFT_CACHE/<key>`` when that is set, else ``<manifest folder>/.sgmft`` when the folder is
+writable, else ``~/.cache/sgmft/<key>``; <key> names the folder. Files in it are named by
+manifest content, so manifests sharing a folder never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def _writable(folder: Path) -> bool:
+    """Writable, and not marked read-only (root may write anywhere, but should not)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def folder_work_dir(folder: Path) -> Path:
+    """Where derived data of the manifests in ``folder`` goes (see the module docstring)."""
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    if os.environ.get("SGMFT_CACHE"):
+        return Path(os.environ["SGMFT_CACHE"]) / key
+    if _writable(folder):
+        return folder / ".sgmft"
+    return Path.home() / ".cache" / "sgmft" / key
+
+
+def work_dir(manifest_path: Path) -> Path:
+    """The work folder of the manifest file at ``manifest_path``."""
+    return folder_work_dir(Path(manifest_path).parent)
