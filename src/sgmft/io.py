@@ -134,7 +134,8 @@ def folder_lock(folder: Path, what: str, wait: bool = True) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / ".lock", "a+")   # noqa: SIM115 (held for the whole block)
     except OSError as exc:
-        raise storage_error(folder / ".lock", exc) or exc from None
+        raise storage_error(folder / ".lock", exc) or StorageError(
+            exc.errno, f"cannot lock {folder}: {exc.strerror or exc}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,10 +148,14 @@ def folder_lock(folder: Path, what: str, wait: bool = True) -> Iterator[None]:
             started = time.monotonic()
             fcntl.flock(handle, fcntl.LOCK_EX)
             log.info("got %s after %.0f s", folder, time.monotonic() - started)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} ({what})\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} ({what})\n")
+            handle.flush()
+        except OSError as exc:
+            raise storage_error(folder / ".lock", exc) or StorageError(
+                exc.errno, f"cannot write the lock file in {folder}: {exc.strerror or exc}") from None
         yield
     finally:
         handle.close()

@@ -29,6 +29,8 @@ class Limits:
     request_pixels: int = 128_000_000
     #: posts in one ``/predict/batch`` request
     batch_rows: int = 64
+    #: bytes of one HTTP request body, refused (413) before any of it is stored
+    request_bytes: int = 64 * 1024 * 1024
     #: nesting depth of a JSON manifest row
     json_depth: int = 32
     #: bytes of one manifest line (JSONL) or field (CSV)

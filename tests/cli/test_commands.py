@@ -177,7 +177,8 @@ def test_default_train_uses_the_recommended_preset_and_learns(demo80, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["fallback"] and config["train"]["early_stopping"] > 0   # not the paper's
-    assert "best validation accuracy" in result.output and "next: sgmft evaluate" in result.output
+    assert "after 5 folds" in result.output and "out-of-fold accuracy" in result.output
+    assert "temperature" in result.output and "next: sgmft evaluate" in result.output
     assert "warning" not in result.output
     evaluated = runner.invoke(app, ["evaluate", str(run)])
     assert evaluated.exit_code == 0, evaluated.output
@@ -221,6 +222,7 @@ def test_split_column_is_followed_and_tiny_data_trains(demo, tmp_path):
     trained = runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *labels])
     assert trained.exit_code == 0, trained.output
     assert "split: the manifest's split column (8 train, 2 test)" in trained.output
+    assert "folds, not 5" in trained.output or "validation: none" in trained.output   # K shrinks, and says so
     evaluated = runner.invoke(app, ["evaluate", str(run)])
     assert evaluated.exit_code == 0, evaluated.output
     assert "note: t-SNE needs at least 5 test posts" in evaluated.output
@@ -293,13 +295,19 @@ def test_predict_and_profile_take_the_data_options(demo, tmp_path):
                                "--skip-invalid", "--labels", ",".join(PLACES)])
     assert left.exit_code == 0 and "1 invalid row(s) left out" in left.output
     assert len(out.read_text().splitlines()) == 5
-    refused = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p")])
-    assert refused.exit_code == 1 and "missing image" in refused.output and "--skip-invalid" in refused.output
+    # profile treats a bad row as predict does: the rest is profiled, the row listed (or counted)
+    listed = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p")])
+    assert listed.exit_code == 0 and "left out: 1 row(s)" in listed.output and "listed" in listed.output
+    record = json.loads((tmp_path / "p" / "profiles.json").read_text())
+    assert record["row_errors"] == 1 and "missing image" in record["errors"][0]["error"]
+    assert record["errors"][0]["id"] == rows[1]["id"] and record["errors"][0]["user"] == rows[1]["user"]
+    assert sum(u["posts"] for u in record["users"].values()) == 5
     profiled = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p"),
                                    "--skip-invalid"])
-    assert profiled.exit_code == 0 and "left out: 1 invalid row(s)" in profiled.output
+    assert profiled.exit_code == 0 and "left out: 1 row(s)" in profiled.output
+    assert "counted" in profiled.output
     record = json.loads((tmp_path / "p" / "profiles.json").read_text())
-    assert record["skipped_rows"]["count"] == 1
+    assert record["skipped_rows"]["count"] == 1 and record["errors"] == []
     assert sum(u["posts"] for u in record["users"].values()) == 5
 
 

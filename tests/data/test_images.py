@@ -123,3 +123,35 @@ def test_size_cap_is_read_before_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "LIMITS", replace(LIMITS, image_bytes=10))
     with pytest.raises(ImageError, match="exceeds the limit of 10 bytes"):
         load_image(path)
+
+
+def test_a_webp_with_corrupt_exif_decodes_as_stored():
+    """Once ``SyntaxError: not a TIFF file`` from the EXIF transpose, outside any try."""
+    data = encode(Image.new("RGB", (16, 12), (10, 200, 30)), "WEBP", exif=b"Exif\x00\x00garbage-not-tiff")
+    decoded = decode_image(data)
+    assert decoded.size == (16, 12) and decoded.mode == "RGB"
+
+
+def test_corrupt_avif_files_are_image_errors():
+    """Once ``RuntimeError: Failed to decode image`` ended the command: every corruption of an
+    AVIF's tail is either decoded or an `ImageError`, nothing else."""
+    pytest.importorskip("PIL.AvifImagePlugin")
+    valid = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "AVIF")
+    kinds = set()
+    for start in range(len(valid) - 60, len(valid)):
+        corrupt = bytearray(valid)
+        for i in range(start, len(valid)):
+            corrupt[i] ^= 0xFF
+        try:
+            decode_image(bytes(corrupt))
+            kinds.add("decoded")
+        except ImageError as exc:
+            kinds.add(str(exc).split(":")[0])
+    assert kinds & {"unreadable or truncated image"}      # the decoder's own failure among them
+
+
+def test_a_path_too_long_for_the_file_system_is_an_image_error(tmp_path):
+    from sgmft.data.images import read_image_bytes
+
+    with pytest.raises(ImageError, match="unreadable image"):
+        read_image_bytes(tmp_path / ("x" * 5000 + ".jpg"))

@@ -185,3 +185,67 @@ def test_image_checks_are_recorded_and_not_repeated(small_manifest, monkeypatch)
     write_image(small_manifest.parent / "images" / "home.png", (9, 9, 9))
     load_manifest(small_manifest)
     assert len(calls) == 1                            # a changed file is checked again
+
+
+def test_other_columns_are_kept_as_metadata(tmp_path):
+    write_image(tmp_path / "a.png")
+    rows = [{"id": "1", "text": "周末在家", "image": "a.png", "label": "home", "event": "Sandy",
+             "image_id": 7, "tags": ["x", "y"], "blank": ""},
+            {"id": "2", "text": "上班了", "image": "a.png", "label": "work"}]
+    manifest = load_manifest(write_jsonl(tmp_path / "m.jsonl", rows))
+    first, second = manifest.posts
+    assert first.value("event") == "Sandy" and first.value("image_id") == "7"
+    assert first.value("tags") == '["x", "y"]' and first.value("blank") is None
+    assert second.value("event") is None and first.value("label") == "home"
+    assert manifest.columns == ["label", "event", "image_id", "tags"]
+    # the metadata is part of the data a result depends on
+    rows[0]["event"] = "Boston"
+    changed = load_manifest(write_jsonl(tmp_path / "n.jsonl", rows))
+    assert changed.data_hash() != manifest.data_hash()
+    assert changed.post_digests()["1"] != manifest.post_digests()["1"]
+    assert changed.content_hash() == manifest.content_hash()        # the features are the same
+
+
+def test_a_repeated_csv_column_is_refused_not_overwritten(tmp_path):
+    write_image(tmp_path / "a.png")
+    path = tmp_path / "m.csv"
+    path.write_text("id,text,image,label,label\n1,hi there,a.png,home,work\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"row 1: malformed header: column.*'label'"):
+        load_manifest(path)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n", "id,text,image,label\n"])
+def test_a_manifest_without_rows_is_an_error(tmp_path, content):
+    path = tmp_path / ("m.csv" if "," in content else "m.jsonl")
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no posts"):
+        load_manifest(path, skip_invalid=True)
+
+
+def test_a_manifest_that_is_a_folder_or_a_fifo_is_named_as_such(tmp_path):
+    import os
+
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(ValueError, match="not a regular file \\(a folder\\)"):
+        load_manifest(tmp_path / "folder.jsonl")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    with pytest.raises(ValueError, match="not a regular file \\(a FIFO"):
+        load_manifest(tmp_path / "fifo.jsonl")
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        load_manifest(tmp_path / "nothing.jsonl")
+
+
+def test_a_huge_integer_id_and_a_huge_image_path_are_row_errors(tmp_path):
+    write_image(tmp_path / "a.png")
+    good = json.dumps({"id": "ok", "text": "在家", "image": "a.png", "label": "home", "user": "u1"})
+    lines = [good, '{"id": ' + "9" * 5000 + ', "text": "x", "image": "a.png", "label": "home"}',
+             json.dumps({"id": "long", "text": "在家", "image": "d/" * 2500 + "a.png", "label": "work",
+                         "user": "u2"})]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    manifest = load_manifest(path, skip_invalid=True)
+    assert [p.id for p in manifest.posts] == ["ok"]
+    problems = {p.row: p for p in manifest.skipped}
+    assert "malformed row" in problems[2].problem and "digits" in problems[2].problem
+    assert "unreadable image" in problems[3].problem or "missing image" in problems[3].problem
+    assert (problems[3].user, problems[3].label) == ("u2", "work")     # kept for the error record

@@ -29,8 +29,14 @@ ROW = st.fixed_dictionaries({"id": st.one_of(TEXT, st.integers(), VALUE), "text"
 
 
 def check_every_row_accounted_for(path, lines: int):
+    """The rows of the manifest, each accepted or reported once; a file with no row at all
+    (empty, a header alone, blank lines) is refused as such."""
     preprocess_text("预热 warm-up")      # one-off costs (jieba's dictionary, imports) are paid
-    load_manifest(path, skip_invalid=True)   # outside the measurement
+    try:
+        load_manifest(path, skip_invalid=True)   # outside the measurement
+    except ValueError as exc:
+        assert "holds no posts" in str(exc)
+        return None, set()
     tracemalloc.start()
     try:
         manifest = load_manifest(path, skip_invalid=True)
@@ -84,5 +90,5 @@ def test_csv_rows_of_anything(tmp_path, fields, huge):
     path.write_bytes(buffer.getvalue().encode("utf-8", errors="surrogatepass"))
     text = buffer.getvalue()
     manifest, _ = check_every_row_accounted_for(path, text.count("\n") + text.count("\r") + 1)
-    if huge:
+    if huge and manifest is not None:
         assert any("field" in p.problem for p in manifest.skipped)

@@ -34,7 +34,7 @@ def test_user_split_keeps_users_apart(demo_manifest):
 
 def test_split_saved_beside_data_and_reused(demo_manifest, tmp_path):
     first = load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path)
-    name = f"split-stratified-0.2-seed0-{demo_manifest.data_hash()[:12]}.json"
+    name = f"split-stratified-0.2-seed0-nd12-{demo_manifest.data_hash()[:12]}.json"
     saved = json.loads((tmp_path / name).read_text())
     assert saved["test"] == first["test"] and saved["data_hash"] == demo_manifest.data_hash()
     assert load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path) == first
@@ -73,3 +73,37 @@ def test_tiny_data_is_split_as_well_as_it_can_be(tmp_path, caplog):
     singles = replace(small, posts=list({p.label: p for p in small.posts}.values()))
     with pytest.raises(ValueError, match="give the manifest a 'split' column"):
         make_split(singles, "stratified", 0.2, 0)
+
+
+def test_the_default_split_never_puts_a_near_duplicate_image_on_both_sides(tmp_path):
+    """Each of 12 photos posted three times, as the original, a resized and a re-encoded
+    copy (different bytes): the stratified split keeps each photo's posts on one side."""
+    import io
+
+    from PIL import Image
+
+    from sgmft import PLACES
+    from tests.conftest import write_jsonl
+
+    skimage = pytest.importorskip("skimage.data")
+    rows = []
+    names = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+             "immunohistochemistry", "retina", "page", "moon", "clock")
+    for n, name in enumerate(names):
+        original = Image.fromarray(getattr(skimage, name)()).convert("RGB")
+        copies = [original, original.resize((original.width // 2, original.height // 2)), original]
+        for c, image in enumerate(copies):
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=90 - 30 * c)
+            (tmp_path / f"{name}-{c}.jpg").write_bytes(buffer.getvalue())
+            rows.append({"id": f"{name}-{c}", "text": f"照片 {name} 第{c}次", "image": f"{name}-{c}.jpg",
+                         "label": PLACES[n % 4]})
+    manifest = load_manifest(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert len({p.image_sha256 for p in manifest.posts}) == 36           # no two files alike
+    for seed in range(5):
+        split = make_split(manifest, "stratified", 0.25, seed)
+        test = set(split["test"])
+        assert test and set(split["train"])
+        for name in names:
+            sides = {f"{name}-{c}" in test for c in range(3)}
+            assert len(sides) == 1, (seed, name)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from sgmft.evaluation.plots import plot_confusion, plot_tsne_panels
 from sgmft.metrics.classification import classification_metrics
 
 
@@ -23,10 +22,12 @@ def test_absent_class_scores_zero_not_nan():
     assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
-def test_figures_are_png(tmp_path):
-    plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "c.png")
-    rng = np.random.default_rng(0)
-    features = np.concatenate([rng.normal(0, 1, (10, 5)), rng.normal(5, 1, (10, 5))])
-    plot_tsne_panels([("x", features, np.repeat([0, 1], 10))], ["a", "b"], tmp_path / "t.png")
-    for name in ("c.png", "t.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_macro_f1_is_over_the_labels_with_posts():
+    """A 4-label test set of an 8-label run: perfect predictions score macro-F1 1, not 0.5."""
+    y = np.array([0, 1, 2, 3, 0, 1])
+    m = classification_metrics(y, y, [f"l{i}" for i in range(8)])
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0
+    assert m["macro_f1_labels"] == ["l0", "l1", "l2", "l3"]
+    # a prediction into a label without posts still costs the true label's recall
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 5, 1, 1]), [f"l{i}" for i in range(8)])
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)

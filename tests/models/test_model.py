@@ -117,10 +117,24 @@ def test_modality_dropout_replaces_a_modality_by_its_training_mean():
 def test_fallback_mixture_by_hand():
     model = build("sg-mft", fallback=True)
     model.eval()
-    model.probes.set_mixture((0.5, 0.25, 0.25))
+    prior = torch.linspace(1, 2, model.probes.prior.shape[0])
+    prior = prior / prior.sum()
+    model.probes.set_mixture((0.4, 0.2, 0.2, 0.2), prior)
     batch = make_batch()
     out = model(batch)
     parts = [torch.softmax(x, -1) for x in (out.head_logits, out.probes["text"], out.probes["image"])]
-    expected = torch.log(0.5 * parts[0] + 0.25 * parts[1] + 0.25 * parts[2])
+    expected = torch.log(0.4 * parts[0] + 0.2 * parts[1] + 0.2 * parts[2] + 0.2 * prior)
     assert torch.allclose(out.logits, expected, atol=1e-6)
     assert torch.allclose(torch.softmax(out.logits, -1).sum(-1), torch.ones(6))
+    # a post without its image: the image probe's weight is spread over the rest
+    present = torch.tensor([[True, False]] * 6)
+    missing = model({**batch, "present": present})
+    renormalised = torch.log((0.4 * parts[0] + 0.2 * parts[1] + 0.2 * prior) / 0.8)
+    assert torch.allclose(missing.logits, renormalised, atol=1e-6)
+    # the temperature divides the output logits and keeps the argmax
+    model.set_temperature(2.0)
+    cooled = model(batch)
+    assert torch.allclose(cooled.logits, expected / 2, atol=1e-6)
+    assert torch.equal(cooled.logits.argmax(-1), out.logits.argmax(-1))
+    with pytest.raises(ValueError, match="temperature"):
+        model.set_temperature(0.0)

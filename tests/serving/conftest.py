@@ -40,3 +40,20 @@ def predictor(sgmft_run):
     from sgmft.serving.predictor import Predictor
 
     return Predictor(sgmft_run)
+
+
+@pytest.fixture(scope="session")
+def fallback_run(demo_folder, tmp_path_factory) -> Path:
+    """The recommended preset, small: cross-fitted on 3 folds, with the fallback mixture, a
+    temperature and conformal scores."""
+    config = resolve_config("sgmft", [f"data.manifest={demo_folder / 'manifest.jsonl'}", "train.folds=3",
+                                      "train.epochs=8", "train.min_steps=0", "train.early_stopping=3",
+                                      *TINY[1:]])
+    return train_run(config, tmp_path_factory.mktemp("runs") / "fallback", progress=False)
+
+
+@pytest.fixture(scope="session")
+def fallback_predictor(fallback_run):
+    from sgmft.serving.predictor import Predictor
+
+    return Predictor(fallback_run)

@@ -22,11 +22,32 @@ def client(predictor):
         yield test_client
 
 
-def test_health_and_labels(client, predictor):
+def test_health_names_the_run_and_no_path(client, predictor):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["encoder"] == "use+effnet"
-    assert health["labels"] == predictor.labels
+    run = health["run"]
+    assert run["labels"] == predictor.labels and run["variant"] == "sg-mft" and len(run["id"]) == 12
+    text = client.get("/health").text
+    assert str(predictor.run.folder) not in text and "/tmp" not in text
     assert client.get("/labels").json() == predictor.labels
+    about = client.get("/about").json()
+    assert set(about["examples"]) == set(predictor.labels) and about["coverage"] is None   # no folds: no sets
+
+
+def test_health_is_503_until_the_model_has_answered_a_warm_up_post(predictor, monkeypatch):
+    seen = []
+    real = predictor.predict
+
+    def recording(posts, *args, **kwargs):
+        seen.extend(p.text for p in posts)
+        return real(posts, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", recording)
+    app = create_app(predictor=predictor)
+    assert TestClient(app).get("/health").status_code == 503       # no lifespan yet: not ready
+    with TestClient(app) as ready:
+        assert seen == ["warm up"]                                  # answered before serving
+        assert ready.get("/health").status_code == 200
 
 
 def test_openapi_and_page(client):

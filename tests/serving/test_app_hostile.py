@@ -84,3 +84,89 @@ def test_uploads_of_anything_get_an_answer_never_a_server_error(client, data, co
     form = {} if sendable is None else {"text": sendable}
     response = client.post("/predict", data=form, files={"image": ("x", data, content_type)})
     assert response.status_code in (200, 400, 413, 415), response.text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_stored(predictor, monkeypatch):
+    """Once a 1 GiB upload filled the temp folder before its 413: the body limit answers from
+    the Content-Length before the form parser runs, or, for a body streamed without one, as
+    soon as the bytes received pass the limit."""
+    from starlette import formparsers
+
+    stored = []
+    real = formparsers.SpooledTemporaryFile
+
+    def spooled(*args, **kwargs):
+        stored.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", spooled)
+    with TestClient(create_app(predictor=predictor, max_request_bytes=100_000)) as client:
+        big = ("x.png", b"\x89PNG" + b"\0" * 300_000, "image/png")
+        refused = client.post("/predict", files={"image": big})
+        assert refused.status_code == 413 and "request body exceeds" in refused.json()["detail"]
+        assert stored == []
+
+        def chunks():
+            yield (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+                   b"Content-Type: image/png\r\n\r\n")
+            for _ in range(50):
+                yield b"\0" * 10_000
+
+        streamed = client.post("/predict", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=x"})
+        assert streamed.status_code == 413
+        assert client.post("/predict", data={"text": "在家"}).status_code == 200
+
+
+def test_corrupt_images_in_a_batch_fail_alone(client):
+    """A WebP with corrupt EXIF (once a 500 from the EXIF transpose) and a corrupt AVIF (once a
+    500 from its decoder) among good posts: the good posts are answered."""
+    webp = io.BytesIO()
+    Image.new("RGB", (16, 16), (0, 90, 200)).save(webp, "WEBP", exif=b"Exif\0\0garbage-not-tiff")
+    files = [("image", ("a.webp", webp.getvalue(), "image/webp"))]
+    try:
+        avif = io.BytesIO()
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(avif, "AVIF")
+        corrupt = bytearray(avif.getvalue())
+        for i in range(len(corrupt) - 48, len(corrupt)):
+            corrupt[i] ^= 0xFF
+        files.append(("image", ("b.avif", bytes(corrupt), "image/avif")))
+    except (KeyError, OSError):   # a Pillow without AVIF
+        pass
+    files.append(("image", ("c.png", png((32, 32), 90), "image/png")))
+    response = client.post("/predict/batch", data={"text": ["在家"] * len(files)}, files=files)
+    assert response.status_code == 200, response.text
+    results = response.json()["predictions"]
+    assert "label" in results[0] and "label" in results[-1]
+    assert all("label" in r or r["status"] in (400, 413) for r in results)
+
+
+def test_small_requests_go_before_the_rest_of_a_big_one():
+    """The queue serves posts by their request's size: a single post that arrives while a batch
+    of 64 waits is predicted in the next pass, not after the whole batch."""
+    import asyncio
+
+    from sgmft.serving.app import MicroBatcher
+
+    order = []
+
+    class Recorder:
+        def predict(self, posts):
+            order.extend(p.text for p in posts)
+            time.sleep(0.01)
+            return [p.text for p in posts]
+
+    async def scenario():
+        batcher = MicroBatcher(Recorder(), max_batch=8)
+        await batcher.start()
+        from sgmft.serving.predictor import PostInput
+
+        big = [asyncio.create_task(batcher.predict(PostInput(f"big{i}"), 64)) for i in range(64)]
+        await asyncio.sleep(0.02)           # the first pass is under way
+        single = await batcher.predict(PostInput("single"), 1)
+        await asyncio.gather(*big)
+        await batcher.stop()
+        return single
+
+    assert asyncio.run(scenario()) == "single"
+    assert order.index("single") < 8 + 8 + 1          # within the next pass, not after all 64

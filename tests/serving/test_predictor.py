@@ -21,7 +21,7 @@ def test_prediction_has_label_probabilities_and_evidence(predictor, demo_folder)
     for name in ("text_only", "image_only"):
         assert "probe" in result.evidence[name]["source"]
         assert result.evidence[name]["label"] in predictor.labels
-    assert result.warnings == []
+    assert not [w for w in result.warnings if "no usable" in w or "no image" in w]   # both were there
 
 
 def test_unimodal_evidence_comes_from_the_fitted_probes(predictor, demo_folder):
@@ -68,3 +68,60 @@ def test_every_variant_gives_probe_evidence(unis_run):
     assert "probe" in result.evidence["text_only"]["source"]
     assert "similarity_gate" not in result.evidence
     assert np.isclose(sum(result.evidence["image_only"]["probabilities"].values()), 1.0, atol=1e-4)
+
+
+def test_a_missing_modality_gets_no_weight_in_the_mixture(fallback_predictor, demo_folder):
+    """Text-only and image-only posts with the fallback on: the missing modality's probe weight
+    is spread over the rest, and the probabilities are that renormalised mixture / T."""
+    predictor = fallback_predictor
+    probes, model = predictor.run.model.probes, predictor.run.model
+    probes.set_mixture((0.4, 0.3, 0.2, 0.1))           # every part weighs: the renormalising shows
+    image = load_image(demo_folder / "images" / "gym-001.jpg")
+    try:
+        posts = ((PostInput("今天在健身房跑步", None), "image"), (PostInput(None, image), "text"))
+        for post, missing in posts:
+            [result] = predictor.predict([post])
+            assert result.evidence["mixture"][missing] == 0.0
+            assert sum(result.evidence["mixture"].values()) == pytest.approx(1.0, abs=1e-3)
+            assert any(f"no {'usable text' if missing == 'text' else 'image'}" in w for w in result.warnings)
+            features = predictor.encode([post])
+            outputs = model(features.tensors)
+            parts = [torch.softmax(outputs.head_logits, -1), torch.softmax(outputs.probes["text"], -1),
+                     torch.softmax(outputs.probes["image"], -1), probes.prior[None]]
+            weights = {"text": [0.4, 0.0, 0.2, 0.1], "image": [0.4, 0.3, 0.0, 0.1]}[missing]
+            mixed = sum(w * p for w, p in zip(weights, parts, strict=True)) / sum(weights)
+            expected = torch.softmax(torch.log(mixed) / model.temperature, -1)[0]
+            got = torch.tensor([result.probabilities[label] for label in predictor.labels])
+            assert torch.allclose(got, expected, atol=1e-5)
+    finally:
+        probes.set_mixture(tuple(predictor.run.info["mixture"]["weights"].values()))
+
+
+def test_prediction_sets_and_unsure_answers(fallback_predictor, predictor, demo_folder):
+    post = PostInput("周末和朋友去吃火锅", load_image(demo_folder / "images" / "restaurant-002.jpg"))
+    [result] = fallback_predictor.predict([post], coverage=0.9)
+    assert result.set and result.label in result.set and result.coverage == 0.9
+    [wide] = fallback_predictor.predict([post], coverage=0.999)
+    assert set(result.set) <= set(wide.set)
+    [unsure] = fallback_predictor.predict([post], min_confidence=0.999999)
+    assert unsure.label == "unsure" and unsure.best_guess == result.label
+    assert any("unsure" in w for w in unsure.warnings)
+    assert unsure.to_dict()["best_guess"] == result.label
+    with pytest.raises(ValueError, match="no calibration posts"):
+        predictor.predict([post], coverage=0.9)        # the fast preset's run was not cross-fitted
+
+
+def test_evidence_says_when_a_part_is_at_chance_or_the_parts_disagree():
+    from sgmft.serving.predictor import _disagreement, _uninformative, mixture_in_words
+
+    assert _uninformative(torch.full((8,), 1 / 8)) and not _uninformative(torch.tensor([0.9, 0.05, 0.05]))
+    text = {"label": "gym", "probabilities": {"gym": 0.8}, "uninformative": False}
+    image = {"label": "home", "probabilities": {"home": 0.7}, "uninformative": False}
+    [note] = _disagreement({"text_only": text, "image_only": image})
+    assert "disagree" in note and "gym (0.80)" in note and "home (0.70)" in note
+    notes = _disagreement({"text_only": text, "image_only": {**image, "uninformative": True}})
+    assert notes == ["the image alone is uninformative here (close to chance)"]
+    assert mixture_in_words({"fused": 1.0, "text": 0.0, "image": 0.0, "prior": 0.0}) == \
+        "the answer comes from the fused model alone"
+    assert mixture_in_words({"fused": 0.7, "text": 0.3, "image": 0.0, "prior": 0.0}) == \
+        "the answer blends 70 % the fused model and 30 % the text"

@@ -127,12 +127,30 @@ def test_small_data_stretches_epochs_and_patience_to_min_steps(n, expected):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_learns_and_resumes(tmp_path, precision):
-    """Autocast on the CPU (fp16 with a gradient scaler, whose state the checkpoint keeps)."""
+def test_mixed_precision_learns_like_fp32_and_resumes_exactly(tmp_path, precision):
+    """Autocast on the CPU (fp16 with a gradient scaler, whose state the checkpoint keeps):
+    it learns what fp32 learns (same test accuracy within 2 of 200 posts), and a run killed
+    after its first epoch resumes to the uninterrupted run's weights."""
     train, test = toy_problem(400, 0), toy_problem(200, 1)
     config = TrainConfig(epochs=3, batch_size=20, lr=5e-3, seed=0, precision=precision, checkpoint_seconds=0)
-    model = new_model()
+    model, fp32 = new_model(), new_model()
     fit(model, train, config, tmp_path / "run", progress=False)
+    fit(fp32, train, TrainConfig(epochs=3, batch_size=20, lr=5e-3, seed=0), tmp_path / "fp32", progress=False)
     assert accuracy(model, test, config) > 0.9
-    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
-    assert ("scale" in state["scaler"]) == (precision == "fp16")
+    assert abs(accuracy(model, test, config) - accuracy(fp32, test, config)) <= 2 / 200
+    saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert ("scale" in saved["scaler"]) == (precision == "fp16")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(new_model(), train, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_first)
+    resumed = new_model(seed=7)
+    fit(resumed, train, config, tmp_path / "killed", resume=True, progress=False)
+    for key, value in state(model).items():
+        assert torch.equal(value, state(resumed)[key]), key

@@ -8,6 +8,7 @@ Run `sgmft COMMAND --help` for a command's options.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -20,8 +21,17 @@ for group in (data, training, research, serving, info):   # one module per comma
     app.add_typer(group.app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from sgmft import __version__
+
+        typer.echo(f"sgmft {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False) -> None:
     configure_logging()
 
 

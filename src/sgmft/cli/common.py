@@ -36,8 +36,24 @@ ConfigFile = Annotated[str | None, typer.Option(
     "--config", help="JSON config file or preset name (sgmft, paper, fast); default sgmft.")]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
-TrainDevice = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).")]
+def _device(value: str | None) -> str | None:
+    """A --device this machine has (typer's callback: a clear error before any work)."""
+    from sgmft.device import check_device
+
+    if value is None:
+        return None
+    try:
+        return check_device(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+Device = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.", callback=_device)]
+GroupBy = Annotated[str | None, typer.Option(
+    "--group-by", help="A manifest column whose values must stay on one side of every split "
+                       "(e.g. event): the group split's and the validation folds' (default: group).")]
+TrainDevice = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).",
+                                                 callback=_device)]
 
 
 class _Stderr(logging.StreamHandler):
@@ -70,11 +86,12 @@ def reported(*errors: type[BaseException]) -> Iterator[None]:
     """Turn the expected failures of a command into ``error: ...`` and exit status 1."""
     from sgmft.data.manifest import ManifestError
     from sgmft.encoders.cache import CacheCorruptError, CacheMismatchError
+    from sgmft.io import StorageError
 
     try:
         yield
     except (ManifestError, CacheMismatchError, CacheCorruptError, FileNotFoundError, ValueError,
-            *errors) as exc:
+            StorageError, BlockingIOError, *errors) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -116,11 +133,12 @@ class DataOptions:
     image_root: ImageRoot = None
     labels: Labels = None
     skip_invalid: SkipInvalid = False
+    group_by: GroupBy = None
 
     def overrides(self, manifest: Path) -> list[str]:
         """These options and the manifest as ``--set`` overrides of the data section (JSON values)."""
         values: dict[str, object] = {"manifest": str(manifest), "skip_invalid": self.skip_invalid}
-        for key in ("encoder", "checkpoint", "cache", "image_root"):
+        for key in ("encoder", "checkpoint", "cache", "image_root", "group_by"):
             if getattr(self, key) is not None:
                 values[key] = str(getattr(self, key))
         if self.labels is not None:

@@ -70,7 +70,8 @@ def extract(
     sequences: Annotated[bool, typer.Option(
         help="Also store token states (text tokens, image patches) for model.reading=sequence.")] = False,
     precision: Annotated[str, typer.Option(
-        help="Image encoder arithmetic: fp32, bf16 (CPU or CUDA) or fp16 (CUDA).")] = "fp32",
+        help="Encoder arithmetic: auto (bf16 where the CPU or GPU computes it natively, else fp32), "
+             "fp32, bf16 or fp16 (CUDA).")] = "auto",
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]",
         help="Extract on a Ray cluster: --ray alone starts a local one, --ray auto or "
@@ -84,6 +85,9 @@ def extract(
     """Encode every post once, in batches, into an on-disk feature cache (resumable)."""
     from sgmft.encoders.features import ensure_features
 
+    if gpus_per_worker > 0 and not device.startswith("cuda"):
+        raise typer.BadParameter("--gpus-per-worker reserves GPUs for the encoder actors; add --device cuda, "
+                                 "or encoding would run on their CPUs")
     loaded = load_for_command(manifest, image_root, labels, skip_invalid)
     cluster = None if ray is None else {"address": None if ray == "local" else ray, "workers": workers,
                                         "gpus_per_worker": gpus_per_worker}
@@ -97,8 +101,8 @@ def extract(
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
               f"image {shapes['image'][0]}x{shapes['image'][1]}") if shapes else ""
     typer.echo(f"features of {len(cache)} posts in {folder} "
-               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}"
-               f"{tokens})")
+               f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}, "
+               f"{cache.header.get('precision', 'fp32')}{tokens})")
 
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]*:\d+)$")

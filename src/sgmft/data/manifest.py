@@ -1,5 +1,5 @@
 """Post manifests: JSONL or CSV rows of ``id, text, image, label`` (+ optional ``user``,
-``group``, ``split``).
+``group``, ``split``, and any other column, kept as the post's metadata).
 
 `load_manifest` checks every row and either fails with a `ManifestError` listing every problem
 by row, or (``skip_invalid=True``) drops the bad rows and reports them in ``Manifest.skipped``.
@@ -9,21 +9,22 @@ CSV file row 2 (the header is row 1).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
+import os
 import re
+import stat
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sgmft import PLACES
-from sgmft.data.image_checks import ImageChecks
-from sgmft.data.images import ImageError, decode_image, read_image_bytes
+from sgmft.data.image_checks import ImageChecks, Outcome
+from sgmft.data.images import ImageError, decode_image, perceptual_hash, read_image_bytes
+from sgmft.data.readers import read_rows
 from sgmft.limits import LIMITS
 from sgmft.text.cleaning import TextConfig, preprocess_text
 
@@ -48,20 +49,31 @@ class Post:
     tokens: tuple[str, ...]
     image_sha256: str
     group: str | None = None    # an event, topic or any unit that should not straddle a split
+    image_phash: str | None = None     # perceptual hash of the image (hex): near duplicates
+    meta: tuple[tuple[str, str], ...] = ()   # every other column of the row, (name, value) sorted
 
     @property
     def clean_text(self) -> str:
         """Tokens joined by spaces: the text the encoders see."""
         return " ".join(self.tokens)
 
+    def value(self, column: str) -> str | None:
+        """The post's value in ``column``: ``user``, ``group``, ``label``, ``split`` or any
+        metadata column (``event``, say); None when the row has none."""
+        if column in ("user", "group", "label", "split"):
+            return getattr(self, column)
+        return dict(self.meta).get(column)
+
 
 @dataclass(frozen=True)
 class RowProblem:
-    """One problem of one row."""
+    """One problem of one row (with the row's user and label, when it could be read)."""
 
     row: int
     id: str | None
     problem: str
+    user: str | None = None
+    label: str | None = None
 
     def __str__(self) -> str:
         who = f" (id {self.id!r})" if self.id is not None else ""
@@ -112,16 +124,25 @@ class Manifest:
 
     def post_digests(self) -> dict[str, str]:
         """Per post id, a short hash of everything a result depends on (text, image, label,
-        user, group, split): what tells which rows changed between two versions of a manifest."""
+        user, group, split, metadata): what tells which rows changed between two versions of a
+        manifest."""
         return {p.id: hashlib.sha256("\x1f".join(map(str, (
-            p.clean_text, p.image_sha256, p.label, p.user, p.group, p.split))).encode()).hexdigest()[:16]
-            for p in self.posts}
+            p.clean_text, p.image_sha256, p.label, p.user, p.group, p.split, *p.meta))).encode()
+            ).hexdigest()[:16] for p in self.posts}
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns any post has a value in, beyond id, text and image: ``label``, ``user``,
+        ``group``, ``split`` and the metadata columns, in that order."""
+        found = [c for c in ("label", "user", "group", "split") if any(p.value(c) for p in self.posts)]
+        return found + sorted({name for p in self.posts for name, _ in p.meta})
 
     def data_hash(self) -> str:
         """SHA-256 of the content hash plus every label, user and split: the data of a result."""
         digest = hashlib.sha256(self.content_hash().encode())
         for post in self.posts:
-            fields = (post.id, post.label, post.user, post.split) + ((post.group,) if post.group else ())
+            fields = (post.id, post.label, post.user, post.split) + ((post.group,) if post.group else ()) \
+                + post.meta
             digest.update(("\x1f".join(map(str, fields)) + "\x1e").encode())
         return digest.hexdigest()
 
@@ -153,109 +174,6 @@ def report_skipped(manifest: Manifest, shown: int = 20) -> dict[str, Any]:
     return summary
 
 
-def _has_bad_encoding(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def _depth(value: object) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, a flat object 1)."""
-    depth, level = 0, [value]
-    while True:
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            return depth
-        depth += 1
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """Yield ``(row number, fields or None, problem or None)`` for every row of the file."""
-    if path.suffix.lower() == ".csv":
-        raw = path.read_bytes()
-        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
-        yield from _read_csv(text)
-    else:
-        with open(path, "rb") as handle:
-            yield from _read_jsonl(handle)
-
-
-def _records(handle: io.BufferedReader, limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) of every ``\\n``-ended record, None for one over ``limit`` bytes
-    (read past in pieces, never held). Only ``\\n`` ends a record: U+2028 or U+0085 inside a
-    JSON string are text."""
-    number = 0
-    while True:
-        line = handle.readline(limit + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > limit and not line.endswith(b"\n"):
-            while line and not line.endswith(b"\n"):
-                line = handle.readline(limit + 1)
-            yield number, None
-            continue
-        yield number, line
-
-
-def _read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[int, dict | None, str | None]]:
-    limit = LIMITS.field_bytes
-    for number, raw in _records(handle, limit):
-        if raw is None:
-            yield number, None, f"line longer than the limit of {limit} bytes (SGMFT_LIMIT_FIELD_BYTES)"
-            continue
-        if number == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        try:
-            line = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            yield number, None, "bad encoding: the line is not valid UTF-8"
-            continue
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, None, f"malformed row: invalid JSON ({exc.msg} at column {exc.colno})"
-            continue
-        except RecursionError:
-            row = None
-        if row is None or _depth(row) > LIMITS.json_depth:
-            yield number, None, f"malformed row: JSON nested deeper than {LIMITS.json_depth} levels"
-            continue
-        if not isinstance(row, dict):
-            yield number, None, "malformed row: a JSON object is expected"
-            continue
-        yield number, row, None
-
-
-def _read_csv(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    csv.field_size_limit(LIMITS.field_bytes)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [name.strip() for name in next(reader)]
-    except (StopIteration, csv.Error):
-        return
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield reader.line_num, None, f"malformed row: {exc} (SGMFT_LIMIT_FIELD_BYTES)"
-            continue
-        number = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            yield number, None, f"malformed row: {len(values)} fields, the header has {len(header)}"
-            continue
-        row = dict(zip(header, values, strict=True))
-        if any(_has_bad_encoding(v) for v in values):
-            yield number, None, "bad encoding: the row is not valid UTF-8"
-            continue
-        yield number, row, None
-
-
 def resolve_image(value: str, manifest: Path, image_root: Path | None) -> Path:
     """An image path relative to ``image_root`` (or the manifest's folder); absolute kept."""
     path = Path(value)
@@ -264,17 +182,17 @@ def resolve_image(value: str, manifest: Path, image_root: Path | None) -> Path:
     return (image_root or manifest.parent) / path
 
 
-def _check_image(path: Path) -> tuple[str | None, str | None]:
-    """(sha256, None) for a usable image, (None, problem) otherwise."""
+def _check_image(path: Path) -> Outcome:
+    """(sha256, perceptual hash, None) for a usable image, (None, None, problem) otherwise."""
     try:
         data = read_image_bytes(path)
     except ImageError as exc:
-        return None, str(exc)
+        return None, None, str(exc)
     try:
-        decode_image(data)
+        image = decode_image(data)
     except ImageError as exc:
-        return None, f"bad image {path}: {exc}"
-    return hashlib.sha256(data).hexdigest(), None
+        return None, None, f"bad image {path}: {exc}"
+    return hashlib.sha256(data).hexdigest(), perceptual_hash(image), None
 
 
 def _normalise_label(value: object) -> str:
@@ -298,14 +216,13 @@ def load_manifest(
     read_labels: False ignores the label column altogether (prediction needs none).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+    check_manifest_file(path)
     root = Path(image_root) if image_root is not None else None
     label_set = tuple(_normalise_label(label) for label in (labels or PLACES))
     problems: list[RowProblem] = []
     candidates: list[tuple[int, dict, Path]] = []
     first_row_of: dict[str, int] = {}
-    for number, row, problem in _read_rows(path):
+    for number, row, problem in read_rows(path):
         if row is None:
             problems.append(RowProblem(number, None, problem or "malformed row"))
             continue
@@ -316,7 +233,7 @@ def load_manifest(
         if row_problem is None and post_id in first_row_of:
             row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
         if row_problem is not None:
-            problems.append(RowProblem(number, post_id, row_problem))
+            problems.append(RowProblem(number, post_id, row_problem, *_who(row)))
             continue
         first_row_of[post_id] = number  # type: ignore[index]
         candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
@@ -324,17 +241,19 @@ def load_manifest(
     checks = ImageChecks.for_manifest(path).check([image for _, _, image in candidates], _check_image,
                                                   workers)
     posts: list[Post] = []
-    for (number, row, image), (sha, image_problem) in zip(candidates, checks, strict=True):
+    for (number, row, image), (sha, phash, image_problem) in zip(candidates, checks, strict=True):
         post_id = str(row["id"]).strip()
         if image_problem is not None:
-            problems.append(RowProblem(number, post_id, image_problem))
+            problems.append(RowProblem(number, post_id, image_problem, *_who(row)))
             continue
         tokens = tuple(preprocess_text(str(row["text"]), text_config))
         if not tokens:
-            problems.append(RowProblem(number, post_id, "empty text after cleaning"))
+            problems.append(RowProblem(number, post_id, "empty text after cleaning", *_who(row)))
             continue
-        posts.append(_make_post(row, number, image, tokens, sha))  # type: ignore[arg-type]
+        posts.append(_make_post(row, number, image, tokens, sha, phash))  # type: ignore[arg-type]
 
+    if not posts and not problems:
+        raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
     problems.sort(key=lambda p: p.row)
     if problems and not skip_invalid:
         raise ManifestError(path, problems)
@@ -351,9 +270,9 @@ def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> s
         return "malformed row: 'text' and 'image' must be strings"
     if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
         return "malformed row: 'id' must be a string or a whole number"
-    for name in (*REQUIRED, *OPTIONAL):
-        if isinstance(row.get(name), str) and _SURROGATE.search(row[name]):
-            return f"bad encoding: {name!r} holds an unpaired UTF-16 surrogate"
+    for name, value in row.items():
+        if (isinstance(value, str) and _SURROGATE.search(value)) or _SURROGATE.search(str(name)):
+            return f"bad encoding: {str(name)[:50]!r} holds an unpaired UTF-16 surrogate"
     for name in OPTIONAL:
         if isinstance(row.get(name), dict | list):
             return f"malformed row: {name!r} must be a plain value"
@@ -372,10 +291,33 @@ def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> s
     return None
 
 
-def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha: str) -> Post:
-    def optional(name: str) -> str | None:
+def _plain(value: Any) -> str | None:
+    """A field's value as text: None when empty, JSON for a nested value, else stripped."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value).strip()
+
+
+def _who(row: dict) -> tuple[str | None, str | None]:
+    """A row's user and label as far as they are plain values (for its error record)."""
+    def plain(name: str) -> str | None:
         value = row.get(name)
-        return None if value in (None, "") else str(value).strip()
+        return _plain(value)[:200] if isinstance(value, str | int | float) and _plain(value) else None
+
+    return plain("user"), plain("label")
+
+
+def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha: str,
+               phash: str | None) -> Post:
+    def optional(name: str) -> str | None:
+        return _plain(row.get(name))
+
+    known = {*REQUIRED, *OPTIONAL}
+    meta = tuple(sorted((str(name), value) for name, value in
+                        ((name, _plain(raw)) for name, raw in row.items() if name not in known)
+                        if value is not None))
 
     label = optional("label")
     split = optional("split")
@@ -390,4 +332,21 @@ def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha
         row=number,
         tokens=tokens,
         image_sha256=sha,
+        image_phash=phash,
+        meta=meta,
     )
+
+
+def check_manifest_file(path: Path) -> None:
+    """A manifest must be a regular file: FileNotFoundError when nothing is there, ValueError
+    naming what is there otherwise (a folder, a FIFO: never opened, so nothing hangs)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"manifest {str(path)[:200]!r} cannot be read: {reason}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
+        raise ValueError(f"manifest {path} is not a regular file ({kind})")

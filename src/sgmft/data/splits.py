@@ -1,20 +1,19 @@
 """Train/test splits: the paper's stratified 80/20 (3,400 of 17,000), a per-user and a
-per-group split, or the manifest's own ``split`` column; and the validation part carved from
-the training split.
+per-group split (any column: ``group_by``), or the manifest's own ``split`` column.
 
-A split is a function of the manifest, the kind, the test fraction and the seed; it is saved
-as JSON beside the data (see `work_dir`) so that every run and every table uses the same one.
+Identical and near-duplicate images (`sgmft.data.groups`) never straddle a split that sgmft
+makes: the stratified split draws whole image groups (a re-posted photo and its resized copies
+go to one side), and the user and group splits join image groups with the column's.
 
-Validation is carved by group (`carve_validation`): posts that share a ``group`` (else a
-``user``), or the same image bytes, stay on one side, so that early stopping and every choice
-made on validation reward what transfers to unseen events, users and images, not memory.
+A split is a function of the manifest, the kind, the test fraction, the seed and the grouping
+column; it is saved as JSON beside the data (see `work_dir`) so that every run and every table
+uses the same one. The validation folds inside the training split are `sgmft.data.folds`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from sgmft.data.manifest import Manifest, Post
+from sgmft.data.groups import NEAR_DUPLICATE_BITS, post_groups
+from sgmft.data.manifest import Manifest
 from sgmft.data.workdir import work_dir
 from sgmft.io import atomic_write_json
 
@@ -59,7 +59,24 @@ def stratified_split(labels: list[str], test_fraction: float, seed: int) -> np.n
     return mask
 
 
-def group_split(labels: Sequence[str], groups: Sequence[str], test_fraction: float, seed: int,
+def grouped_stratified_split(labels: Sequence[str], groups: Sequence[int], test_fraction: float,
+                             seed: int) -> np.ndarray:
+    """Boolean test mask of a stratified split of whole groups (each labelled by its most common
+    label): `stratified_split` over the groups, so that no group straddles the split. With
+    every group a single post this is `stratified_split` itself."""
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    order = list(members)
+    group_labels = [Counter(labels[i] for i in members[g]).most_common(1)[0][0] for g in order]
+    chosen = stratified_split(group_labels, test_fraction, seed)
+    mask = np.zeros(len(labels), bool)
+    for group, test in zip(order, chosen, strict=True):
+        mask[members[group]] = test
+    return mask
+
+
+def group_split(labels: Sequence[str], groups: Sequence[object], test_fraction: float, seed: int,
                 what: str = "group") -> np.ndarray:
     """Boolean test mask with no group on both sides, classes balanced as far as groups allow."""
     folds = max(2, round(1 / test_fraction))
@@ -81,8 +98,9 @@ def resolve_kind(manifest: Manifest, kind: str) -> str:
 
 
 def make_split(manifest: Manifest, kind: str = "stratified", test_fraction: float = 0.2,
-               seed: int = 0) -> dict[str, list[str]]:
-    """``{"train": ids, "test": ids}`` (and ``"val"`` from a manifest) for a split of ``kind``."""
+               seed: int = 0, group_by: str = "group") -> dict[str, list[str]]:
+    """``{"train": ids, "test": ids}`` (and ``"val"`` from a manifest) for a split of ``kind``;
+    ``group_by`` is the column of the ``group`` kind."""
     posts = manifest.posts
     kind = resolve_kind(manifest, kind)
     if kind == "manifest":
@@ -95,12 +113,14 @@ def make_split(manifest: Manifest, kind: str = "stratified", test_fraction: floa
                 if any(p.split == name for p in posts)}
     labels = [p.label or "" for p in posts]
     if kind == "stratified":
-        mask = stratified_split(labels, test_fraction, seed)
+        mask = grouped_stratified_split(labels, post_groups(posts), test_fraction, seed)
     elif kind in ("user", "group"):
-        missing = [p.id for p in posts if getattr(p, kind) is None]
+        column = "user" if kind == "user" else group_by
+        missing = [p.id for p in posts if p.value(column) is None]
         if missing:
-            raise ValueError(f"a per-{kind} split needs a {kind} on every row; {missing[0]!r} has none")
-        mask = group_split(labels, [getattr(p, kind) for p in posts], test_fraction, seed, kind)
+            raise ValueError(f"a per-{column} split needs a {column!r} value on every row; "
+                             f"{missing[0]!r} has none")
+        mask = group_split(labels, post_groups(posts, column), test_fraction, seed, column)
     else:
         raise ValueError(f"unknown split kind {kind!r}; expected one of {KINDS}")
     return {"train": [p.id for p, t in zip(posts, mask, strict=True) if not t],
@@ -113,99 +133,26 @@ def describe(split: dict[str, Any]) -> str:
     if split["kind"] == "manifest":
         return f"the manifest's split column ({sizes})"
     fraction = split["test_fraction"]
-    return f"{split['kind']} {1 - fraction:.0%}/{fraction:.0%}, seed {split['seed']} ({sizes})"
+    kind = f"group ({split['group_by']})" if split["kind"] == "group" else split["kind"]
+    return f"{kind} {1 - fraction:.0%}/{fraction:.0%}, seed {split['seed']} ({sizes})"
 
 
 def load_or_make_split(manifest: Manifest, kind: str = "auto", test_fraction: float = 0.2,
-                       seed: int = 0, folder: Path | None = None) -> dict[str, Any]:
+                       seed: int = 0, folder: Path | None = None, group_by: str = "group") -> dict[str, Any]:
     """The saved split of these settings and this data, else a new one, saved (and logged)."""
     folder = folder or work_dir(manifest.path)
     kind = resolve_kind(manifest, kind)
     data_hash = manifest.data_hash()
-    settings = "" if kind == "manifest" else f"-{test_fraction:g}-seed{seed}"
+    column = f"-{group_by}" if kind == "group" else ""
+    settings = "" if kind == "manifest" else f"{column}-{test_fraction:g}-seed{seed}-nd{NEAR_DUPLICATE_BITS}"
     path = folder / f"split-{kind}{settings}-{data_hash[:12]}.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("data_hash") == data_hash:
             return {**saved, "path": str(path)}
-    record = {"kind": kind, "test_fraction": test_fraction, "seed": seed, "data_hash": data_hash,
-              "manifest": str(manifest.path), **make_split(manifest, kind, test_fraction, seed)}
+    record = {"kind": kind, "test_fraction": test_fraction, "seed": seed, "group_by": group_by,
+              "near_duplicate_bits": NEAR_DUPLICATE_BITS, "data_hash": data_hash,
+              "manifest": str(manifest.path), **make_split(manifest, kind, test_fraction, seed, group_by)}
     log.info("split: %s", describe(record))
     atomic_write_json(path, record)
     return {**record, "path": str(path)}
-
-
-def _connected(keys: list[list[str]]) -> list[int]:
-    """Union-find: posts sharing any key get one component id; (N,) ids."""
-    parent = list(range(len(keys)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, post_keys in enumerate(keys):
-        for key in post_keys:
-            if key in first:
-                parent[root(i)] = root(first[key])
-            else:
-                first[key] = i
-    return [root(i) for i in range(len(keys))]
-
-
-def validation_groups(posts: Sequence[Post], by: str = "auto") -> tuple[list[int] | None, str]:
-    """Group ids for carving validation, and what they are (None: no grouping).
-
-    by: "auto" (``group`` when any post has one, else ``user``, and identical images always
-    together), "group", "user", "image" (identical images only) or "stratified" (none).
-    """
-    if by == "stratified":
-        return None, "stratified"
-    field = by if by in ("group", "user") else None
-    if by == "auto":
-        field = next((f for f in ("group", "user") if any(getattr(p, f) for p in posts)), None)
-    keys = [[f"image:{p.image_sha256}"] for p in posts]
-    if field is not None:
-        for post, post_keys in zip(posts, keys, strict=True):
-            if getattr(post, field) is not None:
-                post_keys.append(f"{field}:{getattr(post, field)}")
-    what = f"{field}s and identical images" if field else "identical images"
-    return _connected(keys), what
-
-
-def carve_validation(posts: Sequence[Post], fraction: float, seed: int, by: str = "auto",
-                     min_train_per_class: int = 2) -> tuple[list[str], list[str], str]:
-    """(training ids, validation ids, how) from the training split's ``posts``.
-
-    Grouped (see `validation_groups`) when there are enough groups, else stratified; a class
-    with fewer than ``min_train_per_class`` + 1 posts stays wholly in training (logged).
-    """
-    counts = Counter(p.label for p in posts)
-    kept = sorted(label for label, n in counts.items() if n <= min_train_per_class)
-    if kept:
-        log.warning("validation: class(es) %s have too few posts to spare any; they stay in training",
-                    ", ".join(kept))
-    candidates = [p for p in posts if p.label not in kept]
-    groups, what = validation_groups(candidates, by)
-    folds = max(2, round(1 / fraction))
-    labels = [p.label for p in candidates]
-    classes = len(set(labels))
-    val, how = [], "none (too few posts)"
-    enough = groups is not None and len(set(groups)) >= folds and max(Counter(labels).values()) >= folds
-    if enough:
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():   # small classes: balanced as far as they allow
-            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            _, index = next(splitter.split(np.zeros(len(candidates)), labels, groups))
-        val, how = [candidates[i].id for i in index], f"by {what}"
-    elif len(candidates) >= 2 * max(1, classes):
-        if groups is not None and len(set(groups)) < len(candidates):
-            log.warning("validation: %d groups of %s are too few to hold whole groups out; "
-                        "stratified instead", len(set(groups)), what)
-        size = min(max(round(fraction * len(candidates)), classes), len(candidates) - classes)
-        _, picked = train_test_split(candidates, test_size=size, random_state=seed, stratify=labels)
-        val, how = [p.id for p in picked], "stratified"
-    chosen = set(val)
-    return [p.id for p in posts if p.id not in chosen], val, how

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from tqdm.auto import tqdm
 
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
@@ -43,6 +42,7 @@ from sgmft.io import (
     sha256_file,
 )
 from sgmft.limits import LIMITS
+from sgmft.progress import progress_bar
 from sgmft.provenance import now, versions
 
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest:
     """A cache serves a request of the same encoder and manifest; one with token sequences
     also serves a request without them."""
     cached = {"sequences": False, **header["encoder_identity"]}
-    same_encoder = all(cached[k] == identity[k] for k in ("name", "options"))
+    same_encoder = cached["name"] == identity["name"] and _options(cached) == _options(identity)
     if same_encoder and identity["sequences"] and not cached["sequences"]:
         raise CacheMismatchError(
             f"{folder} holds pooled features only; token sequences were asked for: "
@@ -129,6 +129,12 @@ def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest:
             f"content hash {header['content_hash'][:12]}), not of {manifest.path}; "
             "use another cache folder (extract --out, train --cache) or replace it (extract --overwrite)"
         )
+
+
+def _options(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity's options that decide the features: not the arithmetic (caches written before
+    it moved out of the identity name it there)."""
+    return {k: v for k, v in identity["options"].items() if k != "precision"}
 
 
 def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int, batch_size: int,
@@ -247,6 +253,7 @@ def extract_features(
     text_config: dict[str, Any] | None = None,
     device: str = "cpu",
     sequences: bool = False,
+    precision: str = "fp32",
 ) -> FeatureCache:
     """Encode every post of ``manifest`` into the cache folder ``out`` and return the cache.
 
@@ -254,6 +261,7 @@ def extract_features(
     encoder_factory: builds the encoder from ``encoder_options`` and ``device`` (default: the
         registry entry ``encoder_name``); it is only called when some chunk needs encoding.
     sequences: also store the encoders' token states (for the model's sequence reading).
+    precision: the encoders' arithmetic (fp32, bf16, fp16), recorded in the header.
     The folder is locked while this runs: a second extraction into it waits.
     """
     from sgmft.encoders import create_encoder
@@ -264,12 +272,12 @@ def extract_features(
         if not job.todo:
             return job.finish()
         factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
-        encoder = factory(device=device, **options)
-        memo = job.start(encoder_info(encoder))
+        encoder = factory(device=device, precision=precision, **options)
+        memo = job.start(encoder_info(encoder) | {"precision": precision})
         budget = PixelBudget(LIMITS.batch_pixels)
         remaining = sum(len(job.plan.chunks[i]) for i in job.todo)
-        bar = tqdm(total=len(manifest.posts), initial=len(manifest.posts) - remaining, desc="extract",
-                   unit="post", disable=not progress)
+        bar = progress_bar(len(manifest.posts), "extract", "post", disable=not progress,
+                           initial=len(manifest.posts) - remaining)
         with ThreadPoolExecutor(max_workers=4) as pool:
             for index in job.todo:
                 for work in job.plan.jobs[index]:

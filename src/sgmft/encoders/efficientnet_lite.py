@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from sgmft.data.images import ImagePreprocess
+from sgmft.device import native_cpu_bf16
 from sgmft.encoders.base import ImageEncoder
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,6 @@ def load_lite0_weights() -> EfficientNetLite0:
                        weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles)."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 class EfficientNetLite0Encoder(ImageEncoder):

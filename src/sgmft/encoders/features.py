@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sgmft.data.manifest import Manifest
 from sgmft.data.workdir import work_dir
+from sgmft.device import resolve_precision
 from sgmft.encoders import DEFAULT_ENCODER
 from sgmft.encoders.cache import (
     CacheCorruptError,
@@ -21,21 +22,18 @@ from sgmft.encoders.cache import (
 )
 from sgmft.text.cleaning import TextConfig
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 
+def encoder_options(encoder: str, checkpoint: str | None) -> dict[str, str]:
+    """The options that determine an encoder's features (checked against caches): a checkpoint.
 
-def encoder_options(encoder: str, checkpoint: str | None, precision: str = "fp32") -> dict[str, str]:
-    """The options that determine an encoder's features (checked against caches): a
-    checkpoint, and an arithmetic other than fp32."""
+    The arithmetic (fp32, bf16) is not one of them: features of either are the same features
+    within cosine 0.99 (tests/encoders/test_efficientnet_lite.py), so a cache of either serves
+    training, prediction and serving anywhere; the cache records which it holds."""
     options = {}
     if checkpoint is not None:
         if encoder != "chinese-clip":
             raise ValueError(f"--checkpoint applies to chinese-clip, not {encoder}")
         options["checkpoint"] = checkpoint
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision != "fp32":
-        options["precision"] = precision
     return options
 
 
@@ -46,15 +44,19 @@ def default_cache_dir(manifest: Manifest, encoder: str) -> Path:
 
 
 def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: str | None = None,
-                    out: Path | None = None, precision: str = "fp32", ray: dict | None = None,
+                    out: Path | None = None, precision: str = "auto", ray: dict | None = None,
                     **kwargs) -> tuple[FeatureCache, Path]:
     """Extract (or reuse) the feature cache of ``manifest``; returns it and its folder.
 
-    ray: {"address", "workers", "gpus_per_worker"} to extract on a Ray cluster (the same cache).
+    precision: the encoders' arithmetic (``auto``: bf16 where the device computes it natively,
+    `sgmft.device.resolve_precision`); a cache already holding these features in another
+    arithmetic is reused. ray: {"address", "workers", "gpus_per_worker"} to extract on a Ray
+    cluster (the same cache).
     """
     encoder = encoder or DEFAULT_ENCODER
     folder = out or default_cache_dir(manifest, encoder)
-    options = encoder_options(encoder, checkpoint, precision)
+    options = encoder_options(encoder, checkpoint)
+    kwargs["precision"] = resolve_precision(precision, kwargs.get("device", "cpu"))
     if ray is not None:
         from sgmft.encoders.ray_extract import extract_with_ray
 
@@ -67,10 +69,11 @@ def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: 
 
 
 def find_cache(manifest: Manifest, encoder: str, checkpoint: str | None = None, sequences: bool = False,
-               folders: tuple[Path, ...] = (), precision: str = "fp32") -> FeatureCache | None:
-    """A complete, valid feature cache of exactly this manifest's posts and this encoder, from
-    ``folders`` or the manifest's default cache folder; None when there is none."""
-    identity = encoder_identity(encoder, encoder_options(encoder, checkpoint, precision), sequences)
+               folders: tuple[Path, ...] = ()) -> FeatureCache | None:
+    """A complete, valid feature cache of exactly this manifest's posts and this encoder (in
+    any arithmetic), from ``folders`` or the manifest's default cache folder; None when there
+    is none."""
+    identity = encoder_identity(encoder, encoder_options(encoder, checkpoint), sequences)
     for folder in (*folders, default_cache_dir(manifest, encoder)):
         header = read_header(folder)
         if header is None or not header.get("complete"):

@@ -15,18 +15,19 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
 from sgmft.encoders.cache import FeatureCache, encoder_identity, encoder_info, extraction
 from sgmft.encoders.plan import Job, encode_job
 from sgmft.limits import LIMITS
+from sgmft.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,13 @@ class EncoderActor:
     """A Ray actor holding one encoder; encodes one job per call."""
 
     def __init__(self, encoder_name: str, options: dict[str, Any], device: str, sequences: bool,
-                 threads: int):
+                 threads: int, precision: str = "fp32"):
         from sgmft.encoders import create_encoder
 
         torch.set_num_threads(threads)
-        self.encoder = create_encoder(encoder_name, device=device, **options)
+        self.encoder = create_encoder(encoder_name, device=device, precision=precision, **options)
         self.sequences = sequences
-        self.info = pickle.dumps(encoder_info(self.encoder))
+        self.info = pickle.dumps(encoder_info(self.encoder) | {"precision": precision})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from PIL import Image
@@ -89,7 +90,7 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
                      workers: int = 2, gpus_per_worker: float = 0.0, batch_size: int = 32,
                      chunk_size: int = 1024, overwrite: bool = False, progress: bool = True,
                      text_config: dict[str, Any] | None = None, device: str = "cpu",
-                     sequences: bool = False) -> FeatureCache:
+                     sequences: bool = False, precision: str = "fp32") -> FeatureCache:
     """`sgmft.encoders.cache.extract_features` on a Ray cluster (see the module docstring)."""
     import ray
 
@@ -104,26 +105,40 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
         preprocess = image_preprocess_for(encoder_name, options.get("checkpoint"))
         started = _connect(address, workers)
         try:
-            context = ray.data.DataContext.get_current()
-            context.execution_options.preserve_order = True
-            context.enable_progress_bars = False
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-            dataset = ray.data.from_items([{"index": n, "modality": w.modality, "sources": list(w.sources)}
-                                           for n, w in enumerate(jobs)])
-            # a CPU share unlike the actors': Ray then keeps decoding in tasks of its own
-            # instead of fusing it into the encoder actors
-            dataset = dataset.map(_decode, fn_kwargs={"preprocess": preprocess}, num_cpus=0.5)
-            dataset = dataset.map_batches(
-                EncoderActor, batch_size=1, batch_format="numpy", num_cpus=1,
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_gpus=gpus_per_worker or None,
-                fn_constructor_kwargs={"encoder_name": encoder_name, "options": options, "device": device,
-                                       "sequences": job.sequences, "threads": torch.get_num_threads()})
-            _write_as_they_come(job, jobs, dataset.iter_rows(), progress)
+            with _ordered_quiet_data():   # before the dataset exists: it keeps the context it finds
+                items = [{"index": n, "modality": w.modality, "sources": list(w.sources)}
+                         for n, w in enumerate(jobs)]
+                dataset = ray.data.from_items(items)
+                # a CPU share unlike the actors': Ray then keeps decoding in tasks of its own
+                # instead of fusing it into the encoder actors
+                dataset = dataset.map(_decode, fn_kwargs={"preprocess": preprocess}, num_cpus=0.5)
+                dataset = dataset.map_batches(
+                    EncoderActor, batch_size=1, batch_format="numpy", num_cpus=1,
+                    compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker or None,
+                    fn_constructor_kwargs={"encoder_name": encoder_name, "options": options, "device": device,
+                                           "sequences": job.sequences, "threads": torch.get_num_threads(),
+                                           "precision": precision})
+                _write_as_they_come(job, jobs, dataset.iter_rows(), progress)
         finally:
             if started:
                 ray.shutdown()
         return job.finish()
+
+
+@contextmanager
+def _ordered_quiet_data():
+    """Ray Data in job order and without progress bars while this extraction runs; the
+    process's own settings come back afterwards."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars
+    context.execution_options.preserve_order, context.enable_progress_bars = True, False
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
 def _write_as_they_come(job, jobs: list[Job], rows, progress: bool) -> None:
@@ -131,7 +146,7 @@ def _write_as_they_come(job, jobs: list[Job], rows, progress: bool) -> None:
     chunk order."""
     waiting = {index: len(job.plan.jobs[index]) for index in job.todo}
     order, memo = list(job.todo), None
-    bar = tqdm(total=len(jobs), desc="extract (ray)", unit="job", disable=not progress)
+    bar = progress_bar(len(jobs), "extract (ray)", "job", disable=not progress)
     for row in rows:
         if memo is None:
             memo = job.start(pickle.loads(row["info"]))

@@ -1,4 +1,6 @@
-"""`sgmft evaluate RUN`: metrics on the run's test split, confusion matrix and t-SNE of M_fuse.
+"""`sgmft evaluate RUN`: metrics on the run's test split (accuracy with its interval, macro-F1,
+per-class scores, calibration, prediction sets, selective prediction, per-group scores and
+warnings), confusion matrix, reliability diagram, accuracy-coverage curve and t-SNE of M_fuse.
 
 The test posts are those the run recorded at training time (``split.json``). If the manifest
 changed since (a post added, removed or edited), evaluation refuses and names the rows, since
@@ -9,13 +11,29 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sgmft.evaluation.plots import TSNE_MIN_POSTS, plot_confusion, plot_tsne_panels
+from sgmft.evaluation.plots import (
+    TSNE_MIN_POSTS,
+    plot_confusion,
+    plot_reliability,
+    plot_selective,
+    plot_tsne_panels,
+)
+from sgmft.evaluation.report import (
+    accuracy_interval,
+    calibration_report,
+    per_group,
+    selective,
+    set_report,
+    warnings_for,
+)
 from sgmft.io import atomic_write_json
+from sgmft.metrics.calibration import softmax
 from sgmft.metrics.classification import classification_metrics
 from sgmft.provenance import now, versions
 from sgmft.training.data import post_tensors
@@ -78,11 +96,33 @@ def _accuracy(logits: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict
     return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
 
 
+def _training_majority(run: LoadedRun, prepared: PreparedData) -> int:
+    """The most common class of the posts the run trained on."""
+    split_file = run.folder / "split.json"
+    ids = set(json.loads(split_file.read_text(encoding="utf-8"))["train"]) if split_file.is_file() \
+        else set(prepared.split["train"])
+    index = {label: i for i, label in enumerate(run.labels)}
+    counts = Counter(index[p.label] for p in prepared.manifest.posts if p.id in ids and p.label in index)
+    return counts.most_common(1)[0][0] if counts else 0
+
+
+def grouping_column(run: LoadedRun, prepared: PreparedData, group_by: str | None) -> str | None:
+    """The column of the per-group table: the one asked for, else the one the run's validation
+    grouped by, else the run's ``group_by``; None when no post has a value in it."""
+    folds = run.info.get("folds") or {}
+    for column in (group_by, folds.get("column"), run.config.data.group_by):
+        if column and any(p.value(column) is not None for p in prepared.manifest.posts):
+            return column
+    return None
+
+
 def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figures: bool = True,
-                 progress: bool = True, allow_data_change: bool = False,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Write ``eval/metrics.json``, ``eval/confusion.{json,png}`` and ``eval/tsne.png``; the
-    model runs on ``device`` whatever it was trained on."""
+                 progress: bool = True, allow_data_change: bool = False, device: str = "cpu",
+                 coverage: float = 0.9, group_by: str | None = None) -> dict[str, Any]:
+    """Write ``eval/metrics.json``, ``eval/confusion.{json,png}``, ``eval/reliability.png``,
+    ``eval/selective.png`` and ``eval/tsne.png``; the model runs on ``device`` whatever it was
+    trained on. ``coverage``: the prediction sets' target; ``group_by``: the per-group table's
+    column (default: the run's validation grouping)."""
     run = load_run(folder, device)
     prepared = prepared or prepare_data(run.config, progress, device)
     if list(prepared.manifest.labels) != run.labels:
@@ -96,7 +136,10 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     if changed:
         log.warning("evaluating on changed data: %s", changed)
     outputs, y_true = test_outputs(run, prepared)
-    metrics = classification_metrics(y_true, outputs["logits"].argmax(-1), run.labels)
+    probs = softmax(outputs["logits"])
+    predicted = probs.argmax(-1)
+    metrics = classification_metrics(y_true, predicted, run.labels)
+    metrics["accuracy_interval"] = accuracy_interval(int((predicted == y_true).sum()), len(y_true))
     metrics["fused_head"] = _accuracy(outputs["head_logits"], y_true, run.labels)
     for name in ("text", "image"):
         metrics[f"{name}_only"] = _accuracy(outputs[f"probe_{name}"], y_true, run.labels) | {
@@ -105,22 +148,44 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
             metrics[f"{name}_head"] = _accuracy(outputs[f"logits_{name}"], y_true, run.labels)
     if "gate" in outputs:
         metrics["gate_mean"] = float(outputs["gate"].mean())
+    temperature = float(run.model.temperature)
+    metrics |= calibration_report(outputs["logits"], y_true, temperature)
+    metrics["sets"] = set_report(probs, y_true, run.conformal_threshold(coverage), coverage)
+    curve = selective(probs, y_true)
+    metrics["selective"] = {"area": curve["area"]}
+    majority = _training_majority(run, prepared)
+    metrics["majority_accuracy"] = float((y_true == majority).mean())
+    column = grouping_column(run, prepared, group_by)
+    if column is not None:
+        by_id = {p.id: p for p in prepared.manifest.posts}
+        values = [by_id[i].value(column) for i in test_ids(run, prepared)]
+        metrics["groups"] = {"column": column, "table": per_group(values, y_true, predicted, run.labels)}
+    metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
     metrics |= {"variant": run.config.variant, "seed": run.config.train.seed,
                 "data_hash": run.info["data_hash"], "data_changed": changed,
-                "mixture": run.info.get("mixture"),
+                "mixture": run.info.get("mixture", {}) and run.info["mixture"].get("weights"),
                 "evaluated": now(), "config": run.config.to_dict(), "versions": versions(),
                 "figures_skipped": None}
     out = Path(folder) / "eval"
     if figures:
-        plot_confusion(np.asarray(metrics["confusion"]), run.labels, out / "confusion.png",
-                       f"{run.config.variant}: accuracy {metrics['accuracy']:.3f}")
-        if len(y_true) >= TSNE_MIN_POSTS:
-            plot_tsne_panels([(f"{run.config.variant} M_fuse (test)", outputs["fused"], y_true)],
-                             run.labels, out / "tsne.png", seed=run.config.train.seed)
-        else:
-            metrics["figures_skipped"] = (f"t-SNE needs at least {TSNE_MIN_POSTS} test posts, "
-                                          f"the run has {len(y_true)}")
-            log.warning("no t-SNE plot: %s", metrics["figures_skipped"])
+        _figures(out, run, metrics, outputs, y_true, curve)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "confusion.json", {"labels": run.labels, "matrix": metrics["confusion"]})
     return metrics
+
+
+def _figures(out: Path, run: LoadedRun, metrics: dict[str, Any], outputs: dict[str, Any],
+             y_true: np.ndarray, curve: dict[str, Any]) -> None:
+    name = run.config.variant
+    plot_confusion(np.asarray(metrics["confusion"]), run.labels, out / "confusion.png",
+                   f"{name}: accuracy {metrics['accuracy']:.3f}")
+    plot_reliability(metrics["reliability"], out / "reliability.png",
+                     f"{name}: ECE {metrics['ece']:.3f} (T = {metrics['temperature']:.2f})")
+    plot_selective(curve["coverage"], curve["accuracy"], out / "selective.png",
+                   f"{name}: area {curve['area']:.3f}")
+    if len(y_true) >= TSNE_MIN_POSTS:
+        plot_tsne_panels([(f"{name} M_fuse (test)", outputs["fused"], y_true)], run.labels,
+                         out / "tsne.png", seed=run.config.train.seed)
+    else:
+        metrics["figures_skipped"] = (f"t-SNE needs at least {TSNE_MIN_POSTS} test posts, "
+                                      f"the run has {len(y_true)}")

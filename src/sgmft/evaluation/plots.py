@@ -62,3 +62,35 @@ def plot_tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], labels: l
         axis.set_yticks([])
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2)
     _save(figure, path)
+
+
+def plot_reliability(bins: list[dict[str, float]], path: Path, title: str = "") -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (a dot's area
+    grows with its posts), with the diagonal of perfect calibration."""
+    figure, axes = plt.subplots(figsize=(4.4, 4.2))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    if bins:
+        sizes = np.asarray([b["n"] for b in bins], float)
+        x, y = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
+        axes.scatter(x, y, s=20 + 200 * sizes / sizes.max(), color="#3b7dd8", label="bins (area: posts)")
+        axes.plot(x, y, color="#3b7dd8", linewidth=1)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence (top probability)")
+    axes.set_ylabel("accuracy")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    _save(figure, path)
+
+
+def plot_selective(coverage: np.ndarray, accuracy: np.ndarray, path: Path, title: str = "") -> None:
+    """Accuracy-coverage curve of selective prediction: answering only the most confident share
+    of posts, how accurate the answers are."""
+    figure, axes = plt.subplots(figsize=(4.4, 4.2))
+    axes.plot(coverage, accuracy, color="#3b7dd8")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("coverage (share of posts answered)")
+    axes.set_ylabel("accuracy of the answered posts")
+    axes.set_title(title, fontsize=10)
+    _save(figure, path)

@@ -6,7 +6,9 @@
 
 Beside the wrapper, every model carries unimodal probes (`sgmft.models.fallback`): linear
 classifiers on each modality's frozen features, fitted after training, that give the evidence
-of a prediction and, with ``fallback``, take part in it.
+of a prediction and, with ``fallback``, take part in it; and a temperature T (a buffer, 1 until
+fitted on out-of-fold predictions) that divides the output logits: the prediction's
+probabilities are softmax(logits / T), calibrated, with the argmax unchanged.
 
 Presets of the paper's tables are named configurations in `sgmft.models.variants`.
 """
@@ -28,7 +30,8 @@ from sgmft.models.registry import FUSIONS, HEADS
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor                 # (B, C) the prediction (with ``fallback``: log-probabilities)
+    logits: torch.Tensor                 # (B, C) the prediction: softmax(logits) are its calibrated
+                                         # probabilities (with ``fallback``: log-mixture / T)
     fused: torch.Tensor                  # M_fuse (B, fused_dim), for t-SNE
     head_logits: torch.Tensor            # (B, C) the head's own output, which training fits
     gate: torch.Tensor | None = None     # P^m (B, L, w) when SIM is on
@@ -53,6 +56,7 @@ class MultimodalModel(nn.Module):
         self.fusion = FUSIONS.get(config.fusion)(length, width, config)
         self.head = head(self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
         self.probes = UnimodalProbes(text_dim, image_dim, num_classes)
+        self.register_buffer("temperature", torch.tensor(1.0))
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -64,8 +68,16 @@ class MultimodalModel(nn.Module):
             fusion = ("text" if self.config.text_input == "features" else "tokens", "image")
         return tuple(dict.fromkeys((*fusion, "text", "image")))
 
+    @torch.no_grad()
+    def set_temperature(self, value: float) -> None:
+        """The calibration temperature T > 0 of the output logits."""
+        if not value > 0:
+            raise ValueError(f"temperature {value}; expected > 0")
+        self.temperature.fill_(value)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        """batch: the `input_names` tensors -> `ModelOutput`."""
+        """batch: the `input_names` tensors (and optionally "present", (B, 2) booleans: whether
+        each post has its text and its image) -> `ModelOutput`."""
         text, image = self.inputs(batch)
         gate = None
         if self.sim is not None:
@@ -73,7 +85,8 @@ class MultimodalModel(nn.Module):
         fused = self.fusion(text, image)
         head = self.head(fused)
         probes = self.probes(batch["text"], batch["image"])
-        logits = self.probes.mix(head.logits, probes) if self.config.fallback else head.logits
+        logits = (self.probes.mix(head.logits, probes, batch.get("present")) if self.config.fallback
+                  else head.logits) / self.temperature
         return ModelOutput(logits, fused.fused, head.logits, gate, head.unimodal, head.streams, probes)
 
     def loss(self, output: ModelOutput, labels: torch.Tensor,

@@ -5,7 +5,7 @@ an SQLite file in the output folder, so that a killed study resumes where it sto
 that were running when it died are marked failed by Optuna's heartbeat and not counted).
 
 Nothing in a study reads the test split. A *study validation* part is carved from the
-training split by group (as in `sgmft.data.splits.carve_validation`); every trial trains on
+training split by group (as in `sgmft.data.folds.carve_validation`); every trial trains on
 the rest (carving its own early-stopping validation from it, as any run does) and is scored
 by its final prediction on the study validation part: accuracy (the default objective) or
 macro-F1 (``objective="macro_f1"``, for data whose small classes matter as much as the large
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from sgmft.data.splits import carve_validation
+from sgmft.data.folds import carve_validation, validation_column
 from sgmft.evaluation.evaluate import test_outputs
 from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
 from sgmft.provenance import now, versions
@@ -51,12 +51,17 @@ STUDY_NAME = "sgmft"
 OBJECTIVES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 
-def study_split(prepared: PreparedData, fraction: float, seed: int, by: str) -> PreparedData:
+def study_split(prepared: PreparedData, fraction: float, seed: int, by: str,
+                group_by: str = "group") -> PreparedData:
     """The data a trial sees: train = the training split less the study validation part,
-    test = the study validation part. The real test split is left out altogether."""
+    test = the study validation part, grouped as a run's validation is. The real test split
+    is left out altogether."""
     wanted = set(prepared.split["train"])
     posts = [p for p in prepared.manifest.posts if p.id in wanted]
-    train, val, how = carve_validation(posts, fraction, seed, by)
+    column, images, why = validation_column(prepared.manifest, prepared.split, by, group_by)
+    folds = carve_validation(posts, fraction, seed, column, images, why)
+    train, val = folds.parts(0)
+    how = folds.how
     if not val:
         raise ValueError("the training split is too small to hold out a study validation part")
     log.info("study validation: %d of the %d training posts, %s", len(val), len(posts), how)
@@ -178,11 +183,14 @@ def run_study(base: RunConfig, parameters: list[Parameter], out: Path, trials: i
         raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    prepared = study_split(prepare_data(base, progress), study_fraction, seed, base.train.val_by)
+    prepared = study_split(prepare_data(base, progress), study_fraction, seed, base.train.val_by,
+                           base.data.group_by)
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=_storage(out), direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=3))
+    # seeded by the trials already there: a resumed study draws on, it does not draw the same
+    # start-up trials again
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=10)
     settings = {"base_config": base.to_dict(), "space": [p.__dict__ for p in parameters],
                 "seed": seed, "study_fraction": study_fraction,
                 "study_validation": prepared.split["study_validation"],

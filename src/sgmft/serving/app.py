@@ -1,22 +1,29 @@
 """`sgmft serve RUN`: the HTTP API and a small web page.
 
-Endpoints: ``POST /predict`` (multipart: ``text`` and/or ``image``), ``POST /predict/batch``
-(multipart: repeated ``text`` and ``image`` fields, paired by position), ``GET /health``,
-``GET /labels``, OpenAPI docs at ``/docs``, and the page at ``/``.
+Endpoints: ``POST /predict`` (multipart: ``text`` and/or ``image``, optional ``coverage`` and
+``min_confidence``), ``POST /predict/batch`` (multipart: repeated ``text`` and ``image`` fields,
+paired by position), ``GET /health`` (which run answers), ``GET /labels``, ``GET /about`` (what
+the page needs: labels, examples, the run's coverage and threshold), OpenAPI docs at ``/docs``,
+and the page at ``/``.
 
-The encoders and the model load once at start-up. The event loop only reads requests: image
-headers, decoding and resizing run on a small decoding pool, predictions on one worker thread
-that micro-batches concurrent requests. Memory stays bounded: an upload is read up to its byte
-limit, a request's images are refused (413) when their pixels, read from the headers before
-anything is decoded, exceed the request budget, and each image is resized to the encoder's
-input on the pool, so only small images wait for the model. Bad input gets a 4xx with a
-message; an error never leaves the server broken (the next request is served as usual).
+The encoders and the model load once, and answer one warm-up prediction, before the server
+says it is healthy. The event loop only reads requests: image headers, decoding and resizing
+run on a small decoding pool, predictions on one worker thread that micro-batches concurrent
+requests, the posts of small requests first (a batch of 64 long texts cannot hold a single post
+up for its whole length). Memory stays bounded: a request body over its byte limit is refused
+(413) before any of it is stored, an upload is read up to its byte limit, a request's images are
+refused (413) when their pixels, read from the headers before anything is decoded, exceed the
+request budget, and each image is resized to the encoder's input on the pool. Bad input gets a
+4xx with a message; one bad post of a batch gets its own error entry while the others are
+answered; an error never leaves the server broken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,11 +46,12 @@ class MicroBatcher:
     """Collects concurrent requests for up to ``wait_s`` (or ``max_batch`` posts) and runs them
     as one batch on a single worker thread."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 32, wait_s: float = 0.005):
+    def __init__(self, predictor: Predictor, max_batch: int = 16, wait_s: float = 0.005):
         self.predictor = predictor
         self.max_batch = max_batch
         self.wait_s = wait_s
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue: asyncio.PriorityQueue = asyncio.PriorityQueue()   # (request size, arrival, ...)
+        self.arrivals = itertools.count()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgmft-predict")
         self.task: asyncio.Task | None = None
 
@@ -59,21 +67,22 @@ class MicroBatcher:
             self.task.cancel()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
-    async def predict(self, post: PostInput) -> Prediction:
+    async def predict(self, post: PostInput, request_size: int = 1) -> Prediction:
+        """The prediction of one post; the posts of smaller requests are served first."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((post, future))
+        await self.queue.put((request_size, next(self.arrivals), post, future))
         return await future
 
     def _predict_each(self, posts: list[PostInput]) -> list[Prediction | Exception]:
-        """The batch at once; if one post is unusable, each on its own so only it fails."""
+        """The batch at once; if it fails, each post on its own so only the bad one fails."""
         try:
             return list(self.predictor.predict(posts))
-        except PredictionError:
+        except Exception:
             results: list[Prediction | Exception] = []
             for post in posts:
                 try:
                     results.extend(self.predictor.predict([post]))
-                except PredictionError as exc:
+                except Exception as exc:
                     results.append(exc)
             return results
 
@@ -92,10 +101,10 @@ class MicroBatcher:
                     break
             try:
                 results = await loop.run_in_executor(self.worker, self._predict_each,
-                                                     [post for post, _ in items])
+                                                     [item[2] for item in items])
             except Exception as exc:  # the model itself failed (even MemoryError): each waiting
                 results = [exc] * len(items)   # request learns it, and the loop goes on
-            for (_, future), result in zip(items, results, strict=True):
+            for (*_, future), result in zip(items, results, strict=True):
                 if not future.done():
                     if isinstance(result, Exception):
                         future.set_exception(result)
@@ -132,11 +141,72 @@ def _decode_and_resize(data: bytes, max_pixels: int, predictor: Predictor) -> Im
     return predictor.encoder.image_preprocess.resize(image)
 
 
+class BodyLimit:
+    """ASGI middleware: a request whose body is over ``limit`` bytes is answered 413 before the
+    form parser stores any of it (by its Content-Length), or, when it streams without one, as
+    soon as the bytes received pass the limit: the app then sees the client go, and its own
+    answer is replaced by the 413."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._refuse(send)
+        received, cut, started = 0, False, False
+
+        async def counted():
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not started:
+                    cut = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched(message):
+            nonlocal started
+            if cut:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            if not cut:
+                raise
+        if cut:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        response = JSONResponse({"detail": f"the request body exceeds the limit of {self.limit} bytes "
+                                           "(SGMFT_LIMIT_REQUEST_BYTES)"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+def run_identity(predictor: Predictor) -> dict:
+    """Which run answers, without a path: a short hash of its weights, its variant, labels and
+    when it was trained."""
+    digest = hashlib.sha256((predictor.run.folder / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return {"id": digest, "variant": predictor.run.config.variant, "labels": predictor.labels,
+            "trained": predictor.run.info.get("finished")}
+
+
 def create_app(run: str | Path | None = None, predictor: Predictor | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = LIMITS.image_pixels,
                max_request_pixels: int = LIMITS.request_pixels, max_batch_rows: int = LIMITS.batch_rows,
-               max_batch: int = 32, decode_workers: int = 2) -> FastAPI:
-    """The FastAPI app for a run folder (or a ready `Predictor`, for tests)."""
+               max_batch: int = 16, decode_workers: int = 2, coverage: float | None = 0.9,
+               min_confidence: float | None = None, max_request_bytes: int = LIMITS.request_bytes) -> FastAPI:
+    """The FastAPI app for a run folder (or a ready `Predictor`, for tests). ``coverage`` and
+    ``min_confidence``: what a request that does not say gets (a run without calibration posts
+    gives no sets)."""
     state: dict = {}
 
     @asynccontextmanager
@@ -145,6 +215,11 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         await batcher.start()
         state["batcher"] = batcher
         state["decoder"] = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="sgmft-decode")
+        state["identity"] = run_identity(batcher.predictor)
+        state["coverage"] = coverage if coverage and batcher.predictor.run.conformal_threshold(coverage) \
+            is not None else None
+        await batcher.predict(PostInput("warm up", Image.new("RGB", (32, 32), (128, 128, 128))))
+        state["ready"] = True
         yield
         await batcher.stop()
         state["decoder"].shutdown(wait=False, cancel_futures=True)
@@ -152,6 +227,7 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
     app = FastAPI(title="sgmft", lifespan=lifespan,
                   description="The label (semantic location) of a social-media post from its text "
                               "and image (SG-MFT).")
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
 
     def batcher() -> MicroBatcher:
         return state["batcher"]
@@ -176,25 +252,34 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
                                      f"{LIMITS.text_chars}")
         return text if text is not None and text.strip() else None
 
+    def check_options(asked_coverage: float | None, asked_confidence: float | None) -> tuple:
+        for name, value in (("coverage", asked_coverage), ("min_confidence", asked_confidence)):
+            if value is not None and not 0.0 < value < 1.0:
+                raise HTTPException(400, f"{name} {value}: expected a number between 0 and 1")
+        if asked_coverage is not None and batcher().predictor.run.conformal_threshold(asked_coverage) is None:
+            raise HTTPException(400, "this run has no calibration posts for prediction sets")
+        return (asked_coverage if asked_coverage is not None else state["coverage"],
+                asked_confidence if asked_confidence is not None else min_confidence)
+
     def check_request_pixels(uploads: list[Upload]) -> None:
         total = sum(u.pixels for u in uploads)
         if total > max_request_pixels:
             raise HTTPException(413, f"the request's images hold {total} pixels together, over the "
                                      f"limit of {max_request_pixels}; send fewer or smaller images")
 
-    async def to_post(text: str | None, upload: Upload | None) -> PostInput:
+    async def to_post(text: str | None, upload: Upload | None, options: tuple) -> PostInput:
         if text is None and upload is None:
             raise HTTPException(400, "send a text, an image, or both")
         image = None
         if upload is not None:
             image = await asyncio.get_running_loop().run_in_executor(
                 state["decoder"], _decode_and_resize, upload.data, max_pixels, batcher().predictor)
-        return PostInput(text, image)
+        return PostInput(text, image, coverage=options[0], min_confidence=options[1])
 
-    async def run_one(post: PostInput) -> dict:
+    async def run_one(post: PostInput, request_size: int = 1) -> dict:
         try:
-            return (await batcher().predict(post)).to_dict()
-        except PredictionError as exc:
+            return (await batcher().predict(post, request_size)).to_dict()
+        except (PredictionError, ImageError) as exc:
             raise HTTPException(400, str(exc)) from None
         except MemoryError:
             raise HTTPException(503, "the server ran out of memory on this request; retry with "
@@ -202,31 +287,46 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
 
     @app.get("/health")
     async def health():
-        """Ready when the model is loaded and its worker runs (503 otherwise). No file paths."""
-        if "batcher" not in state or not batcher().alive:
+        """Ready (200) once the model is loaded, has answered a warm-up post and its worker runs
+        (503 before). Names the run that answers; no file paths."""
+        if not state.get("ready") or not batcher().alive:
             return JSONResponse({"status": "unavailable"}, status_code=503)
-        p = batcher().predictor
-        return {"status": "ok", "variant": p.run.config.variant, "encoder": p.encoder.name,
-                "labels": p.labels, "queued": batcher().queue.qsize()}
+        return {"status": "ok", "run": state["identity"], "encoder": batcher().predictor.encoder.name,
+                "coverage": state["coverage"], "min_confidence": min_confidence,
+                "queued": batcher().queue.qsize()}
 
     @app.get("/labels")
     async def labels() -> list[str]:
         return batcher().predictor.labels
 
+    @app.get("/about")
+    async def about() -> dict:
+        """What the page shows: the run, example posts of its labels, and the defaults."""
+        return {"run": state["identity"], "examples": batcher().predictor.examples(),
+                "coverage": state["coverage"], "min_confidence": min_confidence,
+                "temperature": float(batcher().predictor.run.model.temperature)}
+
     @app.post("/predict")
     async def predict_one(text: Annotated[str | None, Form()] = None,
-                          image: Annotated[UploadFile | None, File()] = None) -> dict:
-        """Predict one post from its text and/or image."""
+                          image: Annotated[UploadFile | None, File()] = None,
+                          coverage: Annotated[float | None, Form()] = None,
+                          min_confidence: Annotated[float | None, Form()] = None) -> dict:
+        """Predict one post from its text and/or image; ``coverage`` asks for the prediction
+        set, ``min_confidence`` for "unsure" below it (defaults: the server's)."""
+        options = check_options(coverage, min_confidence)
         text = check_text(text)
         upload = await read_upload(image) if image is not None else None
         check_request_pixels([upload] if upload else [])
-        return await run_one(await to_post(text, upload))
+        return await run_one(await to_post(text, upload, options))
 
     @app.post("/predict/batch")
     async def predict_batch(text: Annotated[list[str] | None, Form()] = None,
-                            image: Annotated[list[UploadFile] | None, File()] = None) -> dict:
+                            image: Annotated[list[UploadFile] | None, File()] = None,
+                            coverage: Annotated[float | None, Form()] = None,
+                            min_confidence: Annotated[float | None, Form()] = None) -> dict:
         """Predict several posts: the i-th ``text`` goes with the i-th ``image``. A bad post gets
         an ``error`` entry; the others are still predicted."""
+        options = check_options(coverage, min_confidence)
         texts, images = text or [], image or []
         if not texts and not images:
             raise HTTPException(400, "send at least one text or image")
@@ -249,11 +349,12 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
                 upload = uploads[i] if uploads else None
                 if isinstance(upload, HTTPException):
                     raise upload
-                return await run_one(await to_post(check_text(texts[i]) if texts else None, upload))
+                post = await to_post(check_text(texts[i]) if texts else None, upload, options)
+                return await run_one(post, rows)
             except HTTPException as exc:
                 return {"error": exc.detail, "status": exc.status_code}
 
-        # posts enter the queue together, so the micro-batcher predicts them in one pass
+        # posts enter the queue together, so the micro-batcher predicts them in few passes
         results = await asyncio.gather(*(one(i) for i in range(rows)))
         return {"predictions": list(results)}
 

@@ -3,9 +3,9 @@
 The exported graph takes the frozen encoders' features (so a deployment runs the head without
 PyTorch): the model's `input_names`, i.e. ``text`` (B, D_text) and ``image`` (B, D_image)
 float32, plus ``tokens`` (B, T) int64 for word-level variants, or ``text_tokens`` and
-``image_tokens`` (B, L, D) float32 for the sequence reading; outputs ``probabilities`` (B, C),
-``logits`` (B, C), ``fused`` (M_fuse, B, F), and ``text_only`` and ``image_only`` (B, C), the
-unimodal probes' probabilities.
+``image_tokens`` (B, L, D) float32 for the sequence reading; outputs ``probabilities`` (B, C;
+calibrated: the run's temperature is in the graph), ``logits`` (B, C), ``fused`` (M_fuse, B, F),
+and ``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities.
 """
 
 from __future__ import annotations
@@ -55,26 +55,37 @@ def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_batch: int = 5,
                 tolerance: float = 1e-4, device: str = "cpu") -> dict[str, float]:
     """Write the ONNX file and return the largest absolute difference per output against
-    PyTorch on random inputs of another batch size (raises if any exceeds ``tolerance``)."""
-    import onnxruntime
-
+    PyTorch on random inputs of another batch size. The check runs on the written file before
+    it takes ``out``'s name: when any difference exceeds ``tolerance`` it raises, and ``out`` is
+    left as it was."""
     run = load_run(run_dir, device)
     head = ExportHead(run.model).eval()
     names = list(run.model.input_names)
     traced = tuple(x.to(device) for x in example_inputs(run))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        atomic_write(out, lambda tmp: torch.onnx.export(
-            head, traced, str(tmp), dynamo=False, opset_version=opset,
-            input_names=names, output_names=OUTPUTS,
-            dynamic_axes={name: {0: "batch"} for name in [*names, *OUTPUTS]},
-        ))
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    inputs = example_inputs(run, check_batch, seed=1)
+    errors: dict[str, float] = {}
+
+    def write_and_check(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+            torch.onnx.export(head, traced, str(tmp), dynamo=False, opset_version=opset,
+                              input_names=names, output_names=OUTPUTS,
+                              dynamic_axes={name: {0: "batch"} for name in [*names, *OUTPUTS]})
+        errors.update(compare(tmp, head, run, names, check_batch, device))
+        if max(errors.values()) > tolerance:
+            raise RuntimeError(f"ONNX and PyTorch disagree beyond {tolerance}: {json.dumps(errors)}")
+
+    atomic_write(out, write_and_check)
+    return errors
+
+
+def compare(path: Path, head: ExportHead, run: LoadedRun, names: list[str], batch: int,
+            device: str) -> dict[str, float]:
+    """The largest |ONNX - PyTorch| per output on random inputs of ``batch`` posts."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = example_inputs(run, batch, seed=1)
     with torch.no_grad():
         expected = [t.cpu().numpy() for t in head(*(x.to(device) for x in inputs))]
     got = session.run(None, {name: x.numpy() for name, x in zip(names, inputs, strict=True)})
-    errors = {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}
-    if max(errors.values()) > tolerance:
-        raise RuntimeError(f"ONNX and PyTorch disagree beyond {tolerance}: {json.dumps(errors)}")
-    return errors
+    return {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}

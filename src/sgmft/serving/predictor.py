@@ -1,16 +1,26 @@
 """One trained run plus its frozen encoders, loaded once, predicting posts in batches.
 
-Each prediction gives the label, every class probability, and the evidence: what the text
-alone and the image alone say (the run's unimodal probes: logistic regressions fitted on the
-training split's features of that one modality), the fallback mixture when the run has one,
-and a summary of the modality-wise gate P^m (how much the cross-modal path of eq 12 counted).
+Each prediction gives the label, every class probability (calibrated: the run's temperature,
+fitted on out-of-fold predictions, is in the model), and the evidence: what the text alone and
+the image alone say (the run's unimodal probes: logistic regressions fitted on the training
+split's features of that one modality), called uninformative when it is near chance, the
+fallback mixture in words when the run has one, and a summary of the modality-wise gate P^m.
+
+Asked for a ``coverage``, it adds the prediction set: the labels that, together, hold the true
+one with that probability (split-conformal, calibrated on the run's out-of-fold predictions).
+Asked for a ``min_confidence``, a post whose top probability is below it is answered
+``unsure`` (its best guess kept beside). Text and image pointing to different labels are said
+in words.
 
 A post with only a text or only an image is predicted with the missing modality set to its
-training mean (the value ``modality_dropout`` trains the model for), with a warning.
+training mean (the value ``modality_dropout`` trains the model for), and the fallback mixture
+spreads the missing modality's weight over the rest; a warning says so.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
 from sgmft.encoders.features import encoder_options
+from sgmft.metrics.conformal import prediction_sets
+from sgmft.models.fallback import COMPONENTS
 from sgmft.text.cleaning import preprocess_text
 from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
@@ -39,19 +52,34 @@ class PostInput:
     text: str | None = None
     image: Image.Image | None = None
     id: str | None = None
+    coverage: float | None = None         # ask for the prediction set of this coverage
+    min_confidence: float | None = None   # answer "unsure" below this top probability
+
+
+#: a probe is "uninformative" when its distribution's entropy is at least this share of the
+#: uniform distribution's (it hardly prefers any label)
+UNINFORMATIVE_ENTROPY = 0.95
+UNSURE = "unsure"
 
 
 @dataclass
 class Prediction:
-    label: str
+    label: str                          # the top label, or "unsure" below the asked confidence
     probabilities: dict[str, float]
     evidence: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     id: str | None = None
+    best_guess: str | None = None       # the top label, when ``label`` is "unsure"
+    set: list[str] | None = None        # the prediction set, when a coverage was asked
+    coverage: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"label": self.label, "probabilities": self.probabilities, "evidence": self.evidence,
-               "warnings": self.warnings}
+        out: dict[str, Any] = {"label": self.label, "probabilities": self.probabilities}
+        if self.best_guess is not None:
+            out["best_guess"] = self.best_guess
+        if self.set is not None:
+            out |= {"set": self.set, "coverage": self.coverage}
+        out |= {"evidence": self.evidence, "warnings": self.warnings}
         return {"id": self.id, **out} if self.id is not None else out
 
 
@@ -83,11 +111,19 @@ class Predictor:
         self.device = device
         data = self.run.config.data
         self.encoder = encoder or create_encoder(
-            data.encoder, device=device, **encoder_options(data.encoder, data.checkpoint))
+            data.encoder, device=device, precision=resolve_precision(data.precision, device),
+            **encoder_options(data.encoder, data.checkpoint))
+        self._thresholds: dict[float, float] = {}
         dims = self.run.info["features"]["dims"]
         if tuple(self.encoder.dim) != (dims["text"], dims["image"]):
             raise ValueError(f"encoder {self.encoder.name} gives {tuple(self.encoder.dim)} features, "
                              f"the run was trained on {(dims['text'], dims['image'])}")
+
+    def examples(self) -> dict[str, list[str]]:
+        """A few training texts per label (the run's ``examples.json``; none for older runs)."""
+        path = self.run.folder / "examples.json"
+        found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return {label: list(found.get(label, [])) for label in self.labels}
 
     @property
     def sequence(self) -> bool:
@@ -120,6 +156,7 @@ class Predictor:
         tensors = {"tokens": self.run.vocab.encode(tokens, self.run.config.model.max_tokens)}
         has_text = [bool(t) for t in tokens]
         has_image = [p.image is not None for p in posts]
+        tensors["present"] = torch.tensor([has_text, has_image], dtype=torch.bool).T.reshape(len(posts), 2)
         texts = [" ".join(t) for t in tokens if t]
         images = [p.image for p in posts if p.image is not None]
         for name, present, items in (("text", has_text, texts), ("image", has_image, images)):
@@ -141,14 +178,50 @@ class Predictor:
         out[name][rows] = torch.from_numpy(np.asarray(pooled, np.float32))
         return out
 
-    def predict_features(self, features: Features, ids: list[str | None] | None = None) -> list[Prediction]:
-        """Predictions from features (encoded here, or read from a feature cache)."""
+    def predict_features(self, features: Features, ids: list[str | None] | None = None,
+                         coverage: float | list[float | None] | None = None,
+                         min_confidence: float | list[float | None] | None = None) -> list[Prediction]:
+        """Predictions from features (encoded here, or read from a feature cache); with
+        ``coverage`` the prediction sets, with ``min_confidence`` "unsure" below it (one value
+        for every post, or one per post)."""
         outputs = predict(self.run.model, features.tensors, self.batch_size, self.device)
-        probabilities = torch.softmax(outputs["logits"], -1)   # (the fallback's log-probabilities too)
-        ids = ids or [None] * len(features.has_text)
-        return [Prediction(*_distribution(probabilities[i], self.labels),
-                           self._evidence(outputs, features, i), features.warnings[i], ids[i])
-                for i in range(len(ids))]
+        probabilities = torch.softmax(outputs["logits"], -1)      # calibrated: logits / T
+        n = len(features.has_text)
+        ids = ids or [None] * n
+        coverages = coverage if isinstance(coverage, list) else [coverage] * n
+        confidences = min_confidence if isinstance(min_confidence, list) else [min_confidence] * n
+        found = []
+        for i in range(n):
+            label, distribution = _distribution(probabilities[i], self.labels)
+            evidence = self._evidence(outputs, features, i)
+            prediction = Prediction(label, distribution, evidence, list(features.warnings[i]), ids[i])
+            top = float(probabilities[i].max())
+            threshold = self.set_threshold(coverages[i])
+            if threshold is not None:
+                members = prediction_sets(probabilities[i:i + 1].numpy(), threshold)[0]
+                prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
+                prediction.coverage = coverages[i]
+            min_confidence = confidences[i]
+            if min_confidence is not None and top < min_confidence:
+                prediction.best_guess, prediction.label = label, UNSURE
+                prediction.warnings.append(f"unsure: the top probability {top:.2f} ({label}) is below "
+                                           f"the asked confidence {min_confidence:.2f}")
+            prediction.warnings += _disagreement(evidence)
+            found.append(prediction)
+        return found
+
+    def set_threshold(self, coverage: float | None) -> float | None:
+        """The conformal threshold of ``coverage`` (None when not asked); a run without
+        out-of-fold predictions cannot promise one: ValueError."""
+        if coverage is None:
+            return None
+        if coverage not in self._thresholds:
+            threshold = self.run.conformal_threshold(coverage)
+            if threshold is None:
+                raise ValueError(f"{self.run.folder} holds no calibration posts for prediction sets "
+                                 "(it was trained without validation folds)")
+            self._thresholds[coverage] = threshold
+        return self._thresholds[coverage]
 
     def _evidence(self, outputs: dict[str, torch.Tensor], features: Features, i: int) -> dict[str, Any]:
         evidence: dict[str, Any] = {}
@@ -162,17 +235,65 @@ class Predictor:
             }
         for name, present in (("text", features.has_text[i]), ("image", features.has_image[i])):
             if present:
-                label, probs = _distribution(torch.softmax(outputs[f"probe_{name}"][i], -1), self.labels)
-                evidence[f"{name}_only"] = {"label": label, "probabilities": probs,
+                probs = torch.softmax(outputs[f"probe_{name}"][i], -1)
+                label, distribution = _distribution(probs, self.labels)
+                evidence[f"{name}_only"] = {"label": label, "probabilities": distribution,
+                                            "uninformative": _uninformative(probs),
                                             "source": PROBE_SOURCE.format(name, name)}
         if self.run.config.model.fallback:
-            weights = self.run.model.probes.mixture.tolist()
-            evidence["mixture"] = {"fused": round(weights[0], 3), "text": round(weights[1], 3),
-                                   "image": round(weights[2], 3)}
+            present = (True, features.has_text[i], features.has_image[i], True)
+            weights = [w if keep else 0.0 for w, keep in zip(self.run.model.probes.mixture.tolist(), present,
+                                                               strict=True)]
+            total = sum(weights) or 1.0
+            mixture = {name: round(w / total, 3) for name, w in zip(COMPONENTS, weights, strict=True)}
+            evidence["mixture"] = mixture
+            evidence["mixture_words"] = mixture_in_words(mixture)
         return evidence
 
-    def predict(self, posts: list[PostInput]) -> list[Prediction]:
-        """Predictions for a batch of posts (raises `PredictionError` for an unusable post)."""
+    def predict(self, posts: list[PostInput], coverage: float | None = None,
+                min_confidence: float | None = None) -> list[Prediction]:
+        """Predictions for a batch of posts (raises `PredictionError` for an unusable post); a
+        post's own ``coverage`` and ``min_confidence`` win over these."""
         if not posts:
             return []
-        return self.predict_features(self.encode(posts), [p.id for p in posts])
+        return self.predict_features(
+            self.encode(posts), [p.id for p in posts],
+            [p.coverage if p.coverage is not None else coverage for p in posts],
+            [p.min_confidence if p.min_confidence is not None else min_confidence for p in posts])
+
+
+def _uninformative(probs: torch.Tensor) -> bool:
+    """Whether a distribution (C,) is near uniform: its entropy at least `UNINFORMATIVE_ENTROPY`
+    of log C."""
+    entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum())
+    return entropy >= UNINFORMATIVE_ENTROPY * math.log(len(probs))
+
+
+NAMES = {"fused": "the fused model", "text": "the text", "image": "the image",
+         "prior": "how common each label was in training"}
+
+
+def mixture_in_words(mixture: dict[str, float]) -> str:
+    """The fallback mixture as a sentence: "the answer blends 70 % the fused model and 30 % the
+    text alone", or "the answer comes from the fused model alone"."""
+    parts = [(w, NAMES[name]) for name, w in mixture.items() if w > 0]
+    if len(parts) == 1:
+        return f"the answer comes from {parts[0][1]} alone"
+    shares = [f"{round(100 * w)} % {name}" for w, name in parts]
+    return "the answer blends " + ", ".join(shares[:-1]) + " and " + shares[-1]
+
+
+def _disagreement(evidence: dict[str, Any]) -> list[str]:
+    """A sentence when the text and the image, each informative, point to different labels;
+    one when a part is at chance."""
+    notes = []
+    text, image = evidence.get("text_only"), evidence.get("image_only")
+    for name, part in (("text", text), ("image", image)):
+        if part and part["uninformative"]:
+            notes.append(f"the {name} alone is uninformative here (close to chance)")
+    if text and image and not text["uninformative"] and not image["uninformative"] \
+            and text["label"] != image["label"]:
+        notes.append(f"text and image disagree: the text says {text['label']} "
+                     f"({text['probabilities'][text['label']]:.2f}), the image says {image['label']} "
+                     f"({image['probabilities'][image['label']]:.2f})")
+    return notes

@@ -49,10 +49,11 @@ def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: 
 
 
 def write_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], skipped: dict[str, Any],
-                   errors: int, out: Path) -> None:
-    """``profiles.json`` (with the row errors and skipped rows), ``profiles.csv`` and ``profiles.png``."""
-    atomic_write_json(out / "profiles.json", {"users": profiles, "row_errors": errors,
-                                              "skipped_rows": skipped})
+                   errors: list[dict[str, Any]], out: Path) -> None:
+    """``profiles.json`` (with the rows that could not be predicted), ``profiles.csv`` and
+    ``profiles.png``."""
+    atomic_write_json(out / "profiles.json", {"users": profiles, "row_errors": len(errors),
+                                              "errors": errors, "skipped_rows": skipped})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["user", "posts", *labels])

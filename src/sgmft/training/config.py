@@ -24,9 +24,14 @@ class DataConfig:
     labels: list[str] | None = None
     encoder: str = DEFAULT_ENCODER
     checkpoint: str | None = None     # chinese-clip: local folder or hub id
+    precision: str = "auto"           # the encoders' arithmetic when features are extracted: auto
+                                      # (bf16 where the device has it natively, else fp32) | fp32 |
+                                      # bf16 | fp16; a cache of either arithmetic is reused
     cache: str | None = None          # feature cache folder (default: beside the data)
     split: str = "auto"               # auto (the manifest's split column if it has one, else
                                       # stratified) | stratified | user | group | manifest
+    group_by: str = "group"           # the column of the group split and of grouped validation
+                                      # (any manifest column: event, topic, ...)
     test_fraction: float = 0.2
     split_seed: int = 0
     skip_invalid: bool = False
@@ -40,22 +45,29 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     optimizer: str = "adam"           # adam (the paper; weight decay added to the gradient) | adamw
+                                      # | sgd (momentum betas[0])
     label_smoothing: float = 0.0
     seed: int = 0
     early_stopping: int = 0           # patience in epochs on the validation part; 0 = off
     min_steps: int = 0                # small data: stretch epochs and patience alike until
                                       # training takes at least this many optimizer steps
-    val_fraction: float = 0.1         # share of train carved as validation (early stopping, fallback)
-    val_by: str = "auto"              # how: auto (group, else user, never splitting identical
-                                      # images) | stratified | group | user | image
+    folds: int = 5                    # K grouped validation folds: the best epoch, the probes, the
+                                      # fallback mixture and the temperature come from out-of-fold
+                                      # predictions, then the model is refitted on all training
+                                      # posts (1: one carved part of val_fraction, no refit)
+    val_fraction: float = 0.1         # with folds = 1: the share of train carved as validation
+    val_by: str = "auto"              # how: auto (a column that partitions the manifest's split,
+                                      # else group_by, else user; near-duplicate images always
+                                      # together) | stratified | group | user | image
     device: str = "cpu"               # cpu | cuda | cuda:N
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) |
+                                      # auto (bf16 where the device has it natively)
     eval_batch_size: int = 512
     checkpoint_seconds: float = 10.0  # checkpoint after an epoch once this long since the last
                                       # (0: every epoch); the last epoch always is
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        choices = {"optimizer": ("adam", "adamw"), "precision": ("fp32", "bf16", "fp16"),
+        choices = {"optimizer": ("adam", "adamw", "sgd"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "val_by": ("auto", "stratified", "group", "user", "image")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -64,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"train.label_smoothing = {self.label_smoothing}; expected [0, 1)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"train.val_fraction = {self.val_fraction}; expected (0, 1)")
+        if self.folds < 1:
+            raise ValueError(f"train.folds = {self.folds}; expected 1 (one carved part) or more")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The data of a run, loaded once: the manifest, its feature cache and its split; the model
-built for it; and the part of the training split that validation uses."""
+built for it; and the validation folds of its training split."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from sgmft.data.folds import Folds, carve_validation, make_folds, validation_column
 from sgmft.data.manifest import Manifest, load_manifest, report_skipped
-from sgmft.data.splits import carve_validation, load_or_make_split
+from sgmft.data.splits import load_or_make_split
 from sgmft.encoders.cache import FeatureCache
 from sgmft.encoders.features import ensure_features
 from sgmft.models.model import MultimodalModel
@@ -41,8 +42,9 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
     cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
                                     Path(data.cache) if data.cache else None,
                                     device=device or config.train.device, progress=progress,
-                                    sequences=config.model.reading == "sequence")
-    split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed)
+                                    sequences=config.model.reading == "sequence", precision=data.precision)
+    split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed,
+                               group_by=data.group_by)
     return PreparedData(manifest, cache, folder, split)
 
 
@@ -51,17 +53,23 @@ def needs_validation(config: RunConfig) -> bool:
     return bool(config.train.early_stopping) or config.model.fallback
 
 
-def validation_part(config: RunConfig, prepared: PreparedData) -> tuple[list[str], list[str], str]:
-    """(training ids, validation ids, how they were chosen): the manifest's own ``val`` rows
-    when it has them, else a part carved from the train split by group (`carve_validation`)."""
-    train_ids = prepared.split["train"]
+def validation_folds(config: RunConfig, prepared: PreparedData) -> Folds:
+    """The validation folds of the training split (`sgmft.data.folds`): none when nothing is
+    chosen on validation; the manifest's own ``val`` rows as one fold when it has them; one
+    carved part with ``train.folds = 1``; else K grouped folds."""
+    split, train = prepared.split, config.train
+    ids = split["train"]
     if not needs_validation(config):
-        return train_ids, [], "none"
-    if prepared.split.get("val"):
-        return train_ids, prepared.split["val"], "the manifest's val rows"
-    wanted = set(train_ids)
+        return Folds(ids, [-1] * len(ids), 0, "none (no early stopping, no fallback)")
+    if split.get("val"):
+        return Folds(ids + split["val"], [-1] * len(ids) + [0] * len(split["val"]), 1,
+                     "the manifest's val rows")
+    wanted = set(ids)
     posts = [p for p in prepared.manifest.posts if p.id in wanted]
-    return carve_validation(posts, config.train.val_fraction, config.train.seed, config.train.val_by)
+    column, images, why = validation_column(prepared.manifest, split, train.val_by, config.data.group_by)
+    if train.folds == 1:
+        return carve_validation(posts, train.val_fraction, train.seed, column, images, why)
+    return make_folds(posts, train.folds, train.seed, column, images, why)
 
 
 def token_lengths(features: dict[str, Any]) -> tuple[int, int] | None:

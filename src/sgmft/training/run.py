@@ -1,25 +1,32 @@
 """A training run from a manifest to a run folder (`train_run`): prepare the data, claim the
-folder, train, fit the probes and the fallback, and write the run (`sgmft.training.rundir`)."""
+folder, make the validation folds, train (cross-fitted, `sgmft.training.crossfit`), fit the
+probes, the fallback and the temperature, and write the run (`sgmft.training.rundir`)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sgmft.data.manifest import skipped_summary
 from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
-from sgmft.models.fallback import choose_mixture, fit_unimodal_probes
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
+from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
 from sgmft.training.data import Vocabulary, post_tensors
-from sgmft.training.prepare import PreparedData, build_model, needs_validation, prepare_data, validation_part
-from sgmft.training.rundir import claim_folder, save_model, write_run_info
-from sgmft.training.trainer import FitResult, Parallel, fit, predict
+from sgmft.training.prepare import PreparedData, build_model, needs_validation, prepare_data, validation_folds
+from sgmft.training.rundir import (
+    claim_folder,
+    save_model,
+    write_conformal_scores,
+    write_examples,
+    write_run_info,
+)
+from sgmft.training.trainer import FitResult, Parallel, fit
 
 log = logging.getLogger(__name__)
 
@@ -53,60 +60,67 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
 def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, progress: bool,
            on_epoch_end, parallel: Parallel, device: str | None) -> Path:
     manifest = prepared.manifest
-    train_ids, val_ids, val_how = validation_part(config, prepared)
+    folds = validation_folds(config, prepared)
     if needs_validation(config) and parallel.is_main:
-        log.info("validation: %d of the %d training posts, %s", len(val_ids), len(prepared.split["train"]),
-                 val_how)
-    wanted = set(train_ids)
+        log.info("validation: %s (%d of the %d training posts held out)", folds.how, len(folds.validated),
+                 len(folds.ids))
+    ids, fold = folds.ids, np.asarray(folds.fold)
+    wanted = set(ids)
     vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in wanted])
     if parallel.is_main:
         atomic_write_json(out / "split.json", {
-            "kind": prepared.split["kind"], "train": train_ids, "val": val_ids,
+            "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,
             "test": prepared.split["test"], "posts": manifest.post_digests()})
         vocab.save(out / "vocab.json")
         atomic_write_json(out / "labels.json", list(manifest.labels))
-    max_tokens, sequences = config.model.max_tokens, config.model.reading == "sequence"
-    train = post_tensors(manifest, prepared.cache, train_ids, vocab, max_tokens, sequences=sequences)
-    val = (post_tensors(manifest, prepared.cache, val_ids, vocab, max_tokens, sequences=sequences)
-           if val_ids else None)
-    model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
-    text_key, image_key = model.input_names[:2]
-    model.inputs.fit_statistics(train[text_key], train[image_key])
-    result = fit(model, train, config.train, out, val, resume, progress, on_epoch_end, parallel, device)
+    tensors = post_tensors(manifest, prepared.cache, ids, vocab, config.model.max_tokens,
+                           sequences=config.model.reading == "sequence")
+
+    def make_model(part: dict[str, torch.Tensor]) -> MultimodalModel:
+        model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
+        model.inputs.fit_statistics(*(part[key] for key in model.input_names[:2]))
+        return model
+
+    head_oof, fold_results = None, []
+    if folds.k >= 2:
+        fold_results = fit_folds(config, out, make_model, tensors, folds, resume, progress, on_epoch_end,
+                                 parallel, device)
+        head_oof = oof_logits(folds, fold_results, len(manifest.labels))
+        refit = final_config(config, fold_results)
+        if parallel.is_main:
+            log.info("refit on all %d training posts for %d epoch(s), the folds' median", len(ids),
+                     refit.train.epochs)
+        model = make_model(tensors)
+        result = fit(model, tensors, refit.train, out, None, resume, progress, None, parallel, device)
+    elif folds.k == 1:
+        result, logits, model = fit_fold(config, out, make_model, tensors, fold, 0, resume, progress,
+                                         on_epoch_end, parallel, device)
+        head_oof = np.zeros((len(ids), len(manifest.labels)))
+        head_oof[fold == 0] = logits.double().numpy()
+    else:
+        model = make_model(tensors)
+        result = fit(model, tensors, config.train, out, None, resume, progress, on_epoch_end, parallel,
+                     device)
     if not parallel.is_main:
         return out
-    after = finish_model(model, config, train, val, prepared.memo)
+    after = finish_model(model, config, tensors, folds, head_oof, prepared.memo)
+    write_conformal_scores(out, after.pop("conformal_scores", None))
+    write_examples(out, manifest, ids)
     save_model(out, model)
-    info = {"val": len(val_ids), "val_by": val_how, **after, "processes": parallel.world,
-            "warnings": learning_warnings(result, train["label"], val, len(manifest.labels))}
+    info = {"folds": folds.record() | {"models": [r.record(k) for k, r in enumerate(fold_results)]},
+            "val": len(folds.validated), "val_by": folds.how, **after, "processes": parallel.world,
+            "warnings": learning_warnings(result, after.get("validation"), len(manifest.labels))}
     for warning in info["warnings"]:
         log.warning("%s", warning)
     info["skipped_rows"] = skipped_summary(manifest)
-    write_run_info(out, config, prepared, result, len(train_ids), info, model)
+    trained_on = len(ids) - len(folds.validated) if folds.k == 1 else len(ids)
+    write_run_info(out, config, prepared, result, trained_on, info, model)
     return out
 
 
-def finish_model(model: MultimodalModel, config: RunConfig, train: dict[str, torch.Tensor],
-                 val: dict[str, torch.Tensor] | None, memo: dict | None = None) -> dict[str, Any]:
-    """After training: fit the unimodal probes (reused from ``memo`` for the same data), and
-    with ``fallback`` choose the mixture on the validation part. Returns what was chosen."""
-    model.cpu()
-    found: dict[str, Any] = {"probes": fit_unimodal_probes(model, train, val, config.train.seed, memo)}
-    if config.model.fallback and val is not None:
-        outputs = predict(model, val, config.train.eval_batch_size)
-        weights, scores = choose_mixture(outputs["head_logits"].numpy(), outputs["probe_text"].numpy(),
-                                         outputs["probe_image"].numpy(), val["label"].numpy())
-        model.probes.set_mixture(weights)
-        found["mixture"] = {"fused": weights[0], "text": weights[1], "image": weights[2],
-                            **{f"val_{k}": round(v, 6) for k, v in scores.items()}}
-        log.info("fallback mixture (validation): fused %.1f, text %.1f, image %.1f", *weights)
-    return found
-
-
-def learning_warnings(result: FitResult, labels: torch.Tensor, val: dict[str, torch.Tensor] | None,
-                      num_classes: int) -> list[str]:
-    """Plain-words warnings for a run that did not learn: a training loss near chance, or a
-    validation accuracy no better than always answering the most common class."""
+def learning_warnings(result: FitResult, validation: dict[str, Any] | None, num_classes: int) -> list[str]:
+    """Plain-words warnings for a run that did not learn: a training loss near chance, or an
+    out-of-fold accuracy no better than always answering the most common class."""
     warnings = []
     if result.history:
         chance = math.log(num_classes)
@@ -115,13 +129,8 @@ def learning_warnings(result: FitResult, labels: torch.Tensor, val: dict[str, to
             warnings.append(f"the training loss ended at {final:.3f}, near chance (ln {num_classes} = "
                             f"{chance:.3f}): the model barely learned; try more epochs or a higher "
                             "learning rate (the default preset adapts both)")
-    if val is not None and result.best_epoch is not None:
-        majority = Counter(labels.tolist()).most_common(1)[0][0]
-        baseline = float((val["label"] == majority).float().mean())
-        best = result.history[result.best_epoch]["val_accuracy"]
-        if best <= baseline:
-            warnings.append(f"the best validation accuracy ({best:.3f}) is no better than always "
-                            f"answering the most common class ({baseline:.3f})")
+    if validation is not None and validation["accuracy"] <= validation["majority_accuracy"]:
+        warnings.append(f"the validation accuracy ({validation['accuracy']:.3f}, out of fold) is no "
+                        "better than always answering the most common class "
+                        f"({validation['majority_accuracy']:.3f})")
     return warnings
-
-

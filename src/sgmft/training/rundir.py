@@ -1,8 +1,12 @@
 """The run folder: claiming it for a run, writing what a finished run leaves, and loading it back.
 
 A run folder holds: ``config.json`` (the resolved RunConfig), ``model.safetensors``,
-``labels.json``, ``vocab.json``, ``split.json``, ``checkpoint.pt`` (for ``--resume``) and
-``run.json`` (history, timings, split, feature cache, data hash, seed and package versions).
+``labels.json``, ``vocab.json``, ``split.json`` (the posts of each part, and the validation
+folds), ``checkpoint.pt`` (for ``--resume``), ``folds/`` (the fold models' out-of-fold
+predictions, see `sgmft.training.crossfit`), ``conformal.json`` (the calibration scores of the
+prediction sets) and ``run.json`` (history, timings, split, folds and the choices made on them,
+feature cache, data hash, seed and package versions). ``run.json`` is written last: a folder
+without it holds no finished run, whatever else it holds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from sgmft.io import atomic_write, atomic_write_json
@@ -29,7 +34,9 @@ class RunExistsError(ValueError):
     """The run folder already holds a run, and neither resuming nor overwriting was asked for."""
 
 
-RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json")
+RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json",
+             "conformal.json", "examples.json")
+CONFORMAL = "conformal.json"
 
 
 def claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
@@ -38,11 +45,13 @@ def claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) ->
     same = json.loads(json.dumps(config.to_dict()))
     if resume and saved.is_file() and json.loads(saved.read_text(encoding="utf-8")) != same:
         raise ValueError(f"--resume: {saved} holds another configuration; resume with the same one")
-    finished, started = (out / "model.safetensors").is_file(), (out / CHECKPOINT).is_file()
+    finished = (out / "run.json").is_file()
+    started = any((out / name).exists() for name in (CHECKPOINT, "folds", "model.safetensors"))
     if overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "eval", ignore_errors=True)
+        for folder in ("eval", "folds"):
+            shutil.rmtree(out / folder, ignore_errors=True)
     elif finished and not resume:
         raise RunExistsError(f"{out} holds a finished run: pass --overwrite to replace it, or "
                              "choose another --out")
@@ -57,6 +66,33 @@ def save_model(out: Path, model: MultimodalModel) -> None:
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
 
 
+EXAMPLES = "examples.json"
+
+
+def write_examples(out: Path, manifest, ids: list[str], per_label: int = 2) -> None:
+    """A few training texts of each label (short ones, in a seeded order), for the web page's
+    example posts."""
+    import hashlib
+
+    wanted = set(ids)
+    chosen: dict[str, list[str]] = {label: [] for label in manifest.labels}
+    posts = sorted((p for p in manifest.posts if p.id in wanted and 6 <= len(p.text.strip()) <= 120),
+                   key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
+    for post in posts:
+        if post.label in chosen and len(chosen[post.label]) < per_label:
+            chosen[post.label].append(post.text.strip())
+    atomic_write_json(out / EXAMPLES, chosen)
+
+
+def write_conformal_scores(out: Path, scores: Any) -> None:
+    """The sorted conformal scores (1 - calibrated out-of-fold probability of the true label);
+    none for a run without validation."""
+    if scores is None:
+        (out / CONFORMAL).unlink(missing_ok=True)
+        return
+    atomic_write_json(out / CONFORMAL, {"scores": [float(v) for v in scores]})
+
+
 def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
                     n_train: int, info: dict[str, Any], model: MultimodalModel) -> None:
     header = prepared.cache.header
@@ -68,7 +104,8 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "data_hash": prepared.manifest.data_hash(),
         "split": {k: prepared.split[k] for k in ("kind", "test_fraction", "seed", "path")}
         | {"train": n_train, "val": info["val"], "val_by": info["val_by"],
-           "test": len(prepared.split["test"])},
+           "test": len(prepared.split["test"]), "group_by": config.data.group_by},
+        "folds": info["folds"],
         "features": {"folder": str(prepared.cache_dir), "encoder": header["encoder"],
                      "content_hash": header["content_hash"], "dims": header["dims"],
                      "shared_space": header.get("shared_space", False),
@@ -83,6 +120,9 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "processes": info["processes"],
         "probes": info["probes"],
         "mixture": info.get("mixture"),
+        "validation": info.get("validation"),
+        "temperature": info.get("calibration", {}).get("temperature", 1.0),
+        "calibration": info.get("calibration"),
         "warnings": info["warnings"],
         "history": result.history,
         "versions": versions(),
@@ -98,12 +138,37 @@ class LoadedRun:
     vocab: Vocabulary
     info: dict[str, Any]
 
+    def conformal_threshold(self, coverage: float) -> float | None:
+        """The LAC threshold of prediction sets at ``coverage``, calibrated on the run's
+        out-of-fold predictions; None for a run without them."""
+        from sgmft.metrics.conformal import threshold_from_scores
+
+        path = self.folder / CONFORMAL
+        if not path.is_file():
+            return None
+        return threshold_from_scores(json.loads(path.read_text(encoding="utf-8"))["scores"], coverage)
+
+
+def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
+    """The weights of a run written before the class prior and the temperature existed: the
+    mixture gains a zero prior weight, and the prior and temperature their defaults."""
+    mixture = state.get("probes.mixture")
+    if mixture is not None and mixture.shape[0] == 3:
+        state["probes.mixture"] = torch.cat([mixture, mixture.new_zeros(1)])
+    current = model.state_dict()
+    for key in ("probes.prior", "temperature"):
+        state.setdefault(key, current[key])
+    return state
+
 
 def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     """A finished run folder -> its config, model (eval mode), labels and vocabulary."""
     folder = Path(folder)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} is not a finished run (no model.safetensors)")
+    if not (folder / "run.json").is_file():
+        if (folder / "model.safetensors").is_file() or (folder / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{folder} holds an unfinished run (it was stopped before writing "
+                                    "run.json): finish it with `sgmft train ... --resume`")
+        raise FileNotFoundError(f"{folder} is not a finished run (no run.json)")
     config = RunConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     vocab = Vocabulary.load(folder / "vocab.json")
@@ -112,7 +177,7 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     model = MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
                             info["features"]["shared_space"], token_lengths(info["features"]))
     try:
-        model.load_state_dict(load_file(folder / "model.safetensors"))
+        model.load_state_dict(_upgrade(load_file(folder / "model.safetensors"), model))
     except RuntimeError as exc:
         raise ValueError(f"{folder}: the saved weights do not fit the model its config.json "
                          f"describes (written by another sgmft version?): {exc}") from None

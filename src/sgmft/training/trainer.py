@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sgmft.device import resolve_precision
 from sgmft.models.model import MultimodalModel
+from sgmft.progress import on_terminal, progress_bar
 from sgmft.training.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, rng_state, save_checkpoint
 from sgmft.training.config import TrainConfig
 from sgmft.training.data import batches
@@ -143,16 +145,24 @@ def validation_scores(model: MultimodalModel, tensors: dict[str, torch.Tensor], 
     process predicting its share and the counts summed over processes."""
     parallel = parallel or Parallel()
     part = parallel.shard(tensors)
-    logits = predict(model, part, config.eval_batch_size)["logits"]
     labels = part["label"]
-    loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-    right, loss, count = parallel.sum([float((logits.argmax(-1) == labels).sum()), float(loss),
-                                       float(len(labels))])
+    right, loss = 0.0, 0.0
+    if len(labels):   # a process's share is empty when there are fewer posts than processes
+        logits = predict(model, part, config.eval_batch_size)["logits"]
+        loss = float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        right = float((logits.argmax(-1) == labels).sum())
+    right, loss, count = parallel.sum([right, loss, float(len(labels))])
     return right / count, loss / count
 
 
 def make_optimizer(model: MultimodalModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (the paper's, weight decay as L2 in the gradient) or AdamW (decoupled decay)."""
+    """Adam (the paper's, weight decay as L2 in the gradient), AdamW (decoupled decay) or SGD
+    with momentum betas[0] (whose step is linear in the gradient: what exactness tests of
+    distributed training compare, as Adam's first step, g / |g|, magnifies rounding in tiny
+    gradients)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.betas[0],
+                               weight_decay=config.weight_decay)
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
@@ -181,8 +191,8 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
     model.to(device_)
     net = parallel.wrap(model)
     optimizer = make_optimizer(model, config)
-    dtype = AUTOCAST[config.precision]
-    scaler = torch.amp.GradScaler(device_.type, enabled=config.precision == "fp16")
+    dtype = AUTOCAST[resolve_precision(config.precision, device_.type)]
+    scaler = torch.amp.GradScaler(device_.type, enabled=dtype is torch.float16)
     path = run_dir / CHECKPOINT
     seed_everything(config.seed + parallel.rank)
     state = (load_checkpoint(path, model, optimizer, scaler, parallel.rank, parallel.world)
@@ -195,6 +205,8 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
     started = time.perf_counter() - result.seconds
     saved_at = time.perf_counter()
     local_batch = config.batch_size // parallel.world
+    show = progress and parallel.is_main
+    epochs_bar = progress_bar(result.epochs, "train", "epochs", disable=not show, initial=state.start_epoch)
     for epoch in range(state.start_epoch, result.epochs):
         if result.patience and waited >= result.patience:
             result.stopped_early = True
@@ -203,7 +215,7 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
         order = parallel.order(n, config.seed, epoch)
         total, seen = 0.0, 0
         bar = tqdm(batches(train, local_batch, order), total=-(-len(order) // local_batch),
-                   desc=f"epoch {epoch + 1}/{result.epochs}", disable=not progress or not parallel.is_main,
+                   desc=f"epoch {epoch + 1}/{result.epochs}", disable=not show or not on_terminal(),
                    leave=False)
         for batch in bar:
             batch = {k: v.to(device_) for k, v in batch.items()}
@@ -227,6 +239,8 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
             else:
                 waited += 1
         result.history.append(record)
+        epochs_bar.set_postfix(**{k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
+        epochs_bar.update()
         result.seconds = time.perf_counter() - started
         last = epoch == result.epochs - 1 or bool(result.patience and waited >= result.patience)
         # one decision for every process: each rank's clock differs, and saving is collective
@@ -241,6 +255,7 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
             saved_at = time.perf_counter()
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+    epochs_bar.close()
     if config.early_stopping and state.best_state is not None:
         model.load_state_dict(state.best_state)
     result.seconds = time.perf_counter() - started

@@ -1,0 +1,213 @@
+"""Validation inside the training split: K grouped folds, shaped like the test.
+
+Every choice made on validation (the best epoch, the probes' regularisation, the fallback
+mixture, the temperature) is made on out-of-fold predictions of K folds of the training posts
+(`sgmft.training.crossfit`). The folds never split a group: posts sharing the grouping column's
+value, the same image bytes or a near-duplicate image (`sgmft.data.groups`) fall in one fold, so
+validation rewards what carries over to new events, users and images, not memory.
+
+Which column groups (`validation_column`, ``train.val_by = "auto"``): when the manifest fixes
+the split and one of its columns partitions it (no value on both sides, at least two values in
+training, and a grouping rather than an id: at most one value per two posts), that column, the
+coarsest if several do; else the ``--group-by`` column (``group`` by default) when posts have
+it; else ``user``; else the images alone.
+
+A group holding more than half of the training posts (one event that is most of the data)
+stays in training in every fold: held out, it would leave a fold's model a fraction of the data
+to learn from. Its posts get no out-of-fold prediction, and the choices are made on the others.
+K shrinks to the number of groups there are (and says so); with fewer than two groups the
+folds fall back to the images alone, then to no grouping; data too small for two folds gets
+no validation at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from sgmft.data.groups import post_groups
+from sgmft.data.manifest import Manifest, Post
+
+log = logging.getLogger(__name__)
+#: a class with this many training posts or fewer stays in training in every fold
+MIN_TRAIN_PER_CLASS = 2
+
+
+@dataclass
+class Folds:
+    """K folds of the training posts: ``fold[i]`` is the fold of ``ids[i]`` (0..k-1), or -1 for
+    a post kept in training in every fold. ``k`` 0 means no validation could be made."""
+
+    ids: list[str]
+    fold: list[int]
+    k: int
+    why: str                    # the grouping, in words ("by event, which partitions ...")
+    column: str | None = None
+    kept: dict[str, int] = field(default_factory=dict)   # groups kept in training -> posts
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def how(self) -> str:
+        """The folds in words, with what was kept out of them and why K shrank."""
+        head = f"{self.k} folds {self.why}" if self.k else self.why
+        return "; ".join([head, *self.notes])
+
+    def parts(self, index: int) -> tuple[list[str], list[str]]:
+        """(training ids, validation ids) of fold ``index``."""
+        return ([i for i, f in zip(self.ids, self.fold, strict=True) if f != index],
+                [i for i, f in zip(self.ids, self.fold, strict=True) if f == index])
+
+    @property
+    def validated(self) -> list[str]:
+        """The posts that get an out-of-fold prediction, in ``ids`` order."""
+        return [i for i, f in zip(self.ids, self.fold, strict=True) if f >= 0]
+
+    def record(self) -> dict[str, Any]:
+        """What run.json keeps of the folds."""
+        sizes = Counter(f for f in self.fold if f >= 0)
+        return {"k": self.k, "how": self.how, "column": self.column, "kept_in_training": self.kept,
+                "fold_sizes": [sizes[i] for i in range(self.k)]}
+
+
+def partitioning_column(manifest: Manifest, split: dict[str, Any]) -> str | None:
+    """The coarsest column that partitions the split's train and test posts (see the module
+    docstring), or None."""
+    train, test = set(split.get("train", [])), set(split.get("test", []))
+    if not train or not test:
+        return None
+    found = []
+    for column in manifest.columns:
+        if column in ("label", "split"):
+            continue
+        values = {"train": set(), "test": set()}
+        complete = True
+        for post in manifest.posts:
+            side = "train" if post.id in train else "test" if post.id in test else None
+            if side is None:
+                continue
+            value = post.value(column)
+            if value is None:
+                complete = False
+                break
+            values[side].add(value)
+        if (complete and not values["train"] & values["test"] and len(values["train"]) >= 2
+                and len(values["train"]) <= len(train) / 2):
+            found.append((len(values["train"]), column))
+    return min(found)[1] if found else None
+
+
+def validation_column(manifest: Manifest, split: dict[str, Any], by: str = "auto",
+                      group_by: str = "group") -> tuple[str | None, bool, str]:
+    """(column to group by or None, whether images group too, why) for ``train.val_by``."""
+    if by == "stratified":
+        return None, False, "stratified, no grouping (train.val_by = stratified)"
+    if by == "image":
+        return None, True, "by near-duplicate images (train.val_by = image)"
+    if by in ("user", "group"):
+        column = "user" if by == "user" else group_by
+        return column, True, f"by {column} (train.val_by = {by})"
+    if split.get("kind") == "manifest":
+        column = partitioning_column(manifest, split)
+        if column is not None:
+            return column, True, f"by {column}, which partitions the manifest's train/test split"
+    if split.get("kind") in ("group", "user"):
+        column = group_by if split["kind"] == "group" else "user"
+        return column, True, f"by {column}, as the test split"
+    for column in (group_by, "user"):
+        if any(p.value(column) for p in manifest.posts):
+            return column, True, f"by {column}"
+    return None, True, "by near-duplicate images"
+
+
+def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = None,
+               images: bool = True, why: str = "") -> Folds:
+    """K folds of ``posts`` (the training split) grouped by ``column`` and images (see the
+    module docstring); ``why`` says how the grouping was chosen, for the record."""
+    ids = [p.id for p in posts]
+    fold = [-1] * len(posts)
+    counts = Counter(p.label for p in posts)
+    rare = sorted(str(label) for label, n in counts.items() if n <= MIN_TRAIN_PER_CLASS)
+    if rare:
+        log.warning("validation: class(es) %s have too few posts to spare any; they stay in training",
+                    ", ".join(rare))
+    pool = [i for i, p in enumerate(posts) if str(p.label) not in rare]
+    groups, kept = _groups(posts, pool, column, images)
+    pool = [i for i in pool if groups[i] is not None]
+    why = why or "by near-duplicate images"
+    notes = [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
+    distinct = len({groups[i] for i in pool})
+    if distinct < 2 and column is not None:
+        notes.append(f"fewer than two {column} groups to hold out: grouped by images only")
+        column = None
+        groups, _ = _groups(posts, pool, None, images)
+        distinct = len({groups[i] for i in pool})
+    per_class = Counter(posts[i].label for i in pool)
+    largest = max(per_class.values(), default=0)
+    if distinct < 2 or largest < 2 or len(pool) < 2 * len(per_class):
+        return Folds(ids, fold, 0, "none (too few posts to hold any out)", column, kept)
+    folds = min(k, distinct, largest)
+    if folds < k:
+        notes.append(f"{folds} folds, not {k}: only {distinct} group(s) to spread, the largest "
+                     f"class has {largest} post(s)")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():   # small classes: balanced as far as they allow
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        labels = [str(posts[i].label) for i in pool]
+        for number, (_, held) in enumerate(splitter.split(np.zeros(len(pool)), labels,
+                                                          [groups[i] for i in pool])):
+            for j in held:
+                fold[pool[j]] = number
+    return Folds(ids, fold, folds, why, column, kept, notes)
+
+
+def _groups(posts: Sequence[Post], pool: list[int], column: str | None,
+            images: bool) -> tuple[list[object | None], dict[str, int]]:
+    """Group ids for the posts of ``pool`` (None elsewhere, and for a dominant group's posts),
+    and the dominant groups: value (or a name) -> posts."""
+    chosen = [posts[i] for i in pool]
+    if images:
+        ids: list[object] = list(post_groups(chosen, column))
+    elif column is not None:
+        ids = [f"{column}:{p.value(column)}" if p.value(column) else f"post:{p.id}" for p in chosen]
+    else:
+        ids = list(range(len(chosen)))
+    groups: list[object | None] = [None] * len(posts)
+    for i, group in zip(pool, ids, strict=True):
+        groups[i] = group
+    sizes = Counter(ids)
+    kept = {}
+    for group, n in sizes.items():
+        if n > len(posts) / 2:
+            first = next(posts[i] for i in pool if groups[i] == group)
+            kept[_name(group, column, first)] = n
+            for i in pool:
+                if groups[i] == group:
+                    groups[i] = None
+    return groups, kept
+
+
+def _name(group: object, column: str | None, first: Post) -> str:
+    """A group in words: its column value, else "the images of post ID"."""
+    prefix = f"{column}:"
+    if column is not None and isinstance(group, str) and group.startswith(prefix):
+        return group.removeprefix(prefix)
+    return f"the images of post {first.id}"
+
+
+def carve_validation(posts: Sequence[Post], fraction: float, seed: int, column: str | None = None,
+                     images: bool = True, why: str = "") -> Folds:
+    """One validation part of about ``fraction`` of ``posts``, grouped as the folds are: the
+    first of round(1 / fraction) folds, as a single fold (the rest is -1: training)."""
+    folds = make_folds(posts, max(2, round(1 / fraction)), seed, column, images, why)
+    if folds.k == 0:
+        return folds
+    fold = [0 if f == 0 else -1 for f in folds.fold]
+    return Folds(folds.ids, fold, 1, f"one part of {fraction:.0%} {folds.why}", folds.column, folds.kept,
+                 [n for n in folds.notes if "folds, not" not in n])

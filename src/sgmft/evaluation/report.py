@@ -1,0 +1,93 @@
+"""The parts of an evaluation beyond accuracy: how far the probabilities can be trusted
+(log-loss, Brier, ECE beside the floor of a perfectly calibrated model of the same size, with
+and without the run's temperature), prediction sets and their coverage, selective prediction,
+per-group scores, and warnings in plain words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sgmft.metrics.calibration import brier, ece, ece_floor, log_loss, reliability, softmax
+from sgmft.metrics.classification import classification_metrics
+from sgmft.metrics.conformal import prediction_sets, set_coverage
+from sgmft.metrics.intervals import wilson
+
+
+def calibration_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Log-loss, Brier, ECE (15 bins, top label) and the ECE floor of these confidences."""
+    floor = ece_floor(probs.max(1))
+    return {"log_loss": log_loss(probs, labels), "brier": brier(probs, labels), "ece": ece(probs, labels),
+            "ece_floor_mean": floor["mean"], "ece_floor_p95": floor["p95"],
+            "mean_confidence": float(probs.max(1).mean())}
+
+
+def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
+    """The scores of the served (calibrated) probabilities, of the same without the run's
+    temperature, and the reliability bins of the served ones."""
+    served = softmax(logits)
+    return {**calibration_scores(served, labels), "temperature": temperature,
+            "uncalibrated": calibration_scores(softmax(logits * temperature), labels),
+            "reliability": reliability(served, labels)}
+
+
+def accuracy_interval(right: int, n: int) -> list[float]:
+    """The 95 % Wilson interval of an accuracy of ``right`` of ``n``."""
+    return list(wilson(right, n))
+
+
+def selective(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy when only the most confident posts are answered: the curve (coverage, accuracy)
+    and its area (1 is perfect; a model whose confidence says nothing scores its accuracy)."""
+    order = np.argsort(-probs.max(1), kind="stable")
+    right = (probs.argmax(1) == labels)[order].astype(float)
+    answered = np.arange(1, len(right) + 1)
+    accuracy = np.cumsum(right) / answered
+    coverage = answered / len(right)
+    return {"coverage": coverage, "accuracy": accuracy, "area": float(accuracy.mean())}
+
+
+def set_report(probs: np.ndarray, labels: np.ndarray, threshold: float | None,
+               coverage: float) -> dict[str, Any]:
+    """Empirical coverage and mean size of the prediction sets at ``coverage`` (None: the run
+    has no calibration posts)."""
+    if threshold is None:
+        return {"target": coverage, "threshold": None,
+                "note": "the run has no out-of-fold predictions to calibrate prediction sets on"}
+    sets = prediction_sets(probs, threshold)
+    return {"target": coverage, "threshold": threshold, **set_coverage(sets, labels),
+            "interval": accuracy_interval(int(sets[np.arange(len(labels)), labels].sum()), len(labels))}
+
+
+def per_group(values: Sequence[str | None], labels: np.ndarray, predicted: np.ndarray,
+              names: list[str]) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro-F1 and posts per value of a grouping column (posts without one: "(none)")."""
+    table = {}
+    for value in sorted({v or "(none)" for v in values}):
+        inside = np.asarray([(v or "(none)") == value for v in values])
+        scores = classification_metrics(labels[inside], predicted[inside], names)
+        table[value] = {"n": int(inside.sum()), "accuracy": scores["accuracy"],
+                        "macro_f1": scores["macro_f1"]}
+    return table
+
+
+def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
+    """Plain-words warnings about a test result: below always answering the most common class,
+    below one of the model's own unimodal probes, or too few posts to mean much."""
+    found = []
+    accuracy = metrics["accuracy"]
+    if accuracy < majority:
+        found.append(f"the model ({accuracy:.3f}) is below always answering the training split's most "
+                     f"common class ({majority:.3f}) on these posts")
+    for name in ("text_only", "image_only"):
+        alone = metrics[name]["accuracy"]
+        if alone - accuracy >= 1 / max(n, 1) - 1e-12:
+            found.append(f"the {name.replace('_only', '')} probe alone ({alone:.3f}) is more accurate than "
+                         f"the model ({accuracy:.3f}) on these posts")
+    low, high = metrics["accuracy_interval"]
+    if n < 30:
+        found.append(f"only {n} test post(s): accuracy {accuracy:.3f} could be anywhere in "
+                     f"[{low:.2f}, {high:.2f}] (95 % Wilson interval)")
+    return found

@@ -1,0 +1,49 @@
+"""Split-conformal prediction sets (LAC: least ambiguous set-valued classifiers, Sadinle et al.
+2019): a threshold calibrated on held-out posts so that, for a new post exchangeable with them,
+the set of labels with probability >= 1 - q holds the true label with probability at least the
+asked coverage.
+
+Why these few lines and not MAPIE: sgmft predicts from frozen features with a model that is
+neither a scikit-learn estimator nor refitted by the calibrating library; the calibration
+posts are the run's out-of-fold validation predictions, made before the final model exists.
+What is needed is the conformal quantile of their scores, which is this module. LAC gives the
+smallest sets on average; its sets can be empty when no label is likely enough, and sgmft then
+answers with the most probable label (coverage can only grow).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def lac_threshold(probs: np.ndarray, labels: np.ndarray, coverage: float) -> float:
+    """q such that {c : p_c >= 1 - q} covers the true label with probability >= ``coverage``:
+    the ceil((n + 1) coverage) / n empirical quantile of the scores 1 - p_true (1.0, every
+    label, when n is too small for the asked coverage)."""
+    return threshold_from_scores(1.0 - probs[np.arange(len(labels)), labels], coverage)
+
+
+def threshold_from_scores(scores: list[float] | np.ndarray, coverage: float) -> float:
+    """`lac_threshold` from the calibration posts' scores (1 - p_true) alone: the k-th smallest
+    score, k = ceil((n + 1) coverage); 1.0 (every label) when k > n."""
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage {coverage}; expected a value in (0, 1)")
+    scores = np.sort(np.asarray(scores, np.float64))
+    k = math.ceil((len(scores) + 1) * coverage)
+    return 1.0 if k > len(scores) else float(scores[k - 1])
+
+
+def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, C) boolean: label c is in post i's set when p_ic >= 1 - threshold; an empty set gets
+    the most probable label."""
+    sets = probs >= 1.0 - threshold - 1e-12
+    sets[np.arange(len(probs)), probs.argmax(1)] = True
+    return sets
+
+
+def set_coverage(sets: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Empirical coverage and mean set size of prediction sets on labelled posts."""
+    return {"coverage": float(sets[np.arange(len(labels)), labels].mean()),
+            "mean_size": float(sets.sum(1).mean())}

@@ -1,0 +1,200 @@
+"""Cross-fitting: every choice made on validation comes from out-of-fold predictions.
+
+With K >= 2 validation folds (`sgmft.data.folds`), the run's model is trained K times, each
+time on the training posts outside one fold and early-stopped on that fold, and its predictions
+on the fold are kept (``folds/fold-K/``, resumable). Out of those predictions come the number of
+epochs (the median of the folds' best epochs), the probes' regularisation, the fallback mixture
+(`sgmft.models.fallback.choose_mixture`: the weights that hold on every fold) and the
+temperature (`sgmft.metrics.calibration.fit_temperature`); then the model is trained once more,
+on every training post for that many epochs, and the choices are installed in it. With one
+fold (``train.folds = 1``, or the manifest's own val rows) the fold's model is the run's model
+and nothing is refitted.
+
+The conformal scores (1 - the calibrated out-of-fold probability of the true label) are kept
+too: prediction sets at any coverage are calibrated on them (`sgmft.metrics.conformal`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from sgmft.data.folds import Folds
+from sgmft.io import atomic_write
+from sgmft.metrics.calibration import ece, fit_temperature, log_loss, softmax
+from sgmft.models.fallback import choose_mixture, fit_unimodal_probes
+from sgmft.models.model import MultimodalModel
+from sgmft.training.checkpoint import CHECKPOINT
+from sgmft.training.config import RunConfig
+from sgmft.training.trainer import FitResult, Parallel, fit, predict
+
+log = logging.getLogger(__name__)
+FOLD_FILE = "fold.safetensors"
+
+
+@dataclass
+class FoldResult:
+    """One fold's model, as far as the run needs it: how it trained, and its predictions on
+    the fold."""
+
+    history: list[dict[str, float]]
+    best_epoch: int | None
+    epochs: int               # epochs it trained
+    seconds: float
+    logits: torch.Tensor      # (n_fold, C) the fused head's logits on the fold's posts
+
+    @property
+    def kept_epochs(self) -> int:
+        """The epochs of the weights it kept (the best epoch's, with early stopping)."""
+        return (self.best_epoch + 1) if self.best_epoch is not None else self.epochs
+
+    def record(self, k: int) -> dict[str, Any]:
+        return {"fold": k, "epochs": self.epochs, "best_epoch": self.best_epoch,
+                "seconds": round(self.seconds, 2)}
+
+
+def _digest(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\x1f".join(ids).encode()).hexdigest()
+
+
+def _load_fold(folder: Path, val_ids: list[str]) -> FoldResult | None:
+    """A finished fold's result, if its file is there and was made on the same posts."""
+    path = folder / FOLD_FILE
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        meta = json.loads(handle.metadata()["record"])
+    if meta["posts"] != _digest(val_ids):
+        return None
+    return FoldResult(meta["history"], meta["best_epoch"], meta["epochs"], meta["seconds"],
+                      load_file(path)["logits"])
+
+
+def _save_fold(folder: Path, val_ids: list[str], result: FoldResult) -> None:
+    meta = {"posts": _digest(val_ids), "history": result.history, "best_epoch": result.best_epoch,
+            "epochs": result.epochs, "seconds": result.seconds}
+    atomic_write(folder / FOLD_FILE, lambda tmp: save_file({"logits": result.logits.contiguous()}, str(tmp),
+                                                           metadata={"record": json.dumps(meta)}))
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+
+
+def rows_of(tensors: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The tensors' rows where ``rows`` (N,) booleans are true."""
+    index = torch.from_numpy(np.nonzero(rows)[0])
+    return {key: value[index] for key, value in tensors.items()}
+
+
+def fit_fold(config: RunConfig, folder: Path, make_model, tensors: dict[str, torch.Tensor],
+             fold: np.ndarray, k: int, resume: bool, progress: bool, on_epoch_end,
+             parallel: Parallel, device: str | None) -> tuple[FitResult, torch.Tensor, MultimodalModel]:
+    """Train on the rows outside fold ``k``, early-stopped on fold ``k``, in ``folder``: the
+    fit, the fused head's logits on the fold (n_k, C), and the model."""
+    train, val = rows_of(tensors, fold != k), rows_of(tensors, fold == k)
+    model = make_model(train)
+    result = fit(model, train, config.train, folder, val, resume, progress, on_epoch_end, parallel, device)
+    logits = predict(model, val, config.train.eval_batch_size)["head_logits"]
+    return result, logits, model
+
+
+def fit_folds(config: RunConfig, out: Path, make_model, tensors: dict[str, torch.Tensor], folds: Folds,
+              resume: bool, progress: bool, on_epoch_end, parallel: Parallel,
+              device: str | None) -> list[FoldResult]:
+    """Every fold's model (K >= 2), each in ``out/folds/fold-K``; a finished fold is read back
+    when resuming. ``on_epoch_end`` (a study's pruning) sees the first fold's epochs."""
+    fold = np.asarray(folds.fold)
+    results = []
+    for k in range(folds.k):
+        folder = out / "folds" / f"fold-{k}"
+        val_ids = [i for i, f in zip(folds.ids, folds.fold, strict=True) if f == k]
+        done = _load_fold(folder, val_ids) if resume else None
+        if done is None:
+            if parallel.is_main:
+                folder.mkdir(parents=True, exist_ok=True)
+            log.info("fold %d of %d: %d posts held out", k + 1, folds.k, len(val_ids))
+            result, logits, _ = fit_fold(config, folder, make_model, tensors, fold, k, resume, progress,
+                                         on_epoch_end if k == 0 else None, parallel, device)
+            done = FoldResult(result.history, result.best_epoch, len(result.history), result.seconds, logits)
+            if parallel.is_main:
+                _save_fold(folder, val_ids, done)
+            parallel.barrier()
+        results.append(done)
+    return results
+
+
+def final_config(config: RunConfig, results: list[FoldResult]) -> RunConfig:
+    """The refit's settings: the median of the folds' kept epochs, no early stopping, no
+    stretching (the folds' epochs were stretched already)."""
+    epochs = max(1, int(np.ceil(np.median([r.kept_epochs for r in results]))))
+    return replace(config, train=replace(config.train, epochs=epochs, early_stopping=0, min_steps=0))
+
+
+def oof_logits(folds: Folds, results: list[FoldResult], num_classes: int) -> np.ndarray:
+    """(N, C) the fused head's out-of-fold logits, in ``folds.ids`` order (zeros for rows
+    without a fold)."""
+    fold = np.asarray(folds.fold)
+    logits = np.zeros((len(fold), num_classes))
+    for k, result in enumerate(results):
+        logits[fold == k] = result.logits.double().numpy()
+    return logits
+
+
+def _priors(labels: np.ndarray, fold: np.ndarray, refit: np.ndarray,
+            num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row with a fold, the class frequencies of that fold's training rows (N, C); and the
+    frequencies of the rows the final model trains on, ``refit`` (C,)."""
+    out = np.zeros((len(labels), num_classes))
+    for k in sorted(set(fold.tolist()) - {-1}):
+        counts = np.bincount(labels[fold != k], minlength=num_classes)
+        out[fold == k] = counts / counts.sum()
+    final = np.bincount(labels[refit], minlength=num_classes)
+    return out, final / final.sum()
+
+
+def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],
+                 folds: Folds, head_oof: np.ndarray | None, memo: dict | None = None) -> dict[str, Any]:
+    """After training: fit the probes, and from out-of-fold predictions choose the mixture
+    (with ``fallback``) and the temperature; install them in ``model``. Returns the record."""
+    model.cpu()
+    fold, labels = np.asarray(folds.fold), tensors["label"].numpy()
+    num_classes = model.probes.prior.shape[0]
+    if folds.k == 0 or head_oof is None:
+        probes, _ = fit_unimodal_probes(model, tensors, None, seed=config.train.seed, memo=memo)
+        return {"probes": probes}
+    refit = np.ones(len(fold), bool) if folds.k >= 2 else fold == -1
+    probes, probe_oof = fit_unimodal_probes(model, tensors, fold, refit, config.train.seed, memo)
+    rows = fold >= 0
+    fold_prior, prior = _priors(labels, fold, refit, num_classes)
+    components = np.stack([softmax(head_oof[rows]), softmax(probe_oof["text"][rows]),
+                           softmax(probe_oof["image"][rows]), fold_prior[rows]])
+    found: dict[str, Any] = {"probes": probes}
+    chosen = components[0]
+    if config.model.fallback:
+        weights, record = choose_mixture(components, labels[rows], fold[rows])
+        model.probes.set_mixture(weights, torch.from_numpy(prior).float())
+        chosen = np.tensordot(np.asarray(weights), components, axes=1)
+        found["mixture"] = record
+    majority = np.bincount(labels[refit], minlength=num_classes).argmax()
+    found["validation"] = {"posts": int(rows.sum()),
+                           "accuracy": float((chosen.argmax(1) == labels[rows]).mean()),
+                           "majority_accuracy": float((labels[rows] == majority).mean())}
+    log_probs = np.log(np.clip(chosen, 1e-12, 1.0))
+    temperature = fit_temperature(log_probs, labels[rows])
+    model.set_temperature(temperature)
+    calibrated = softmax(log_probs / temperature)
+    found["calibration"] = {
+        "temperature": temperature, "posts": int(rows.sum()),
+        "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
+        "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
+    found["conformal_scores"] = np.sort(1.0 - calibrated[np.arange(int(rows.sum())), labels[rows]]).round(6)
+    return found

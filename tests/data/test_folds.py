@@ -1,0 +1,87 @@
+"""Validation folds of the training split: grouped, never straddling a group, shaped like the
+test, with a dominant group kept in training and K shrinking on small data."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from sgmft.data.demo import make_demo
+from sgmft.data.folds import carve_validation, make_folds, partitioning_column, validation_column
+from sgmft.data.groups import post_groups
+from sgmft.data.manifest import load_manifest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return load_manifest(make_demo(tmp_path_factory.mktemp("folds"), posts_per_class=12))
+
+
+def with_events(manifest, events):
+    """The demo's posts with an ``event`` column (one value per post, cycling through events)."""
+    posts = [replace(p, meta=(("event", events[i % len(events)]),)) for i, p in enumerate(manifest.posts)]
+    return replace(manifest, posts=posts)
+
+
+def test_grouped_folds_never_straddle_a_group(demo):
+    manifest = with_events(demo, [f"e{i}" for i in range(9)])
+    folds = make_folds(manifest.posts, 5, seed=0, column="event", why="by event")
+    assert folds.k == 5 and set(folds.fold) == set(range(5))
+    groups = post_groups(manifest.posts, "event")
+    fold_of_group = {}
+    for group, fold in zip(groups, folds.fold, strict=True):
+        assert fold_of_group.setdefault(group, fold) == fold
+    # an event's posts share a fold, but for a post whose image (a near duplicate of another
+    # event's) went with that other event
+    by_event = {}
+    for post, group, fold in zip(manifest.posts, groups, folds.fold, strict=True):
+        if group == f"event:{post.value('event')}":
+            by_event.setdefault(post.value("event"), set()).add(fold)
+    assert len(by_event) == 9 and all(len(f) == 1 for f in by_event.values())
+    # every post outside a fold's part trains that fold's model
+    train, val = folds.parts(2)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == len(manifest.posts)
+
+
+def test_a_dominant_group_stays_in_training_and_does_not_empty_it(demo):
+    events = ["big"] * 7 + ["a", "b", "c"]                 # "big": 70 % of the posts
+    manifest = with_events(demo, events)
+    folds = make_folds(manifest.posts, 5, seed=0, column="event", why="by event")
+    groups = post_groups(manifest.posts, "event")
+    big = [f for g, f in zip(groups, folds.fold, strict=True) if g == "event:big"]
+    assert set(big) == {-1} and list(folds.kept) == ["big"] and len(big) > 0.6 * len(manifest.posts)
+    assert folds.k == 3 and "3 folds, not 5" in folds.how and "big" in folds.how
+    for k in range(folds.k):
+        train, _ = folds.parts(k)
+        assert len(train) > 0.75 * len(manifest.posts)       # never a fraction of the data
+    assert folds.record()["kept_in_training"] == {"big": len(big)}
+
+
+def test_the_column_that_partitions_the_manifest_split_is_found(demo):
+    manifest = with_events(demo, ["e0", "e1", "e2", "e3"])
+    split = {"kind": "manifest", "train": [p.id for p in manifest.posts if p.value("event") != "e3"],
+             "test": [p.id for p in manifest.posts if p.value("event") == "e3"]}
+    assert partitioning_column(manifest, split) == "event"     # users straddle; ids are no grouping
+    column, images, why = validation_column(manifest, split)
+    assert (column, images) == ("event", True) and "partitions the manifest's train/test split" in why
+    stratified = {"kind": "stratified", "train": split["train"], "test": split["test"]}
+    assert validation_column(manifest, stratified)[0] == "user"     # else group_by, else user
+    assert validation_column(manifest, stratified, group_by="event")[0] == "event"
+    assert validation_column(manifest, split, by="stratified")[:2] == (None, False)
+
+
+def test_ten_posts_shrink_k_and_say_so(demo):
+    posts = [p for p in demo.posts if p.label in ("home", "work", "gym")][:10]
+    folds = make_folds(posts, 5, seed=0, column=None)
+    assert 2 <= folds.k < 5 and "not 5" in folds.how
+    assert make_folds(posts[:3], 5, seed=0).k == 0                 # too few to hold any out
+    carved = carve_validation(posts, 0.3, seed=0)
+    assert carved.k == 1 and 0 < len(carved.validated) < 10 and set(carved.fold) == {-1, 0}
+
+
+def test_folds_are_seeded(demo):
+    a = make_folds(demo.posts, 5, seed=3, column="user")
+    b = make_folds(demo.posts, 5, seed=3, column="user")
+    c = make_folds(demo.posts, 5, seed=4, column="user")
+    assert a.fold == b.fold and a.fold != c.fold
+    assert json.loads(json.dumps(a.record()))["k"] == 5

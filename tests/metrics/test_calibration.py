@@ -1,0 +1,75 @@
+"""Calibration scores against hand-computed cases, the ECE floor, temperature scaling,
+conformal sets and the Wilson interval."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sgmft.metrics.calibration import brier, ece, ece_floor, fit_temperature, log_loss, reliability, softmax
+from sgmft.metrics.conformal import lac_threshold, prediction_sets, set_coverage, threshold_from_scores
+from sgmft.metrics.intervals import wilson
+
+
+def test_scores_by_hand():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 1, 1, 0])
+    assert log_loss(probs, labels) == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.7, 0.2])))
+    assert brier(probs, labels) == pytest.approx(np.mean([0.02, 0.72, 0.18, 1.28]))
+    # confidences 0.9, 0.6, 0.7, 0.8 fall in four bins of 15; right: yes, no, yes, no
+    assert ece(probs, labels) == pytest.approx((0.1 + 0.6 + 0.3 + 0.8) / 4)
+    bins = reliability(probs, labels)
+    assert [b["n"] for b in bins] == [1, 1, 1, 1] and bins[0]["accuracy"] == 0.0
+    assert ece(probs, labels, bins=1) == pytest.approx(abs(0.5 - 0.75))
+
+
+def test_a_calibrated_model_sits_within_its_floor_and_an_overconfident_one_does_not():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 800)
+    labels = (rng.random(800) >= confidence).astype(int)       # right (class 0) with p = confidence
+    probs = np.stack([confidence, 1 - confidence], 1)
+    floor = ece_floor(confidence, draws=500)
+    assert 0 < floor["mean"] < floor["p95"] < 0.08
+    assert ece(probs, labels) <= floor["p95"]
+    sharp = softmax(np.log(probs) * 4)                          # the same predictions, overconfident
+    assert ece(sharp, labels) > ece_floor(sharp.max(1), draws=500)["p95"]
+
+
+def test_temperature_undoes_a_known_sharpening_and_keeps_the_argmax():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3000, 4)) * 2
+    labels = np.array([rng.choice(4, p=p) for p in softmax(logits)])
+    t = fit_temperature(logits * 3, labels)                     # 3x too sharp: T near 3
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert log_loss(softmax(logits * 3 / t), labels) < log_loss(softmax(logits * 3), labels)
+    assert fit_temperature(logits, labels[:0]) == 1.0
+
+
+def test_conformal_sets_cover_as_promised():
+    """Calibrate on half, test on the other half, many times: coverage >= the target on
+    average, and the threshold follows the (n + 1) correction."""
+    rng = np.random.default_rng(2)
+    covered = []
+    for _ in range(200):
+        logits = rng.normal(size=(400, 5))
+        probs = softmax(logits)
+        labels = np.array([rng.choice(5, p=p) for p in probs])
+        q = lac_threshold(probs[:200], labels[:200], 0.9)
+        covered.append(set_coverage(prediction_sets(probs[200:], q), labels[200:])["coverage"])
+    assert np.mean(covered) >= 0.9 - 0.005
+    scores = np.arange(1, 10) / 10                               # n = 9
+    assert threshold_from_scores(scores, 0.8) == pytest.approx(0.8)   # ceil(10 * 0.8) / 9 -> the 8th
+    assert threshold_from_scores(scores[:3], 0.9) == 1.0        # too few to promise 90 %: every label
+    sets = prediction_sets(np.array([[0.5, 0.3, 0.2]]), 0.01)   # nothing reaches 0.99: the top label
+    assert sets.tolist() == [[True, False, False]]
+    with pytest.raises(ValueError):
+        lac_threshold(probs, labels, 1.0)
+
+
+def test_wilson_by_hand():
+    low, high = wilson(8, 10)
+    z = 1.959964
+    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
+    half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert (low, high) == pytest.approx((centre - half, centre + half))
+    assert wilson(0, 0) == (0.0, 1.0) and wilson(5, 5)[1] == 1.0

@@ -1,0 +1,98 @@
+"""Cross-fitting: K fold models, choices on their out-of-fold predictions, a refit on every
+training post that carries exactly the recorded choices, resumable, and on 10 posts too."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sgmft.data.demo import make_demo
+from sgmft.training.config import resolve_config
+from sgmft.training.prepare import prepare_data
+from sgmft.training.run import train_run
+
+TINY = ["model.dim=16", "model.heads=2", "model.head_dim=4", "model.ffn_hidden=16",
+        "model.classifier_hidden=[16,16,16,16]", "train.epochs=12", "train.min_steps=0",
+        "train.early_stopping=3", "train.batch_size=16", "train.folds=3", "train.lr=0.005"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo(tmp_path_factory.mktemp("crossfit"), posts_per_class=8)
+
+
+def config(demo, *extra):
+    return resolve_config("sgmft", [f"data.manifest={demo}", *TINY, *extra])
+
+
+def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
+    run = train_run(config(demo), tmp_path / "run", progress=False)
+    info = json.loads((run / "run.json").read_text())
+    folds = info["folds"]
+    assert folds["k"] == 3 and len(folds["models"]) == 3 and sum(folds["fold_sizes"]) == info["split"]["val"]
+    kept = [m["best_epoch"] + 1 for m in folds["models"]]
+    assert len(info["history"]) == int(np.ceil(np.median(kept)))       # the refit's epochs
+    assert info["split"]["train"] == len(json.loads((run / "split.json").read_text())["train"])
+    state = load_file(run / "model.safetensors")
+    weights = info["mixture"]["weights"]
+    assert state["probes.mixture"].tolist() == pytest.approx([weights[k] for k in ("fused", "text", "image",
+                                                                                   "prior")])
+    assert float(state["temperature"]) == pytest.approx(info["temperature"])
+    assert info["calibration"]["after"]["log_loss"] <= info["calibration"]["before"]["log_loss"] + 1e-9
+    per_fold = info["mixture"]["per_fold"]
+    assert len(per_fold) == 3 and info["mixture"]["worst_fold_log_loss"] == pytest.approx(
+        max(f["log_loss"] for f in per_fold), abs=1e-6)
+    scores = json.loads((run / "conformal.json").read_text())["scores"]
+    assert len(scores) == info["split"]["val"] and scores == sorted(scores)
+    for k in range(3):
+        assert (run / "folds" / f"fold-{k}" / "fold.safetensors").is_file()
+        assert not (run / "folds" / f"fold-{k}" / "checkpoint.pt").exists()
+
+
+def test_a_run_killed_among_its_folds_resumes_from_the_folds_it_finished(demo, tmp_path, monkeypatch):
+    from sgmft.training import crossfit
+
+    reference = train_run(config(demo), tmp_path / "ref", progress=False)
+    prepared = prepare_data(config(demo), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    real = crossfit.fit_fold
+
+    def killed_in_fold_1(*args, **kwargs):
+        if args[5] == 1:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crossfit, "fit_fold", killed_in_fold_1)
+    with pytest.raises(Killed):
+        train_run(config(demo), tmp_path / "run", prepared, progress=False)
+    finished = tmp_path / "run" / "folds" / "fold-0" / "fold.safetensors"
+    assert finished.is_file() and not (tmp_path / "run" / "folds" / "fold-1" / "fold.safetensors").exists()
+    written = finished.stat().st_mtime_ns
+    monkeypatch.setattr(crossfit, "fit_fold", real)
+    train_run(config(demo), tmp_path / "run", prepared, resume=True, progress=False)
+    assert finished.stat().st_mtime_ns == written                       # read back, not trained again
+    before = load_file(reference / "model.safetensors")
+    after = load_file(tmp_path / "run" / "model.safetensors")
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+
+
+def test_ten_posts_train_with_fewer_folds_and_say_so(demo, tmp_path, caplog):
+    rows = [json.loads(line) for line in demo.read_text().splitlines()]
+    small = [r for r in rows if r["label"] in ("home", "work", "gym")][:10]
+    for row in small:
+        row["image"] = str(demo.parent / row["image"])
+    path = tmp_path / "ten.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in small))
+    with caplog.at_level("INFO"):
+        labels = 'data.labels=["home","work","gym"]'
+        run = train_run(resolve_config("sgmft", [f"data.manifest={path}", labels]), tmp_path / "run",
+                        progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert "not 5" in info["split"]["val_by"] or info["split"]["val_by"].startswith("none")
+    assert "validation:" in caplog.text
