@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install sgmft with everything it needs (CPU torch pinned in the same command,
 # so that no dependency can pull a CUDA build). Safe to run again.
-#   --with-browser  also install Debian's chromium and chromium-driver (the web page's browser test)
+#   --with-browser  also install Debian's chromium, chromium-driver and fonts-noto-cjk (the web
+#                   page's browser test, with Chinese text rendered)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,11 +14,12 @@ say "installing sgmft with torch 2.13.0 (CPU), serving, export, Ray and test ext
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[serve,export,ray,dev]" \
   2>&1 | { grep -v "^WARNING: Location" || true; }   # (pipefail: a pip failure still fails)
 .venv/bin/python -c "import torch, sgmft; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('setup: sgmft', sgmft.__version__, 'torch', torch.__version__)"
-if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium && command -v chromedriver \
+    && fc-list 2>/dev/null | grep -qi "noto sans cjk"; } >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  say "installing Debian's chromium and chromium-driver (for the browser test)"
+  say "installing Debian's chromium, chromium-driver and fonts-noto-cjk (for the browser test)"
   $SUDO apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver fonts-noto-cjk >/dev/null
   chromium --version
 fi
 say "done; run commands with .venv/bin/sgmft, or 'source .venv/bin/activate' first and then sgmft"

@@ -43,8 +43,9 @@ class FakeEncoder(Encoder):
 
     name = "fake"
 
-    def __init__(self, device: str = "cpu", dim: int = 6):
+    def __init__(self, device: str = "cpu", dim: int = 6, precision: str = "fp32"):
         self._dim = dim
+        self.precision = precision
         self.texts_seen: list[str] = []
         self.images_seen = 0
 

@@ -26,6 +26,9 @@ TEMP_SUFFIX = ".tmp"
 class StorageError(OSError):
     """A write that failed for a reason the user can fix: a full disk, a read-only folder."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 def _umask() -> int:
     mask = os.umask(0)

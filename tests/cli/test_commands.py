@@ -316,3 +316,54 @@ def test_labels_file_contents_are_not_echoed(tmp_path, demo):
     secret.write_text("only-one-secret-label\n")
     result = runner.invoke(app, ["validate", str(demo), "--labels", str(secret)])
     assert result.exit_code == 2 and "only-one-secret-label" not in result.output
+
+
+def test_version_and_clear_errors_for_devices_ports_and_full_disks(demo, tmp_path, monkeypatch):
+    import socket
+
+    import torch
+
+    assert runner.invoke(app, ["--version"]).output.startswith("sgmft ")
+    if not torch.cuda.is_available():
+        no_gpu = runner.invoke(app, ["evaluate", str(tmp_path), "--device", "cuda"])
+        assert no_gpu.exit_code == 2 and "no CUDA device is available" in no_gpu.output
+    typo = runner.invoke(app, ["predict", str(tmp_path), "--text", "x", "--device", "gpu0"])
+    assert typo.exit_code == 2 and "expected cpu, cuda or cuda:N" in typo.output
+    gpus = runner.invoke(app, ["extract", str(demo), "--ray", "local", "--gpus-per-worker", "1"])
+    assert gpus.exit_code == 2 and "add --device cuda" in gpus.output
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        taken = runner.invoke(app, ["serve", str(tmp_path), "--port", str(port)])
+    assert taken.exit_code == 1 and f"cannot serve on 127.0.0.1:{port}" in taken.output
+
+    from sgmft import io as sgmft_io
+
+    def full(path, write):
+        raise sgmft_io.StorageError(28, "no space left on the device holding /x (0.0 MB free)")
+
+    monkeypatch.setattr("sgmft.encoders.cache.atomic_write", full)
+    result = runner.invoke(app, ["extract", str(demo), "--out", str(tmp_path / "f"), "--overwrite"])
+    assert (result.exit_code == 1 and result.output.startswith("error: no space left")) or \
+        "error: no space left" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_reports_calibration_beside_its_floor_groups_and_warnings(demo, tmp_path):
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), "--set", "train.folds=2",
+                                  "--set", "train.epochs=4", "--set", "train.min_steps=0"])
+    assert trained.exit_code == 0, trained.output
+    assert "temperature" in trained.output and "out-of-fold accuracy" in trained.output
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--coverage", "0.8"])
+    assert evaluated.exit_code == 0, evaluated.output
+    out = evaluated.output
+    assert "(95 % interval" in out and "a perfectly calibrated model with these confidences" in out
+    assert "prediction sets for 80% coverage" in out and "selective prediction" in out
+    assert "by user:" in out                         # the run's validation grouped by user
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    for key in ("log_loss", "brier", "ece", "ece_floor_p95", "uncalibrated", "reliability", "sets",
+                "selective"):
+        assert key in metrics, key
+    assert metrics["sets"]["target"] == 0.8 and 0 < metrics["sets"]["mean_size"] <= 8
+    assert (run / "eval" / "reliability.png").is_file() and (run / "eval" / "selective.png").is_file()
+    assert "only 8 test post(s)" in out or metrics["n"] >= 30     # a small test part says so

@@ -185,3 +185,40 @@ def test_memo_keeps_features_only_while_a_later_chunk_needs_them(small_manifest)
     assert shared in memo.entries
     memo.release(2)
     assert not memo.entries and not memo.last_need
+
+
+def test_features_of_either_arithmetic_serve_any_later_command(small_manifest, tmp_path,
+                                                               fake_encoder_factory):
+    """Once ``extract --precision bf16`` then ``train`` raised CacheMismatchError: the arithmetic
+    is recorded, not part of what a cache must match."""
+    from sgmft.data.manifest import load_manifest
+    from sgmft.encoders.features import find_cache
+
+    manifest = load_manifest(small_manifest)
+    out = tmp_path / "features"
+    extract_features(manifest, out, "fake", {}, encoder_factory=fake_encoder_factory, precision="bf16")
+    assert fake_encoder_factory.built[-1].precision == "bf16"
+    header = json.loads((out / "cache.json").read_text())
+    assert header["precision"] == "bf16" and "precision" not in header["encoder_identity"]["options"]
+    again = extract_features(manifest, out, "fake", {}, encoder_factory=fake_encoder_factory,
+                             precision="fp32")
+    assert len(fake_encoder_factory.built) == 1 and again.header["precision"] == "bf16"     # reused
+    assert find_cache(manifest, "fake", folders=(out,)) is not None
+    # a cache written before the arithmetic left the identity is still found
+    header["encoder_identity"]["options"]["precision"] = "bf16"
+    (out / "cache.json").write_text(json.dumps(header))
+    assert find_cache(manifest, "fake", folders=(out,)) is not None
+
+
+def test_auto_precision_asks_torch_for_native_bf16(monkeypatch):
+    import torch
+
+    from sgmft import device
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert device.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert device.resolve_precision("auto") == "fp32" and device.resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="expected one of"):
+        device.resolve_precision("fp8")

@@ -73,3 +73,19 @@ def test_wilson_by_hand():
     half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
     assert (low, high) == pytest.approx((centre - half, centre + half))
     assert wilson(0, 0) == (0.0, 1.0) and wilson(5, 5)[1] == 1.0
+
+
+def test_the_temperature_of_folds_holds_on_the_worst_fold():
+    """Fold 0 is well calibrated at T = 1, fold 1 is 3x too sharp: pooled, the temperature
+    follows the larger fold 0; over folds, it softens enough for fold 1 too."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2000, 3)) * 2
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits)])
+    groups = np.repeat([0, 1], [1800, 200])
+    shown = logits.copy()
+    shown[groups == 1] *= 3
+    pooled, worst = fit_temperature(shown, labels), fit_temperature(shown, labels, groups)
+    assert pooled < worst
+    fold1 = groups == 1
+    assert log_loss(softmax(shown[fold1] / worst), labels[fold1]) < log_loss(softmax(shown[fold1] / pooled),
+                                                                                 labels[fold1])

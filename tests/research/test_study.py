@@ -72,6 +72,17 @@ def test_study_runs_resumes_reports_and_never_reads_the_test_split(demo, tmp_pat
         run_study(other, parse_space(SPACE), out, trials=6)
 
 
+def test_a_resumed_study_draws_new_start_up_trials(demo, tmp_path):
+    """Once every resume re-seeded the sampler and drew the first trials' values again."""
+    base = resolve_config("sgmft", [f"data.manifest={demo}", *TINY, "train.folds=2"])
+    out = tmp_path / "study"
+    run_study(base, parse_space(SPACE), out, trials=2, confirm=0)
+    run_study(base, parse_space(SPACE), out, trials=4, confirm=0)
+    study = optuna.load_study(study_name="sgmft", storage=f"sqlite:///{out / 'study.db'}")
+    first, resumed = [t.params for t in study.trials[:2]], [t.params for t in study.trials[2:]]
+    assert len(resumed) == 2 and resumed != first
+
+
 def test_a_killed_study_resumes(demo, tmp_path):
     """kill -9 the study process during a trial, start it again: it finishes the trials it was
     asked for, counting those done before the kill."""

@@ -55,7 +55,8 @@ def test_openapi_and_page(client):
     assert {"/predict", "/predict/batch", "/health", "/labels"} <= set(paths)
     assert client.get("/docs").status_code == 200
     page = client.get("/")
-    assert page.status_code == 200 and 'id="label"' in page.text and "/predict" in page.text
+    assert page.status_code == 200 and 'id="answer"' in page.text and "/predict" in page.text
+    assert "/about" in page.text and 'id="preview"' in page.text
 
 
 def test_predict_text_and_image(client, predictor):

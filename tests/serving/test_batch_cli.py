@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from sgmft.cli import app
@@ -82,7 +83,7 @@ def test_profile_needs_users(sgmft_run, mixed_manifest, tmp_path):
     assert result.exit_code == 1 and "user" in result.output
 
 
-@pytest.mark.parametrize("which", ["sgmft_run", "unis_run"])
+@pytest.mark.parametrize("which", ["sgmft_run", "unis_run", "fallback_run"])
 def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
     import onnxruntime
 
@@ -102,6 +103,42 @@ def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert np.allclose(got[0].sum(-1), 1.0, atol=1e-5)
+    # the probabilities carry the run's temperature, as predict's do
+    logits = run.model({n: x for n, x in zip(names, inputs, strict=True)}).logits
+    np.testing.assert_allclose(got[0], torch.softmax(logits, -1).detach().numpy(), atol=1e-5)
+    assert float(run.model.temperature) == pytest.approx(run.info.get("temperature", 1.0))
+
+
+def test_an_export_that_fails_its_check_leaves_no_file(sgmft_run, tmp_path, monkeypatch):
+    from sgmft.serving import export
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    monkeypatch.setattr(export, "compare", lambda *args, **kwargs: {"probabilities": 0.5})
+    result = runner.invoke(app, ["export", str(sgmft_run), "--onnx", str(out)])
+    assert result.exit_code == 1 and "disagree" in result.output
+    assert out.read_bytes() == b"an earlier export" and not list(tmp_path.glob(".model.onnx*"))
+
+
+def test_predict_gives_sets_unsure_answers_and_json_arrays(fallback_run, demo_folder, tmp_path):
+    image = str(demo_folder / "images" / "restaurant-001.jpg")
+    one = runner.invoke(app, ["predict", str(fallback_run), "--text", "周末和朋友去吃火锅", "--image", image,
+                              "--coverage", "0.9", "--min-confidence", "0.999999"])
+    assert one.exit_code == 0, one.output
+    assert "label: unsure (best guess" in one.output and "set (90% coverage)" in one.output
+    out, manifest = tmp_path / "p.json", str(demo_folder / "manifest.jsonl")
+    many = runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out", str(out),
+                               "--coverage", "0.9"])
+    assert many.exit_code == 0, many.output
+    records = json.loads(out.read_text())
+    assert isinstance(records, list) and len(records) == 40 and all("set" in r for r in records)
+    csv_out = tmp_path / "p.csv"
+    runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out", str(csv_out),
+                        "--coverage", "0.9"])
+    assert ",set,best_guess,error" in csv_out.read_text().splitlines()[0]
+    refused = runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out",
+                                  str(tmp_path / "p.txt")])
+    assert refused.exit_code == 2 and ".jsonl, .json or .csv" in refused.output
 
 
 def test_sequence_reading_end_to_end(demo_folder, tmp_path):

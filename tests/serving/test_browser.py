@@ -1,6 +1,8 @@
-"""The web page end to end in headless Chromium: type a post, pick an image, submit, read the
-predicted place from the page. Needs Debian's chromium and chromium-driver (.ci/run installs
-them); skipped outside CI when they are missing, required in CI."""
+"""The web page end to end in headless Chromium: the run's labels and example posts, an example
+clicked into the text, the image previewed before it is sent, the prediction with its set and
+bars, errors; a screenshot is written to a temp folder. Needs Debian's chromium,
+chromium-driver and fonts-noto-cjk (.ci/run installs them); skipped outside CI when they are
+missing, required in CI."""
 
 import os
 import shutil
@@ -20,14 +22,14 @@ pytestmark = pytest.mark.skipif(MISSING and os.environ.get("CI") != "true",
 
 
 @pytest.fixture(scope="module")
-def server(predictor):
+def server(fallback_predictor):
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(predictor=predictor), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(create_app(predictor=fallback_predictor, coverage=0.9), host="127.0.0.1",
+                            port=port, log_level="warning")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -57,22 +59,40 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def test_page_predicts_a_post(server, browser, demo_folder, predictor, tmp_path):
+def test_page_predicts_a_post(server, browser, demo_folder, fallback_predictor, tmp_path_factory):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    labels = fallback_predictor.labels
+    browser.set_window_size(420, 1400)              # a narrow screen
     browser.get(server + "/")
-    browser.find_element(By.ID, "text").send_keys("今天在健身房跑步机上跑了五公里")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.ID, "labels").text != "…")
+    assert browser.find_element(By.ID, "labels").text == ", ".join(labels)
+    examples = browser.find_elements(By.CSS_SELECTOR, "#examples .example")
+    assert examples and {e.get_attribute("data-label") for e in examples} <= set(labels)
+    examples[0].click()
+    text = browser.find_element(By.ID, "text").get_attribute("value")
+    assert text and text in examples[0].text
     browser.find_element(By.ID, "image").send_keys(str(demo_folder / "images" / "gym-000.jpg"))
+    preview = browser.find_element(By.ID, "preview")
+    wait.until(lambda d: preview.is_displayed() and preview.get_attribute("src").startswith("blob:"))
+    assert "gym-000.jpg" in preview.get_attribute("alt")
     browser.find_element(By.ID, "submit").click()
-    WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "result")))
-    place = browser.find_element(By.ID, "label").text
-    assert place in predictor.labels
+    wait.until(ec.visibility_of_element_located((By.ID, "result")))
+    answer = browser.find_element(By.ID, "answer").get_attribute("data-label")
+    assert answer in labels or answer == "unsure"
+    set_line = browser.find_element(By.ID, "set")
+    size = int(set_line.get_attribute("data-size"))
+    assert size >= 1 and (("One of: " in set_line.text) == (size > 1))
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
-    assert sorted(bar.get_attribute("data-label") for bar in bars) == sorted(predictor.labels)
-    assert bars[0].get_attribute("data-label") == place  # bars sorted, the prediction first
-    browser.save_screenshot(str(tmp_path / "page.png"))
+    assert sorted(bar.get_attribute("data-label") for bar in bars) == sorted(labels)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar.in-set")) == size
+    assert "alone" in browser.find_element(By.ID, "evidence").text
+    shot = tmp_path_factory.mktemp("screenshots") / "page.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_page_shows_errors(server, browser):

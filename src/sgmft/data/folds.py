@@ -137,17 +137,18 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     if rare:
         log.warning("validation: class(es) %s have too few posts to spare any; they stay in training",
                     ", ".join(rare))
-    pool = [i for i, p in enumerate(posts) if str(p.label) not in rare]
-    groups, kept = _groups(posts, pool, column, images)
-    pool = [i for i in pool if groups[i] is not None]
+    eligible = [i for i, p in enumerate(posts) if str(p.label) not in rare]
+    groups, kept = _groups(posts, eligible, column, images)
+    pool = [i for i in eligible if groups[i] is not None]
     why = why or "by near-duplicate images"
     notes = [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
+    problem = _unusable(posts, eligible, pool, groups, column)
+    if problem is not None:    # the column's groups cannot validate: the images alone, every post
+        notes = [f"{problem}: grouped by near-duplicate images instead"]
+        column, kept = None, {}
+        groups, _ = _groups(posts, eligible, None, images)
+        pool = list(eligible)
     distinct = len({groups[i] for i in pool})
-    if distinct < 2 and column is not None:
-        notes.append(f"fewer than two {column} groups to hold out: grouped by images only")
-        column = None
-        groups, _ = _groups(posts, pool, None, images)
-        distinct = len({groups[i] for i in pool})
     per_class = Counter(posts[i].label for i in pool)
     largest = max(per_class.values(), default=0)
     if distinct < 2 or largest < 2 or len(pool) < 2 * len(per_class):
@@ -165,6 +166,22 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
             for j in held:
                 fold[pool[j]] = number
     return Folds(ids, fold, folds, why, column, kept, notes)
+
+
+def _unusable(posts: Sequence[Post], eligible: list[int], pool: list[int], groups: list[object | None],
+             column: str | None) -> str | None:
+    """Why the groups of ``column`` cannot make validation folds, or None: fewer than two of
+    them can be held out, or those that can hold a single label while training holds several
+    (every choice made on them would only learn to answer that label)."""
+    if column is None:
+        return None
+    if len({groups[i] for i in pool}) < 2:
+        return f"fewer than two {column} groups can be held out"
+    held = {posts[i].label for i in pool}
+    if len(held) < 2 <= len({posts[i].label for i in eligible}):
+        return (f"the {column} groups that can be held out hold only {', '.join(map(str, held))!s} posts, "
+                "so validation could not tell the labels apart")
+    return None
 
 
 def _groups(posts: Sequence[Post], pool: list[int], column: str | None,

@@ -20,14 +20,18 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def user_cache_dir() -> Path:
+    """sgmft's own cache folder: ``$SGMFT_CACHE`` when set, else ``~/.cache/sgmft``."""
+    configured = os.environ.get("SGMFT_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "sgmft"
+
+
 def folder_work_dir(folder: Path) -> Path:
     """Where derived data of the manifests in ``folder`` goes (see the module docstring)."""
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-    if os.environ.get("SGMFT_CACHE"):
-        return Path(os.environ["SGMFT_CACHE"]) / key
-    if _writable(folder):
-        return folder / ".sgmft"
-    return Path.home() / ".cache" / "sgmft" / key
+    if os.environ.get("SGMFT_CACHE") or not _writable(folder):
+        return user_cache_dir() / key
+    return folder / ".sgmft"
 
 
 def work_dir(manifest_path: Path) -> Path:

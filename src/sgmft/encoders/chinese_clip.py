@@ -1,9 +1,12 @@
 """Chinese-CLIP (Yang et al. 2022) through Hugging Face `transformers`, the paper's backbone.
 
-Loads any checkpoint from a local folder or a hub id (the paper's is
-``OFA-Sys/chinese-clip-vit-huge-patch14``). Text: BERT tokenizer, context length 52, the
-[CLS] state through the bias-free text projection. Image: bicubic resize straight to the
-square input size, CLIP mean/std, the vision pooler through the visual projection.
+Loads a `transformers` checkpoint from a local folder or a hub id (the paper's is
+``OFA-Sys/chinese-clip-vit-huge-patch14``), or an official release file of the ``cn_clip``
+code (``clip_cn_vit-h-14.pt``), converted once (`sgmft.encoders.chinese_clip_convert`). Text:
+BERT tokenizer, context length 52, the [CLS] state through the bias-free text projection.
+Image: bicubic resize straight to the square input size, CLIP mean/std, the vision pooler
+through the visual projection. Both equal the official code's ``encode_text`` and
+``encode_image`` (tests/encoders/test_chinese_clip_official.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from PIL import Image
 
 from sgmft.data.images import ImagePreprocess
 from sgmft.encoders.base import Encoder, FeatureDims
+from sgmft.encoders.chinese_clip_convert import converted_folder, is_official_checkpoint
 
 PAPER_CHECKPOINT = "OFA-Sys/chinese-clip-vit-huge-patch14"
 CONTEXT_LENGTH = 52
@@ -43,13 +47,20 @@ def _image_preprocess(source: str, image_size: int) -> ImagePreprocess:
     )
 
 
+def local_source(checkpoint: str) -> str:
+    """What `transformers` loads: the checkpoint itself (a folder or hub id), or the converted
+    folder of an official release file."""
+    return str(converted_folder(checkpoint)) if is_official_checkpoint(checkpoint) else checkpoint
+
+
 def image_preprocess_of(checkpoint: str) -> ImagePreprocess:
     """A checkpoint's image preprocessing from its configuration alone (no weights)."""
     from transformers import ChineseCLIPConfig
 
-    local = Path(checkpoint).is_dir()
-    config = ChineseCLIPConfig.from_pretrained(checkpoint, local_files_only=local)
-    return _image_preprocess(checkpoint, config.vision_config.image_size)
+    source = local_source(checkpoint)
+    local = Path(source).is_dir()
+    config = ChineseCLIPConfig.from_pretrained(source, local_files_only=local)
+    return _image_preprocess(source, config.vision_config.image_size)
 
 
 class ChineseCLIPEncoder(Encoder):
@@ -69,16 +80,17 @@ class ChineseCLIPEncoder(Encoder):
 
         # BertTokenizer, not the fast one: BertTokenizerFast(vocab_file=...) silently built a
         # 5-token vocabulary in transformers 5 (BACKBONES.md).
-        local = Path(checkpoint).is_dir() if local_files_only is None else local_files_only
+        source = local_source(checkpoint)
+        local = Path(source).is_dir() if local_files_only is None else local_files_only
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.context_length = context_length
-        self.tokenizer = BertTokenizer.from_pretrained(checkpoint, local_files_only=local)
+        self.tokenizer = BertTokenizer.from_pretrained(source, local_files_only=local)
         self.model = ChineseCLIPModel.from_pretrained(
-            checkpoint, local_files_only=local, dtype=self.dtype
+            source, local_files_only=local, dtype=self.dtype
         ).to(self.device).eval()
-        self.preprocess = _image_preprocess(checkpoint, self.model.config.vision_config.image_size)
+        self.preprocess = _image_preprocess(source, self.model.config.vision_config.image_size)
 
     @property
     def dim(self) -> FeatureDims:

@@ -189,11 +189,14 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
                            "accuracy": float((chosen.argmax(1) == labels[rows]).mean()),
                            "majority_accuracy": float((labels[rows] == majority).mean())}
     log_probs = np.log(np.clip(chosen, 1e-12, 1.0))
-    temperature = fit_temperature(log_probs, labels[rows])
+    errors = int((chosen.argmax(1) != labels[rows]).sum())
+    # the temperature that holds on every fold, as the mixture; with no out-of-fold error,
+    # sharper is always better: the temperature cannot be estimated
+    temperature = fit_temperature(log_probs, labels[rows], fold[rows]) if errors else 1.0
     model.set_temperature(temperature)
     calibrated = softmax(log_probs / temperature)
     found["calibration"] = {
-        "temperature": temperature, "posts": int(rows.sum()),
+        "temperature": temperature, "posts": int(rows.sum()), "errors": errors,
         "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
         "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
     found["conformal_scores"] = np.sort(1.0 - calibrated[np.arange(int(rows.sum())), labels[rows]]).round(6)
