@@ -74,14 +74,19 @@ def report(name: str, count: int, unit: str, seconds: float, peak: int, note: st
 def extraction(folder: Path, manifest: Path, skip: set[str]) -> None:
     posts = len(manifest.read_text().splitlines())
     print(f"extraction, {posts} posts (use+effnet, each run into a fresh cache, start-up included)")
-    runs = [("local fp32", [])]
+    from sgmft.device import native_cpu_bf16, resolve_precision
+
+    auto = resolve_precision("auto")
+    native = "computes bf16 natively (AMX or AVX512-BF16)" if native_cpu_bf16() else "has no native bf16"
+    print(f"  this CPU {native}: --precision auto (the default) takes {auto}")
+    runs = [("local fp32", ["--precision", "fp32"]), (f"local auto ({auto})", [])]
     if "bf16" not in skip:
         runs.append(("local bf16", ["--precision", "bf16"]))
     if "ray" not in skip:
         runs += [("ray, 1 worker", ["--ray", "local", "--workers", "1"]),
                  ("ray, 2 workers", ["--ray", "local", "--workers", "2"])]
     for name, extra in runs:
-        out = folder / name.replace(" ", "-").replace(",", "")
+        out = folder / name.split(" (")[0].replace(" ", "-").replace(",", "")
         seconds, peak = sgmft("extract", str(manifest), "--out", str(out), *extra, cwd=folder)
         report(name, posts, "posts", seconds, peak)
     if "bf16" not in skip:

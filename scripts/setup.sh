@@ -13,6 +13,9 @@ say "upgrading pip"
 say "installing sgmft with torch 2.13.0 (CPU), serving, export, Ray and test extras (a few minutes the first time)"
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e ".[serve,export,ray,dev]" \
   2>&1 | { grep -v "^WARNING: Location" || true; }   # (pipefail: a pip failure still fails)
+say "installing the official Chinese-CLIP code without its dependencies (the equivalence tests; it needs torchvision only for image transforms sgmft does not use)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps cn-clip==1.6.0 \
+  2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import torch, sgmft; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(); print('setup: sgmft', sgmft.__version__, 'torch', torch.__version__)"
 if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium && command -v chromedriver \
     && fc-list 2>/dev/null | grep -qi "noto sans cjk"; } >/dev/null; then

@@ -143,30 +143,34 @@ def test_corrupt_images_in_a_batch_fail_alone(client):
 
 def test_small_requests_go_before_the_rest_of_a_big_one():
     """The queue serves posts by their request's size: a single post that arrives while a batch
-    of 64 waits is predicted in the next pass, not after the whole batch."""
+    of 64 is being predicted goes into the very next pass, not after the rest of the batch."""
     import asyncio
 
     from sgmft.serving.app import MicroBatcher
+    from sgmft.serving.predictor import PostInput
 
-    order = []
+    order, first_pass, release = [], threading.Event(), threading.Event()
 
     class Recorder:
         def predict(self, posts):
-            order.extend(p.text for p in posts)
-            time.sleep(0.01)
+            order.append([p.text for p in posts])
+            if len(order) == 1:
+                first_pass.set()
+                release.wait(10)          # the first pass holds until the single post is queued
             return [p.text for p in posts]
 
     async def scenario():
         batcher = MicroBatcher(Recorder(), max_batch=8)
         await batcher.start()
-        from sgmft.serving.predictor import PostInput
-
         big = [asyncio.create_task(batcher.predict(PostInput(f"big{i}"), 64)) for i in range(64)]
-        await asyncio.sleep(0.02)           # the first pass is under way
-        single = await batcher.predict(PostInput("single"), 1)
-        await asyncio.gather(*big)
+        while not first_pass.is_set():
+            await asyncio.sleep(0.001)
+        single = asyncio.create_task(batcher.predict(PostInput("single"), 1))
+        await asyncio.sleep(0.01)        # queued behind the running pass
+        release.set()
+        results = await asyncio.gather(single, *big)
         await batcher.stop()
-        return single
+        return results
 
-    assert asyncio.run(scenario()) == "single"
-    assert order.index("single") < 8 + 8 + 1          # within the next pass, not after all 64
+    assert asyncio.run(scenario())[0] == "single"
+    assert len(order[0]) == 8 and order[1][0] == "single"       # the very next pass, first

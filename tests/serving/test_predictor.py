@@ -107,8 +107,11 @@ def test_prediction_sets_and_unsure_answers(fallback_predictor, predictor, demo_
     assert unsure.label == "unsure" and unsure.best_guess == result.label
     assert any("unsure" in w for w in unsure.warnings)
     assert unsure.to_dict()["best_guess"] == result.label
-    with pytest.raises(ValueError, match="no calibration posts"):
-        predictor.predict([post], coverage=0.9)        # the fast preset's run was not cross-fitted
+    # the fast preset's run kept no held-out posts: the only set it can promise is every label
+    [everything] = predictor.predict([post], coverage=0.9)
+    assert everything.set == predictor.labels and any("every label" in w for w in everything.warnings)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        predictor.predict([post], coverage=1.5)
 
 
 def test_evidence_says_when_a_part_is_at_chance_or_the_parts_disagree():

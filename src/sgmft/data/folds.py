@@ -153,6 +153,9 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     largest = max(per_class.values(), default=0)
     if distinct < 2 or largest < 2 or len(pool) < 2 * len(per_class):
         return Folds(ids, fold, 0, "none (too few posts to hold any out)", column, kept)
+    if len(per_class) < 2 <= len(counts):
+        return Folds(ids, fold, 0, "none (the posts that could be held out all carry one label: choices "
+                                   "made on them would only learn to answer it)", column, kept)
     folds = min(k, distinct, largest)
     if folds < k:
         notes.append(f"{folds} folds, not {k}: only {distinct} group(s) to spread, the largest "

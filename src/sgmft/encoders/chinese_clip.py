@@ -127,10 +127,14 @@ class ChineseCLIPEncoder(Encoder):
 
     @torch.inference_mode()
     def encode_texts_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Pooled (N, D) and every token state through the text projection (N, 52, D);
-        padding positions included, so every post has the same length."""
-        states = self.model.text_model(**self._tokenize(texts)).last_hidden_state
-        tokens = self.model.text_projection(states).float().cpu().numpy()
+        """Pooled (N, D) and every token state through the text projection (N, 52, D), so
+        every post has the same length; padding positions are zeros (what a padded position
+        computes is an artefact of the attention code: the official and the `transformers`
+        BERT differ there, and only there)."""
+        encoded = self._tokenize(texts)
+        states = self.model.text_model(**encoded).last_hidden_state
+        tokens = self.model.text_projection(states) * encoded["attention_mask"][..., None].to(states.dtype)
+        tokens = tokens.float().cpu().numpy()
         return tokens[:, 0].copy(), tokens
 
     @torch.inference_mode()
@@ -149,5 +153,6 @@ class ChineseCLIPEncoder(Encoder):
             "projection_dim": self.dim.text,
             "dtype": str(self.dtype).removeprefix("torch."),
             "context_length": self.context_length,
+            "padding_states": "zeros",
             "preprocess": self.preprocess.__dict__,
         }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sgmft.evaluation.plots import (
     TSNE_MIN_POSTS,
@@ -137,7 +138,7 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
         log.warning("evaluating on changed data: %s", changed)
     outputs, y_true = test_outputs(run, prepared)
     probs = softmax(outputs["logits"])
-    predicted = probs.argmax(-1)
+    predicted = run.model.decide(torch.from_numpy(outputs["logits"])).numpy()
     metrics = classification_metrics(y_true, predicted, run.labels)
     metrics["accuracy_interval"] = accuracy_interval(int((predicted == y_true).sum()), len(y_true))
     metrics["fused_head"] = _accuracy(outputs["head_logits"], y_true, run.labels)

@@ -73,6 +73,10 @@ def per_group(values: Sequence[str | None], labels: np.ndarray, predicted: np.nd
     return table
 
 
+#: a test part with fewer posts, or fewer posts of some label, is called too small to mean much
+SMALL_TEST, SMALL_PER_LABEL = 30, 5
+
+
 def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
     """Plain-words warnings about a test result: below always answering the most common class,
     below one of the model's own unimodal probes, or too few posts to mean much."""
@@ -87,7 +91,9 @@ def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
             found.append(f"the {name.replace('_only', '')} probe alone ({alone:.3f}) is more accurate than "
                          f"the model ({accuracy:.3f}) on these posts")
     low, high = metrics["accuracy_interval"]
-    if n < 30:
-        found.append(f"only {n} test post(s): accuracy {accuracy:.3f} could be anywhere in "
-                     f"[{low:.2f}, {high:.2f}] (95 % Wilson interval)")
+    supports = [c["support"] for c in metrics["per_class"].values() if c["support"]]
+    if n < SMALL_TEST or min(supports, default=0) < SMALL_PER_LABEL:
+        found.append(f"only {n} test post(s), {min(supports, default=0)} of the rarest label: accuracy "
+                     f"{accuracy:.3f} could be anywhere in [{low:.2f}, {high:.2f}] (95 % Wilson interval), "
+                     "and the per-label scores say less still")
     return found

@@ -57,6 +57,7 @@ class MultimodalModel(nn.Module):
         self.head = head(self.fusion.fused_dim, self.fusion.stream_dim, num_classes, config)
         self.probes = UnimodalProbes(text_dim, image_dim, num_classes)
         self.register_buffer("temperature", torch.tensor(1.0))
+        self.register_buffer("decision_bias", torch.zeros(num_classes))   # label = argmax(logits + this)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -67,6 +68,11 @@ class MultimodalModel(nn.Module):
         else:
             fusion = ("text" if self.config.text_input == "features" else "tokens", "image")
         return tuple(dict.fromkeys((*fusion, "text", "image")))
+
+    def decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """The labels (B,) of output logits (B, C): the argmax after the decision offsets
+        (zero unless ``decision = "balanced"`` chose some)."""
+        return (torch.log_softmax(logits.float(), -1) + self.decision_bias).argmax(-1)
 
     @torch.no_grad()
     def set_temperature(self, value: float) -> None:

@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
+import torch
 
 from sgmft.data.folds import carve_validation, validation_column
 from sgmft.evaluation.evaluate import test_outputs
 from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
+from sgmft.metrics.classification import macro_f1
 from sgmft.provenance import now, versions
 from sgmft.research.space import Parameter, draw
 from sgmft.training.checkpoint import CHECKPOINT
@@ -116,10 +117,9 @@ def _score(folder: Path, prepared: PreparedData, objective: str = "accuracy") ->
     part (its "test")."""
     run = load_run(folder)
     outputs, labels = test_outputs(run, prepared)
-    predicted = outputs["logits"].argmax(-1)
+    predicted = run.model.decide(torch.from_numpy(outputs["logits"])).numpy()
     if objective == "macro_f1":
-        return float(f1_score(labels, predicted, average="macro", labels=range(len(run.labels)),
-                              zero_division=0))
+        return macro_f1(labels, predicted)
     return float((predicted == labels).mean())
 
 

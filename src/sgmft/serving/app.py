@@ -256,8 +256,6 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         for name, value in (("coverage", asked_coverage), ("min_confidence", asked_confidence)):
             if value is not None and not 0.0 < value < 1.0:
                 raise HTTPException(400, f"{name} {value}: expected a number between 0 and 1")
-        if asked_coverage is not None and batcher().predictor.run.conformal_threshold(asked_coverage) is None:
-            raise HTTPException(400, "this run has no calibration posts for prediction sets")
         return (asked_coverage if asked_coverage is not None else state["coverage"],
                 asked_confidence if asked_confidence is not None else min_confidence)
 

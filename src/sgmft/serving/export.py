@@ -5,7 +5,8 @@ PyTorch): the model's `input_names`, i.e. ``text`` (B, D_text) and ``image`` (B,
 float32, plus ``tokens`` (B, T) int64 for word-level variants, or ``text_tokens`` and
 ``image_tokens`` (B, L, D) float32 for the sequence reading; outputs ``probabilities`` (B, C;
 calibrated: the run's temperature is in the graph), ``logits`` (B, C), ``fused`` (M_fuse, B, F),
-and ``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities.
+``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities, and ``label`` (B,)
+int64, the predicted label's index (with the run's decision offsets).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class ExportHead(nn.Module):
     def forward(self, *inputs: torch.Tensor):
         out = self.model(dict(zip(self.model.input_names, inputs, strict=True)))
         return (torch.softmax(out.logits, dim=-1), out.logits, out.fused,
-                torch.softmax(out.probes["text"], -1), torch.softmax(out.probes["image"], -1))
+                torch.softmax(out.probes["text"], -1), torch.softmax(out.probes["image"], -1),
+                self.model.decide(out.logits))
 
 
-OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only"]
+OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only", "label"]
 
 
 def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:

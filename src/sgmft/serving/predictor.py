@@ -114,6 +114,7 @@ class Predictor:
             data.encoder, device=device, precision=resolve_precision(data.precision, device),
             **encoder_options(data.encoder, data.checkpoint))
         self._thresholds: dict[float, float] = {}
+        self._calibrated: set[float] = set()   # the coverages calibrated on held-out posts
         dims = self.run.info["features"]["dims"]
         if tuple(self.encoder.dim) != (dims["text"], dims["image"]):
             raise ValueError(f"encoder {self.encoder.name} gives {tuple(self.encoder.dim)} features, "
@@ -190,37 +191,43 @@ class Predictor:
         ids = ids or [None] * n
         coverages = coverage if isinstance(coverage, list) else [coverage] * n
         confidences = min_confidence if isinstance(min_confidence, list) else [min_confidence] * n
+        decided = self.run.model.decide(outputs["logits"]).tolist()
         found = []
         for i in range(n):
-            label, distribution = _distribution(probabilities[i], self.labels)
+            _, distribution = _distribution(probabilities[i], self.labels)
+            label = self.labels[decided[i]]
             evidence = self._evidence(outputs, features, i)
             prediction = Prediction(label, distribution, evidence, list(features.warnings[i]), ids[i])
-            top = float(probabilities[i].max())
+            top = float(probabilities[i, decided[i]])
             threshold = self.set_threshold(coverages[i])
             if threshold is not None:
                 members = prediction_sets(probabilities[i:i + 1].numpy(), threshold)[0]
                 prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
                 prediction.coverage = coverages[i]
+                if coverages[i] not in self._calibrated:
+                    prediction.warnings.append("this run kept no held-out posts to calibrate prediction "
+                                               "sets on: the set is every label")
             min_confidence = confidences[i]
             if min_confidence is not None and top < min_confidence:
                 prediction.best_guess, prediction.label = label, UNSURE
-                prediction.warnings.append(f"unsure: the top probability {top:.2f} ({label}) is below "
+                prediction.warnings.append(f"unsure: the probability of {label}, {top:.2f}, is below "
                                            f"the asked confidence {min_confidence:.2f}")
             prediction.warnings += _disagreement(evidence)
             found.append(prediction)
         return found
 
     def set_threshold(self, coverage: float | None) -> float | None:
-        """The conformal threshold of ``coverage`` (None when not asked); a run without
-        out-of-fold predictions cannot promise one: ValueError."""
+        """The conformal threshold of ``coverage`` (None when not asked). A run that kept no
+        held-out posts to calibrate on can promise a coverage only with every label: 1.0."""
         if coverage is None:
             return None
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"coverage {coverage}: expected a number between 0 and 1")
         if coverage not in self._thresholds:
             threshold = self.run.conformal_threshold(coverage)
-            if threshold is None:
-                raise ValueError(f"{self.run.folder} holds no calibration posts for prediction sets "
-                                 "(it was trained without validation folds)")
-            self._thresholds[coverage] = threshold
+            self._thresholds[coverage] = 1.0 if threshold is None else threshold
+            if threshold is not None:
+                self._calibrated.add(coverage)
         return self._thresholds[coverage]
 
     def _evidence(self, outputs: dict[str, torch.Tensor], features: Features, i: int) -> dict[str, Any]:

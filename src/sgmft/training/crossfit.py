@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from sgmft.data.folds import Folds
 from sgmft.io import atomic_write
 from sgmft.metrics.calibration import ece, fit_temperature, log_loss, softmax
+from sgmft.metrics.classification import balanced_offsets
 from sgmft.models.fallback import choose_mixture, fit_unimodal_probes
 from sgmft.models.model import MultimodalModel
 from sgmft.training.checkpoint import CHECKPOINT
@@ -200,4 +201,8 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
         "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
         "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
     found["conformal_scores"] = np.sort(1.0 - calibrated[np.arange(int(rows.sum())), labels[rows]]).round(6)
+    if config.model.decision == "balanced":
+        offsets, record = balanced_offsets(calibrated, labels[rows])
+        model.decision_bias.copy_(torch.from_numpy(offsets).float())
+        found["decision"] = {"offsets": [round(float(v), 2) for v in offsets], **record}
     return found

@@ -4,7 +4,7 @@ built for it; and the validation folds of its training split."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
     manifest = load_manifest(data.manifest, data.image_root, data.labels,
                              skip_invalid=data.skip_invalid)
     report_skipped(manifest)
+    if data.labels is None:
+        manifest = labels_with_posts(manifest)
     cache, folder = ensure_features(manifest, data.encoder, data.checkpoint,
                                     Path(data.cache) if data.cache else None,
                                     device=device or config.train.device, progress=progress,
@@ -46,6 +48,19 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
     split = load_or_make_split(manifest, data.split, data.test_fraction, data.split_seed,
                                group_by=data.group_by)
     return PreparedData(manifest, cache, folder, split)
+
+
+def labels_with_posts(manifest: Manifest) -> Manifest:
+    """The manifest with the default label set cut to the labels its posts carry (in their
+    order), said in the log; a label set given with ``--labels`` is kept as given."""
+    present = {p.label for p in manifest.posts}
+    kept = tuple(label for label in manifest.labels if label in present)
+    if len(kept) == len(manifest.labels) or len(kept) < 2:
+        return manifest
+    dropped = [label for label in manifest.labels if label not in present]
+    log.warning("labels with no posts left out of the run's label set: %s (name them with --labels "
+                "to keep them)", ", ".join(dropped))
+    return replace(manifest, labels=kept)
 
 
 def needs_validation(config: RunConfig) -> bool:

@@ -14,6 +14,7 @@ import torch
 
 from sgmft.data.manifest import skipped_summary
 from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
+from sgmft.metrics.intervals import wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
@@ -109,13 +110,47 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     save_model(out, model)
     info = {"folds": folds.record() | {"models": [r.record(k) for k, r in enumerate(fold_results)]},
             "val": len(folds.validated), "val_by": folds.how, **after, "processes": parallel.world,
-            "warnings": learning_warnings(result, after.get("validation"), len(manifest.labels))}
+            "warnings": learning_warnings(result, after.get("validation"), len(manifest.labels))
+            + data_warnings(manifest, tensors["label"].numpy(), fold, after.get("validation"),
+                            needs_validation(config))}
     for warning in info["warnings"]:
         log.warning("%s", warning)
     info["skipped_rows"] = skipped_summary(manifest)
     trained_on = len(ids) - len(folds.validated) if folds.k == 1 else len(ids)
     write_run_info(out, config, prepared, result, trained_on, info, model)
     return out
+
+
+#: fewer validation posts than this, or fewer of some label than `SMALL_PER_LABEL`, make the
+#: choices made on validation rough, and the run says so
+SMALL_PART, SMALL_PER_LABEL = 30, 5
+
+
+def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: dict[str, Any] | None,
+                  needed: bool) -> list[str]:
+    """Plain words about data too small to mean much: labels without training posts, and (when
+    the run chooses on validation) a validation part below `SMALL_PART` posts or
+    `SMALL_PER_LABEL` posts of a label, with the 95 % interval of its accuracy."""
+    found = []
+    counts = np.bincount(labels, minlength=len(manifest.labels))
+    empty = [name for name, n in zip(manifest.labels, counts, strict=True) if n == 0]
+    if empty:
+        found.append(f"label(s) {', '.join(empty)} have no training posts: the model cannot predict "
+                     "them, and macro-F1 counts only labels with posts")
+    if not needed:
+        return found
+    held = labels[fold >= 0]
+    if validation is None or not len(held):
+        found.append(f"too few posts ({len(labels)}) to hold any out for validation: nothing was chosen "
+                     "on held-out posts, and the probabilities are not calibrated")
+        return found
+    per_label = np.bincount(held, minlength=len(manifest.labels))[counts > 0]
+    if len(held) < SMALL_PART or per_label.min() < SMALL_PER_LABEL:
+        low, high = wilson(round(validation["accuracy"] * len(held)), len(held))
+        found.append(f"the validation part holds only {len(held)} post(s) ({per_label.min()} of the rarest "
+                     f"label): its accuracy {validation['accuracy']:.2f} could be anywhere in [{low:.2f}, "
+                     f"{high:.2f}] (95 %), and the epochs, mixture and temperature chosen on it are rough")
+    return found
 
 
 def learning_warnings(result: FitResult, validation: dict[str, Any] | None, num_classes: int) -> list[str]:

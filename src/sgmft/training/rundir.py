@@ -123,6 +123,7 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "validation": info.get("validation"),
         "temperature": info.get("calibration", {}).get("temperature", 1.0),
         "calibration": info.get("calibration"),
+        "decision": info.get("decision"),
         "warnings": info["warnings"],
         "history": result.history,
         "versions": versions(),
@@ -156,7 +157,7 @@ def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
     if mixture is not None and mixture.shape[0] == 3:
         state["probes.mixture"] = torch.cat([mixture, mixture.new_zeros(1)])
     current = model.state_dict()
-    for key in ("probes.prior", "temperature"):
+    for key in ("probes.prior", "temperature", "decision_bias"):
         state.setdefault(key, current[key])
     return state
 
