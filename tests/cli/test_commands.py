@@ -133,6 +133,7 @@ def test_reproduce_writes_every_table_row_and_figures(demo, tmp_path):
     assert tables.count("| reference: majority class |") == 4
     assert tables.count("±") >= 2 * (17 + 4 * 5)  # the paper's 17 rows, 5 more rows per table
     assert "split: stratified 80%/20%, seed 0" in tables
+    assert tables.count("| ECE (%) |") == 4
     for figure in ("figure5_module_ablation", "figure7_fusion_modules", "figure8_sff_side"):
         assert (out / f"{figure}.png").is_file()
     results = json.loads((out / "results.json").read_text())

@@ -31,6 +31,18 @@ def new_model(seed: int = 0) -> MultimodalModel:
     return MultimodalModel(MODEL, 10, 12, num_classes=4)
 
 
+class Killed(Exception):
+    """What a kill -9 looks like to a test: the run stops after an epoch, its checkpoint on disk."""
+
+
+def killed_after(last: int):
+    """An ``on_epoch_end`` callback that stops the run after epoch ``last``."""
+    def callback(epoch, record):
+        if epoch == last:
+            raise Killed
+    return callback
+
+
 def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -62,16 +74,9 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
     reference = new_model()
     fit(reference, train, config, tmp_path / "ref", progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, record):
-        if epoch == 0:
-            raise Killed
-
     interrupted = new_model()
     with pytest.raises(Killed):
-        fit(interrupted, train, config, tmp_path / "run", progress=False, on_epoch_end=kill_after_first)
+        fit(interrupted, train, config, tmp_path / "run", progress=False, on_epoch_end=killed_after(0))
     assert (tmp_path / "run" / CHECKPOINT).is_file()
     resumed = new_model(seed=99)  # a fresh process: different initial weights, restored from disk
     result = fit(resumed, train, config, tmp_path / "run", resume=True, progress=False)
@@ -98,15 +103,8 @@ def test_checkpoints_follow_the_clock_and_the_last_epoch(tmp_path):
     train = toy_problem(120, 0)
     config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=1, checkpoint_seconds=3600)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_second(epoch, record):
-        if epoch == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        fit(new_model(), train, config, tmp_path / "run", progress=False, on_epoch_end=kill_after_second)
+        fit(new_model(), train, config, tmp_path / "run", progress=False, on_epoch_end=killed_after(1))
     assert not (tmp_path / "run" / CHECKPOINT).exists()
     resumed = new_model()
     fit(resumed, train, config, tmp_path / "run", resume=True, progress=False)
@@ -141,15 +139,8 @@ def test_mixed_precision_learns_like_fp32_and_resumes_exactly(tmp_path, precisio
     saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     assert ("scale" in saved["scaler"]) == (precision == "fp16")
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, record):
-        if epoch == 0:
-            raise Killed
-
     with pytest.raises(Killed):
-        fit(new_model(), train, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_first)
+        fit(new_model(), train, config, tmp_path / "killed", progress=False, on_epoch_end=killed_after(0))
     resumed = new_model(seed=7)
     fit(resumed, train, config, tmp_path / "killed", resume=True, progress=False)
     for key, value in state(model).items():

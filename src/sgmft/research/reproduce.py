@@ -62,8 +62,10 @@ PRESET_ROW = "SG-MFT ({} preset)"
 
 
 def _row(label: str, runs: list[dict[str, Any]], paper: str = "—") -> str:
+    calibrated = [r["ece"] for r in runs if r.get("ece") is not None]
+    ece = _mean_std(calibrated) if len(calibrated) == len(runs) else "—"
     return (f"| {label} | {_mean_std([r['accuracy'] for r in runs])} | "
-            f"{_mean_std([r['macro_f1'] for r in runs])} | {paper} |")
+            f"{_mean_std([r['macro_f1'] for r in runs])} | {ece} | {paper} |")
 
 
 def render_tables(results: dict[str, list[dict[str, Any]]], header: str, preset: str | None,
@@ -71,8 +73,8 @@ def render_tables(results: dict[str, list[dict[str, Any]]], header: str, preset:
     """Every table: the paper's rows, the preset's row, then the reference rows."""
     lines = [header, ""]
     for table, rows in TABLES.items():
-        lines += [f"## {table}", "", "| method | accuracy (%) | macro-F1 (%) | paper accuracy (%) |",
-                  "|---|---|---|---|"]
+        lines += [f"## {table}", "", "| method | accuracy (%) | macro-F1 (%) | ECE (%) "
+                  "| paper accuracy (%) |", "|---|---|---|---|---|"]
         lines += [_row(label, results[variant], f"{PAPER_ACCURACY[variant]:.2f}") for label, variant in rows]
         if preset is not None:
             lines.append(_row(f"**{PRESET_ROW.format(preset)}**", results[PRESET_ROW.format(preset)]))
@@ -90,7 +92,9 @@ def _header(prepared: PreparedData, seeds: int, base: RunConfig, preset: str | N
             f"encoder `{prepared.cache.header['encoder']['name']}`; {seeds} seed(s), mean ± std. "
             f"The paper's rows train with the base settings (`{base.train.epochs}` epochs, lr "
             f"{base.train.lr:g}, batch {base.train.batch_size}, D = {base.model.dim}).{preset_text} "
-            "Reference rows: no network (single deterministic fits, hence ± 0). "
+            "Reference rows: no network (single deterministic fits, hence ± 0; no calibrated "
+            "probabilities, hence no ECE). ECE: 15 equal-width bins, top label, of the served "
+            "(calibrated, where the run was cross-fitted) probabilities. "
             f"Data hash `{manifest.data_hash()[:16]}`. Paper column: the paper's accuracy on its "
             "own (unavailable) Weibo data, for reference only.\n")
 
@@ -129,8 +133,8 @@ def reproduce(base: RunConfig, out: Path, seeds: int = 3, progress: bool = True,
         "base_config": base_dict, "preset": preset, "data_hash": prepared.manifest.data_hash(),
         "split": describe(prepared.split), "skipped_rows": skipped_summary(prepared.manifest),
         "versions": versions(),
-        "results": {v: [{k: r[k] for k in ("accuracy", "macro_f1", "seed")} for r in runs]
-                    for v, runs in results.items()},
+        "results": {v: [{k: r.get(k) for k in ("accuracy", "macro_f1", "ece", "log_loss", "seed")}
+                        for r in runs] for v, runs in results.items()},
         "references": {k: {m: v[m] for m in ("accuracy", "macro_f1")} for k, v in references.items()},
     })
     return out
