@@ -8,8 +8,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-#: lines a bar writes when its output is not a terminal: one per this share of the total
-STEP = 0.1
+#: lines a bar writes when its output is not a terminal (one per tenth of the work), besides the last
+LINES = 10
 
 
 def on_terminal() -> bool:
@@ -26,12 +26,12 @@ class _Lines:
 
     def __init__(self, total: int, desc: str, unit: str, initial: int = 0):
         self.total, self.desc, self.unit, self.n = max(total, 0), desc, unit, initial
-        self.postfix = ""
-        self.shown = initial * 10 // max(self.total, 1)
+        self.postfix, self.printed = "", initial
+        self.shown = initial * LINES // max(self.total, 1)
 
     def update(self, count: int = 1) -> None:
         self.n += count
-        step = min(10, self.n * 10 // max(self.total, 1))
+        step = min(LINES, self.n * LINES // max(self.total, 1))
         if step > self.shown:
             self.shown = step
             self._line()
@@ -41,11 +41,12 @@ class _Lines:
 
     def _line(self) -> None:
         share = 100 * self.n / max(self.total, 1)
+        self.printed = self.n
         print(f"{self.desc}: {share:3.0f} % ({self.n}/{self.total} {self.unit}) {self.postfix}".rstrip(),
               file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.shown < 10 and self.total:
+        if self.n != self.printed:
             self._line()
 
 

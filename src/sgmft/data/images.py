@@ -119,10 +119,6 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"unreadable image (mode {image.mode}): {type(exc).__name__}: {exc}") from exc
 
 
-#: bits of the perceptual hash (an 8 x 8 DCT hash)
-PHASH_BITS = 64
-
-
 def perceptual_hash(image: Image.Image) -> str:
     """The DCT perceptual hash of an RGB image (``imagehash.phash``, 64 bits, hex): a resized,
     re-encoded or lightly cropped copy of a photo lands within a few bits of the original
