@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# the official model's helpers live in the equivalence test (tests/encoders/)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def official_classes():
     """cn_clip's tokenize and CLIP class, imported without torchvision (see the equivalence test)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.encoders.test_chinese_clip_official import config_of, import_official
 
     clip, clip_class = import_official()
@@ -71,7 +73,6 @@ def measure(checkpoint: str, precision: str, images: int, count: int) -> dict:
     """In this process: load through sgmft, encode, time (after one warm-up batch)."""
     from sgmft.encoders import create_encoder
 
-    torch.set_num_threads(torch.get_num_threads())
     started = time.perf_counter()
     encoder = create_encoder("chinese-clip", checkpoint=checkpoint, precision=precision)
     load = time.perf_counter() - started
@@ -85,8 +86,8 @@ def measure(checkpoint: str, precision: str, images: int, count: int) -> dict:
     encoder.encode_texts(words)
     text_s = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    found = {"precision": precision, "load_s": round(load, 1), "images_per_s": images / image_s,
-             "texts_per_s": count / text_s, "peak_rss_gib": peak}
+    found = {"precision": precision, "threads": torch.get_num_threads(), "load_s": round(load, 1),
+             "images_per_s": images / image_s, "texts_per_s": count / text_s, "peak_rss_gib": peak}
     if precision == "fp32":
         found["features"] = {"text": encoder.encode_texts(texts(8)).tolist(),
                              "image": image_features[:2].tolist() if images >= 2 else
@@ -115,7 +116,7 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             done = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--texts",
                                    str(args.texts), "--measure", str(path), precision],
-                                  check=True, capture_output=True, text=True,
+                                  check=True, stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, "SGMFT_CACHE": tmp})
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     features = results[0].pop("features")
@@ -126,7 +127,8 @@ def main() -> None:
     for r in results:
         hours = {n: n / r["images_per_s"] / 3600 + n / r["texts_per_s"] / 3600 for n in (17_000, 1_000_000)}
         r["hours"] = {str(n): round(h, 1) for n, h in hours.items()}
-        print(f"{r['precision']}: images {r['images_per_s']:.2f}/s, texts {r['texts_per_s']:.1f}/s, "
+        print(f"{r['precision']} ({r['threads']} thread(s)): images {r['images_per_s']:.2f}/s, "
+              f"texts {r['texts_per_s']:.1f}/s, "
               f"peak {r['peak_rss_gib']:.1f} GiB, load {r['load_s']} s; 17,000 posts {hours[17_000]:.1f} h, "
               f"1,000,000 posts {hours[1_000_000]:.0f} h")
     if args.out:
