@@ -57,6 +57,22 @@ def test_a_dominant_group_stays_in_training_and_does_not_empty_it(demo):
     assert folds.record()["kept_in_training"] == {"big": len(big)}
 
 
+def test_single_label_groups_give_way_to_image_groups_and_say_the_folds_are_not_shift_like(demo):
+    # the small events hold only one label (as me16-dev without BostonMarathon: all fake), the
+    # big one both: held-out events could not tell the labels apart
+    first = demo.posts[0].label
+    posts = [replace(p, meta=(("event", f"e{i % 4}" if p.label == first else "big"),))
+             for i, p in enumerate(demo.posts)]
+    folds = make_folds(posts, 5, seed=0, column="event", why="by event")
+    assert not folds.shift_like and folds.column is None and folds.kept == {}
+    assert "grouped by near-duplicate images instead" in folds.how
+    held = {posts[i].label for i, f in enumerate(folds.fold) if f >= 0}
+    assert len(held) == len({p.label for p in posts})        # every label is validated
+    assert not carve_validation(posts, 0.2, 0, "event", why="by event").shift_like
+    usable = make_folds(with_events(demo, [f"e{i}" for i in range(9)]).posts, 5, seed=0, column="event")
+    assert usable.shift_like
+
+
 def test_the_column_that_partitions_the_manifest_split_is_found(demo):
     manifest = with_events(demo, ["e0", "e1", "e2", "e3"])
     split = {"kind": "manifest", "train": [p.id for p in manifest.posts if p.value("event") != "e3"],

@@ -2,6 +2,7 @@
 training post that carries exactly the recorded choices, resumable, and on 10 posts too."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from sgmft.data.demo import make_demo
+from sgmft.data.folds import Folds
+from sgmft.metrics.calibration import softmax
 from sgmft.training.config import resolve_config
+from sgmft.training.crossfit import choose_temperature
 from sgmft.training.prepare import prepare_data
 from sgmft.training.run import train_run
 
@@ -96,3 +100,23 @@ def test_ten_posts_train_with_fewer_folds_and_say_so(demo, tmp_path, caplog):
     info = json.loads((run / "run.json").read_text())
     assert "not 5" in info["split"]["val_by"] or info["split"]["val_by"].startswith("none")
     assert "validation:" in caplog.text
+
+
+def test_the_temperature_softens_only_when_the_folds_could_not_hold_out_the_groups():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(600, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits)])
+    shy = np.log(softmax(logits / 2))                   # underconfident: the fit sharpens, T near 0.5
+    fold = np.arange(600) % 3
+    shift_like = Folds([], [], 3, "by event")
+    images_instead = replace(shift_like, shift_like=False)
+    fitted, rule = choose_temperature("auto", shift_like, shy, labels, fold, errors=300)
+    assert fitted == pytest.approx(0.5, rel=0.2) and rule == "fitted on the worst fold"
+    softened, rule = choose_temperature("auto", images_instead, shy, labels, fold, errors=300)
+    assert softened == 1.0 and "softening only" in rule
+    free, _ = choose_temperature("fit", images_instead, shy, labels, fold, errors=300)
+    assert free == pytest.approx(fitted)
+    sure = np.log(softmax(logits * 3))                  # overconfident: softening is allowed
+    assert choose_temperature("auto", images_instead, sure, labels, fold, errors=300)[0] > 2
+    assert choose_temperature("off", shift_like, sure, labels, fold, errors=300)[0] == 1.0
+    assert choose_temperature("fit", shift_like, sure, labels, fold, errors=0)[0] == 1.0

@@ -63,7 +63,7 @@ def print_train_summary(folder: Path) -> None:
                    + ", ".join(f"{k} {w:.1f}" for k, w in weights.items()))
     if info.get("calibration"):
         c = info["calibration"]
-        typer.echo(f"temperature {c['temperature']:.3f} (out-of-fold log-loss "
+        typer.echo(f"temperature {c['temperature']:.3f}, {c['rule']} (out-of-fold log-loss "
                    f"{c['before']['log_loss']:.3f} -> {c['after']['log_loss']:.3f}, "
                    f"ECE {c['before']['ece']:.3f} -> {c['after']['ece']:.3f})")
     if info["skipped_rows"]["count"]:

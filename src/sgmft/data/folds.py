@@ -52,6 +52,9 @@ class Folds:
     column: str | None = None
     kept: dict[str, int] = field(default_factory=dict)   # groups kept in training -> posts
     notes: list[str] = field(default_factory=list)
+    #: False when the column's groups could not be held out and near-duplicate images stood in:
+    #: the folds then resemble the training posts more than a test on new groups will
+    shift_like: bool = True
 
     @property
     def how(self) -> str:
@@ -143,6 +146,7 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     why = why or "by near-duplicate images"
     notes = [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
     problem = _unusable(posts, eligible, pool, groups, column)
+    shift_like = problem is None
     if problem is not None:    # the column's groups cannot validate: the images alone, every post
         notes = [f"{problem}: grouped by near-duplicate images instead"]
         column, kept = None, {}
@@ -168,7 +172,7 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                                                           [groups[i] for i in pool])):
             for j in held:
                 fold[pool[j]] = number
-    return Folds(ids, fold, folds, why, column, kept, notes)
+    return Folds(ids, fold, folds, why, column, kept, notes, shift_like)
 
 
 def _unusable(posts: Sequence[Post], eligible: list[int], pool: list[int], groups: list[object | None],
@@ -230,4 +234,4 @@ def carve_validation(posts: Sequence[Post], fraction: float, seed: int, column: 
         return folds
     fold = [0 if f == 0 else -1 for f in folds.fold]
     return Folds(folds.ids, fold, 1, f"one part of {fraction:.0%} {folds.why}", folds.column, folds.kept,
-                 [n for n in folds.notes if "folds, not" not in n])
+                 [n for n in folds.notes if "folds, not" not in n], folds.shift_like)

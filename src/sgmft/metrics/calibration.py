@@ -74,11 +74,13 @@ def ece_floor(confidence: np.ndarray, bins: int = BINS, draws: int = 2000, seed:
     return {"mean": float(np.mean(values)), "p95": float(np.percentile(values, 95))}
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """The temperature T > 0 minimising the log-loss of softmax(logits / T) (logits or
-    log-probabilities, (N, C)); with ``groups`` (N,), the log-loss of the worst group (the
-    temperature that holds on every validation fold). 1.0 without posts. T > 1 softens
-    overconfident predictions, T < 1 sharpens underconfident ones; the argmax never changes."""
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
+                    lowest: float = 0.05) -> float:
+    """The temperature T in [``lowest``, 20] minimising the log-loss of softmax(logits / T)
+    (logits or log-probabilities, (N, C)); with ``groups`` (N,), the log-loss of the worst group
+    (the temperature that holds on every validation fold). 1.0 without posts. T > 1 softens
+    overconfident predictions, T < 1 sharpens underconfident ones (``lowest`` = 1 forbids it);
+    the argmax never changes."""
     if not len(labels):
         return 1.0
     logits = np.asarray(logits, np.float64)
@@ -88,6 +90,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray |
         probs = softmax(logits / np.exp(log_t))
         return max(log_loss(probs[part], labels[part]) for part in parts)
 
-    found = minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+    found = minimize_scalar(loss, bounds=(np.log(lowest), np.log(20.0)), method="bounded",
                             options={"xatol": 1e-4})
-    return float(np.exp(found.x))
+    # the bounded search stops near, never on, a bound: the bound itself when it is as good
+    return lowest if loss(np.log(lowest)) <= found.fun else float(np.exp(found.x))

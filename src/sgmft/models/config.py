@@ -60,6 +60,9 @@ class ModelConfig:
     decision: str = "argmax"          # the label: argmax of the probabilities (the paper; the most
                                       # accurate) | balanced (with per-label offsets chosen out of
                                       # fold for macro-F1, at no cost in accuracy there)
+    calibration: str = "auto"         # the temperature, fitted out of fold: fit (any T) | auto (fit, but
+                                      # never sharpen, T >= 1, when the folds could not hold out the
+                                      # data's groups) | off (T = 1)
 
     def __post_init__(self) -> None:
         choices = {
@@ -68,6 +71,7 @@ class ModelConfig:
             "gate": ("softmax", "sigmoid", "scaled_softmax", "clipped_softmax"),
             "input_norm": ("none", "standard"),
             "decision": ("argmax", "balanced"),
+            "calibration": ("auto", "fit", "off"),
             "ca_query": ("other", "self"),
             "sff_side": ("text", "image"),
         }

@@ -162,6 +162,23 @@ def _priors(labels: np.ndarray, fold: np.ndarray, refit: np.ndarray,
     return out, final / final.sum()
 
 
+def choose_temperature(mode: str, folds: Folds, log_probs: np.ndarray, labels: np.ndarray, fold: np.ndarray,
+                 errors: int) -> tuple[float, str]:
+    """The temperature for ``model.calibration`` and the rule that gave it, in words: the one
+    that holds on every fold, as the mixture. Without out-of-fold errors sharper is always
+    better, so it cannot be estimated (1). Under ``auto``, folds that could not hold out the
+    data's groups (images stood in) resemble training more than a test on new groups will: a
+    temperature that sharpens there makes confident mistakes on the new groups, so T >= 1."""
+    if mode == "off":
+        return 1.0, "off (model.calibration = off)"
+    if not errors:
+        return 1.0, "1: no out-of-fold error to fit it on"
+    if mode == "auto" and not folds.shift_like:
+        return (fit_temperature(log_probs, labels, fold, lowest=1.0),
+                "fitted on the worst fold, softening only: the folds could not hold out the data's groups")
+    return fit_temperature(log_probs, labels, fold), "fitted on the worst fold"
+
+
 def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],
                  folds: Folds, head_oof: np.ndarray | None, memo: dict | None = None) -> dict[str, Any]:
     """After training: fit the probes, and from out-of-fold predictions choose the mixture
@@ -191,13 +208,12 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
                            "majority_accuracy": float((labels[rows] == majority).mean())}
     log_probs = np.log(np.clip(chosen, 1e-12, 1.0))
     errors = int((chosen.argmax(1) != labels[rows]).sum())
-    # the temperature that holds on every fold, as the mixture; with no out-of-fold error,
-    # sharper is always better: the temperature cannot be estimated
-    temperature = fit_temperature(log_probs, labels[rows], fold[rows]) if errors else 1.0
+    temperature, rule = choose_temperature(config.model.calibration, folds, log_probs, labels[rows],
+                                           fold[rows], errors)
     model.set_temperature(temperature)
     calibrated = softmax(log_probs / temperature)
     found["calibration"] = {
-        "temperature": temperature, "posts": int(rows.sum()), "errors": errors,
+        "temperature": temperature, "rule": rule, "posts": int(rows.sum()), "errors": errors,
         "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
         "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
     found["conformal_scores"] = np.sort(1.0 - calibrated[np.arange(int(rows.sum())), labels[rows]]).round(6)
