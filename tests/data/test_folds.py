@@ -73,6 +73,21 @@ def test_single_label_groups_give_way_to_image_groups_and_say_the_folds_are_not_
     assert usable.shift_like
 
 
+def test_a_dominant_image_group_stays_in_training_when_images_alone_must_group(demo):
+    # most posts re-post one photo and have no event; the events hold one label only and no
+    # event is big enough to split: the images alone group, and the photo's posts stay in
+    # training, which leaves one label to hold out: no validation, said so
+    first = demo.posts[0].label
+    photo = demo.posts[0]
+    many = [replace(p, image=photo.image, image_sha256=photo.image_sha256, image_phash=photo.image_phash,
+                    meta=()) for p in demo.posts if p.label != first][:60]
+    few = [replace(p, meta=(("event", f"e{i % 4}"),)) for i, p in
+           enumerate(p for p in demo.posts[1:] if p.label == first)]
+    folds = make_folds(many + few, 3, seed=0, column="event", why="by event")
+    assert folds.k == 0 and "carry one label" in folds.how and folds.column is None
+    assert set(folds.fold) == {-1} and list(folds.kept.values()) == [60]
+
+
 def test_the_column_that_partitions_the_manifest_split_is_found(demo):
     manifest = with_events(demo, ["e0", "e1", "e2", "e3"])
     split = {"kind": "manifest", "train": [p.id for p in manifest.posts if p.value("event") != "e3"],

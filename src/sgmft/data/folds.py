@@ -14,7 +14,11 @@ it; else ``user``; else the images alone.
 
 A group holding more than half of the training posts (one event that is most of the data)
 stays in training in every fold: held out, it would leave a fold's model a fraction of the data
-to learn from. Its posts get no out-of-fold prediction, and the choices are made on the others.
+to learn from. Its posts get no out-of-fold prediction, and the choices are made on the others,
+unless the others cannot validate (fewer than two of them, or one label only while training has
+several, as the small events of me16-dev are all fake): then every post is grouped by its images
+alone (a dominant image group still stays in training), and the folds resemble the training
+posts more than a test on new groups will (``Folds.shift_like`` is False).
 K shrinks to the number of groups there are (and says so); with fewer than two groups the
 folds fall back to the images alone, then to no grouping; data too small for two folds gets
 no validation at all.
@@ -147,11 +151,12 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     notes = [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
     problem = _unusable(posts, eligible, pool, groups, column)
     shift_like = problem is None
-    if problem is not None:    # the column's groups cannot validate: the images alone, every post
+    if problem is not None:    # the column's groups cannot validate: the images alone
+        column = None
+        groups, kept = _groups(posts, eligible, None, images)
         notes = [f"{problem}: grouped by near-duplicate images instead"]
-        column, kept = None, {}
-        groups, _ = _groups(posts, eligible, None, images)
-        pool = list(eligible)
+        notes += [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
+        pool = [i for i in eligible if groups[i] is not None]
     distinct = len({groups[i] for i in pool})
     per_class = Counter(posts[i].label for i in pool)
     largest = max(per_class.values(), default=0)
