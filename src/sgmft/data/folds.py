@@ -146,17 +146,15 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                     ", ".join(rare))
     eligible = [i for i, p in enumerate(posts) if str(p.label) not in rare]
     groups, kept = _groups(posts, eligible, column, images)
-    pool = [i for i in eligible if groups[i] is not None]
     why = why or "by near-duplicate images"
-    notes = [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
-    problem = _unusable(posts, eligible, pool, groups, column)
-    shift_like = problem is None
+    problem = _unusable(posts, eligible, [i for i in eligible if groups[i] is not None], groups, column)
     if problem is not None:    # the column's groups cannot validate: the images alone
         column = None
         groups, kept = _groups(posts, eligible, None, images)
-        notes = [f"{problem}: grouped by near-duplicate images instead"]
-        notes += [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
-        pool = [i for i in eligible if groups[i] is not None]
+    pool = [i for i in eligible if groups[i] is not None]
+    notes = [f"{problem}: grouped by near-duplicate images instead"] if problem is not None else []
+    notes += [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
+    shift_like = problem is None
     distinct = len({groups[i] for i in pool})
     per_class = Counter(posts[i].label for i in pool)
     largest = max(per_class.values(), default=0)

@@ -70,19 +70,25 @@ def changed_rows(run: LoadedRun, prepared: PreparedData, shown: int = 10) -> str
     return "; ".join(parts) or "the data hash differs from the one recorded at training"
 
 
-def test_ids(run: LoadedRun, prepared: PreparedData) -> list[str]:
-    """The run's recorded test posts that the manifest still holds (the current split's for a
-    run without a record)."""
+def recorded_split(run: LoadedRun, prepared: PreparedData, part: str) -> list[str]:
+    """The ids of ``part`` (train, test) the run recorded at training (``split.json``), or the
+    current split's for a run without a record."""
     split_file = run.folder / "split.json"
     if not split_file.is_file():
-        return prepared.split["test"]
+        return prepared.split[part]
+    return json.loads(split_file.read_text(encoding="utf-8"))[part]
+
+
+def test_ids(run: LoadedRun, prepared: PreparedData) -> list[str]:
+    """The run's recorded test posts that the manifest still holds."""
     present = {p.id for p in prepared.manifest.posts}
-    return [i for i in json.loads(split_file.read_text(encoding="utf-8"))["test"] if i in present]
+    return [i for i in recorded_split(run, prepared, "test") if i in present]
 
 
-def test_outputs(run: LoadedRun, prepared: PreparedData) -> tuple[dict[str, Any], np.ndarray]:
-    """Model outputs on the test posts and their true classes."""
-    ids = test_ids(run, prepared)
+def test_outputs(run: LoadedRun, prepared: PreparedData,
+                 ids: list[str] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Model outputs on the test posts (``ids``, default `test_ids`) and their true classes."""
+    ids = test_ids(run, prepared) if ids is None else ids
     if not ids:
         raise ValueError(f"{run.folder}: the run has no test posts to evaluate")
     tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab,
@@ -99,9 +105,7 @@ def _accuracy(logits: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict
 
 def _training_majority(run: LoadedRun, prepared: PreparedData) -> int:
     """The most common class of the posts the run trained on."""
-    split_file = run.folder / "split.json"
-    ids = set(json.loads(split_file.read_text(encoding="utf-8"))["train"]) if split_file.is_file() \
-        else set(prepared.split["train"])
+    ids = set(recorded_split(run, prepared, "train"))
     index = {label: i for i, label in enumerate(run.labels)}
     counts = Counter(index[p.label] for p in prepared.manifest.posts if p.id in ids and p.label in index)
     return counts.most_common(1)[0][0] if counts else 0
@@ -136,7 +140,8 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
                                "the original manifest, or pass --allow-data-change")
     if changed:
         log.warning("evaluating on changed data: %s", changed)
-    outputs, y_true = test_outputs(run, prepared)
+    ids = test_ids(run, prepared)
+    outputs, y_true = test_outputs(run, prepared, ids)
     probs = softmax(outputs["logits"])
     predicted = run.model.decide(torch.from_numpy(outputs["logits"])).numpy()
     metrics = classification_metrics(y_true, predicted, run.labels)
@@ -159,7 +164,7 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     column = grouping_column(run, prepared, group_by)
     if column is not None:
         by_id = {p.id: p for p in prepared.manifest.posts}
-        values = [by_id[i].value(column) for i in test_ids(run, prepared)]
+        values = [by_id[i].value(column) for i in ids]
         metrics["groups"] = {"column": column, "table": per_group(values, y_true, predicted, run.labels)}
     metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
     metrics |= {"variant": run.config.variant, "seed": run.config.train.seed,

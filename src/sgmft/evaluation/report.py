@@ -13,7 +13,7 @@ import numpy as np
 from sgmft.metrics.calibration import brier, ece, ece_floor, log_loss, reliability, softmax
 from sgmft.metrics.classification import classification_metrics
 from sgmft.metrics.conformal import prediction_sets, set_coverage
-from sgmft.metrics.intervals import wilson
+from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 
 
 def calibration_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -65,16 +65,13 @@ def per_group(values: Sequence[str | None], labels: np.ndarray, predicted: np.nd
               names: list[str]) -> dict[str, dict[str, Any]]:
     """Accuracy, macro-F1 and posts per value of a grouping column (posts without one: "(none)")."""
     table = {}
-    for value in sorted({v or "(none)" for v in values}):
-        inside = np.asarray([(v or "(none)") == value for v in values])
+    keys = np.asarray([v or "(none)" for v in values], dtype=object)
+    for value in sorted(set(keys)):
+        inside = keys == value
         scores = classification_metrics(labels[inside], predicted[inside], names)
         table[value] = {"n": int(inside.sum()), "accuracy": scores["accuracy"],
                         "macro_f1": scores["macro_f1"]}
     return table
-
-
-#: a test part with fewer posts, or fewer posts of some label, is called too small to mean much
-SMALL_TEST, SMALL_PER_LABEL = 30, 5
 
 
 def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
@@ -92,7 +89,7 @@ def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
                          f"the model ({accuracy:.3f}) on these posts")
     low, high = metrics["accuracy_interval"]
     supports = [c["support"] for c in metrics["per_class"].values() if c["support"]]
-    if n < SMALL_TEST or min(supports, default=0) < SMALL_PER_LABEL:
+    if n < SMALL_PART or min(supports, default=0) < SMALL_PER_LABEL:
         found.append(f"only {n} test post(s), {min(supports, default=0)} of the rarest label: accuracy "
                      f"{accuracy:.3f} could be anywhere in [{low:.2f}, {high:.2f}] (95 % Wilson interval), "
                      "and the per-label scores say less still")

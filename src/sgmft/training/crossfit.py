@@ -16,6 +16,7 @@ too: prediction sets at any coverage are calibrated on them (`sgmft.metrics.conf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -62,8 +63,6 @@ class FoldResult:
 
 
 def _digest(ids: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\x1f".join(ids).encode()).hexdigest()
 
 
@@ -162,8 +161,8 @@ def _priors(labels: np.ndarray, fold: np.ndarray, refit: np.ndarray,
     return out, final / final.sum()
 
 
-def choose_temperature(mode: str, folds: Folds, log_probs: np.ndarray, labels: np.ndarray, fold: np.ndarray,
-                 errors: int) -> tuple[float, str]:
+def choose_temperature(mode: str, folds: Folds, log_probs: np.ndarray, labels: np.ndarray,
+                       fold: np.ndarray, errors: int) -> tuple[float, str]:
     """The temperature for ``model.calibration`` and the rule that gave it, in words: the one
     that holds on every fold, as the mixture. Without out-of-fold errors sharper is always
     better, so it cannot be estimated (1). Under ``auto``, folds that could not hold out the
@@ -202,7 +201,7 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
         model.probes.set_mixture(weights, torch.from_numpy(prior).float())
         chosen = np.tensordot(np.asarray(weights), components, axes=1)
         found["mixture"] = record
-    majority = np.bincount(labels[refit], minlength=num_classes).argmax()
+    majority = prior.argmax()     # the most common class of the rows the final model trains on
     found["validation"] = {"posts": int(rows.sum()),
                            "accuracy": float((chosen.argmax(1) == labels[rows]).mean()),
                            "majority_accuracy": float((labels[rows] == majority).mean())}

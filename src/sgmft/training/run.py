@@ -14,7 +14,7 @@ import torch
 
 from sgmft.data.manifest import skipped_summary
 from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
-from sgmft.metrics.intervals import wilson
+from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
@@ -119,11 +119,6 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     trained_on = len(ids) - len(folds.validated) if folds.k == 1 else len(ids)
     write_run_info(out, config, prepared, result, trained_on, info, model)
     return out
-
-
-#: fewer validation posts than this, or fewer of some label than `SMALL_PER_LABEL`, make the
-#: choices made on validation rough, and the run says so
-SMALL_PART, SMALL_PER_LABEL = 30, 5
 
 
 def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: dict[str, Any] | None,
