@@ -96,3 +96,43 @@ def fake_encoder_factory():
 
     factory.built = built  # type: ignore[attr-defined]
     return factory
+
+
+SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
+RENDER_TEXTS = {"home": "在家 沙发 休息", "work": "公司 加班 会议", "school": "学校 上课 考试",
+                "restaurant": "餐厅 美食 火锅", "cinema": "电影院 看电影 爆米花", "gym": "健身房 练腿 跑步",
+                "shopping": "商场 购物 打折", "travel": "旅行 风景 机场"}
+
+
+def render_flat_posts(folder: Path, per_label: int = 6, seed: int = 0) -> Path:
+    """What a new user tries first: per place, ``per_label`` renders of one small centred
+    shape on a flat background, in random colours (48 posts by default). Their perceptual hashes
+    fall within 12 bits of each other across labels (394 pairs); they are not copies."""
+    import random
+
+    from PIL import ImageDraw
+
+    rng = random.Random(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for li, (label, text) in enumerate(RENDER_TEXTS.items()):
+        for j in range(per_label):
+            image = Image.new("RGB", (128, 128), tuple(rng.randrange(256) for _ in range(3)))
+            side = rng.randrange(8, 16)
+            x0, y0, x1, y1 = 64 - side, 64 - side, 64 + side, 64 + side
+            fill = tuple(rng.randrange(256) for _ in range(3))
+            draw = ImageDraw.Draw(image)
+            shape = SHAPES[li % len(SHAPES)]
+            if shape == "ellipse":
+                draw.ellipse((x0, y0, x1, y1), fill=fill)
+            elif shape == "rectangle":
+                draw.rectangle((x0, y0, x1, y1), fill=fill)
+            elif shape == "triangle":
+                draw.polygon([(x0, y1), (x1, y1), (64, y0)], fill=fill)
+            else:
+                draw.polygon([(64, y0), (x1, 64), (64, y1), (x0, 64)], fill=fill)
+            name = f"img/{label}{j}.png"
+            image.save(folder / name)
+            rows.append({"id": f"{label}{j}", "text": f"{text} 第{j}天", "image": name, "label": label,
+                         "user": f"u{j % 3}"})
+    return write_jsonl(folder / "posts.jsonl", rows)

@@ -187,6 +187,23 @@ def test_image_checks_are_recorded_and_not_repeated(small_manifest, monkeypatch)
     assert len(calls) == 1                            # a changed file is checked again
 
 
+def test_a_damaged_image_check_record_is_replaced(small_manifest, monkeypatch):
+    from sgmft.data import manifest as manifest_module
+    from sgmft.data.image_checks import RECORD
+    from sgmft.data.workdir import work_dir
+
+    first = load_manifest(small_manifest)
+    record = work_dir(small_manifest) / RECORD
+    record.write_bytes(b"not a database" * 100)
+    again = load_manifest(small_manifest)
+    assert [p.image_phash for p in again.posts] == [p.image_phash for p in first.posts]
+    calls = []
+    original = manifest_module.decode_image
+    monkeypatch.setattr(manifest_module, "decode_image", lambda data: calls.append(1) or original(data))
+    load_manifest(small_manifest)
+    assert calls == []                                # the record was rebuilt and is used again
+
+
 def test_other_columns_are_kept_as_metadata(tmp_path):
     write_image(tmp_path / "a.png")
     rows = [{"id": "1", "text": "周末在家", "image": "a.png", "label": "home", "event": "Sandy",

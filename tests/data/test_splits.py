@@ -34,7 +34,7 @@ def test_user_split_keeps_users_apart(demo_manifest):
 
 def test_split_saved_beside_data_and_reused(demo_manifest, tmp_path):
     first = load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path)
-    name = f"split-stratified-0.2-seed0-nd12-{demo_manifest.data_hash()[:12]}.json"
+    name = f"split-stratified-0.2-seed0-nd12-star-layout-{demo_manifest.data_hash()[:12]}.json"
     saved = json.loads((tmp_path / name).read_text())
     assert saved["test"] == first["test"] and saved["data_hash"] == demo_manifest.data_hash()
     assert load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path) == first

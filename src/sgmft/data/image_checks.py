@@ -1,27 +1,44 @@
 """A record of image files already checked, so that a second command does not decode them again.
 
-Validating a manifest decodes every image once (to catch truncated files, bombs and non-images).
-The outcome is kept per file, keyed by its resolved path and its size, inode and modification
-and change times: a file that changed in any way is checked again. The record lives in the
-manifest folder's work area (``.sgmft/image-checks.json``, or the user cache when that folder is
-read-only) and is shared by every manifest there. Each distinct file is checked once per call.
+Validating a manifest decodes every image once (to catch truncated files, bombs and non-images,
+and to take its hashes). The outcome is kept per file, keyed by its resolved path, with its
+size, inode and modification and change times: a file that changed in any way is checked
+again. The record is a SQLite table in the manifest folder's work area
+(``.sgmft/image-checks.sqlite``, or the user cache when that folder is read-only), shared by
+every manifest there: looked up and written in batches, never rewritten whole, safe for several
+processes at once. Each distinct file is checked once per call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from sgmft.data.images import ImageError, image_stat
 from sgmft.data.workdir import work_dir
-from sgmft.io import atomic_write_json
 
-Outcome = tuple[str | None, str | None, str | None]   # (sha256, phash, None) or (None, None, problem)
-RECORD = "image-checks.json"
-FORMAT = 2
+RECORD = "image-checks.sqlite"
+#: keys looked up or written per statement
+BATCH = 500
+SCHEMA = ("CREATE TABLE IF NOT EXISTS checks (key TEXT PRIMARY KEY, signature TEXT NOT NULL, "
+          "sha256 TEXT, phash TEXT, layout TEXT, problem TEXT)")
+
+
+class Outcome(NamedTuple):
+    """An image file's check: its hashes when usable, else the problem in words."""
+
+    sha256: str | None
+    phash: str | None
+    layout: str | None
+    problem: str | None
+
+    @classmethod
+    def failed(cls, problem: str) -> Outcome:
+        return cls(None, None, None, problem)
 
 
 def _signature(path: Path) -> str | None:
@@ -42,39 +59,100 @@ def _key(path: Path) -> str:
         return str(path)
 
 
+def _pieces(items: list, size: int = BATCH) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 class ImageChecks:
-    """Outcomes of image checks, persisted in ``file``."""
+    """Outcomes of image checks, persisted in the SQLite file ``file``. A record that cannot be
+    opened, read or written (a read-only or full disk, a damaged file) costs a second check,
+    no more: damaged files are replaced."""
 
     def __init__(self, file: Path):
         self.file = file
-        try:
-            saved = json.loads(file.read_text(encoding="utf-8"))
-            self.known = saved["checks"] if saved.get("format") == FORMAT else {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.known = {}
 
     @classmethod
     def for_manifest(cls, manifest: Path) -> ImageChecks:
         return cls(work_dir(manifest) / RECORD)
 
-    def check(self, paths: list[Path], check: Callable[[Path], Outcome], workers: int = 4) -> list[Outcome]:
-        """``check(path)`` for each path, reusing the recorded outcome of an unchanged file;
-        one outcome per path, in order."""
-        keys = [_key(p) for p in paths]
-        distinct = dict.fromkeys(keys)
-        signatures = {key: _signature(Path(key)) for key in distinct}
-        todo = [key for key in distinct
-                if signatures[key] is None or self.known.get(key, [None])[0] != signatures[key]]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            fresh = dict(zip(todo, pool.map(check, [Path(k) for k in todo]), strict=True))
-        for key, outcome in fresh.items():
-            if signatures[key] is not None:
-                self.known[key] = [signatures[key], *outcome]
-        if fresh:
-            self._save()
-        outcomes = {key: fresh.get(key) or tuple(self.known[key][1:]) for key in distinct}
-        return [outcomes[key] for key in keys]   # type: ignore[misc]
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection | None]:
+        connection = None
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.file, timeout=60)
+            connection.execute(SCHEMA)
+        except sqlite3.DatabaseError:
+            if connection is not None:
+                connection.close()
+            connection = self._replace_damaged()
+        except OSError:
+            connection = None
+        try:
+            yield connection
+        finally:
+            if connection is not None:
+                connection.close()
 
-    def _save(self) -> None:
-        with contextlib.suppress(OSError):   # an unwritten record costs a second check, no more
-            atomic_write_json(self.file, {"format": FORMAT, "checks": self.known})
+    def _replace_damaged(self) -> sqlite3.Connection | None:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.file.unlink(missing_ok=True)
+            connection = sqlite3.connect(self.file, timeout=60)
+            connection.execute(SCHEMA)
+            return connection
+        return None
+
+    def _known(self, connection: sqlite3.Connection | None, keys: list[str]) -> dict[str, tuple]:
+        """key -> (signature, *outcome) of the recorded keys among ``keys``."""
+        known: dict[str, tuple] = {}
+        if connection is None:
+            return known
+        with contextlib.suppress(sqlite3.Error):
+            for piece in _pieces(keys):
+                marks = ",".join("?" * len(piece))
+                query = ("SELECT key, signature, sha256, phash, layout, problem FROM checks "
+                         f"WHERE key IN ({marks})")
+                for key, *rest in connection.execute(query, piece):
+                    known[key] = tuple(rest)
+        return known
+
+    @staticmethod
+    def _save(connection: sqlite3.Connection | None, rows: list[tuple]) -> None:
+        if connection is None or not rows:
+            return
+        with contextlib.suppress(sqlite3.Error), connection:
+            connection.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def check(self, paths: list[Path], check: Callable[[Path], Outcome], workers: int = 4,
+              pool: Executor | None = None) -> list[Outcome]:
+        """``check(path)`` for each path, reusing the recorded outcome of an unchanged file;
+        one outcome per path, in order. ``pool`` runs the checks (default: ``workers`` threads;
+        a process pool needs a picklable ``check``)."""
+        keys = [_key(p) for p in paths]
+        distinct = list(dict.fromkeys(keys))
+        outcomes: dict[str, Outcome] = {}
+        with self._connect() as connection:
+            known = self._known(connection, distinct)
+            signatures = {key: _signature(Path(key)) for key in distinct}
+            todo = []
+            for key in distinct:
+                saved = known.get(key)
+                if signatures[key] is not None and saved is not None and saved[0] == signatures[key]:
+                    outcomes[key] = Outcome(*saved[1:])
+                else:
+                    todo.append(key)
+            owned = pool is None and len(todo) > 1
+            runner = ThreadPoolExecutor(max_workers=workers) if owned else pool
+            try:
+                for piece in _pieces(todo, BATCH * 4):
+                    found = list(runner.map(check, [Path(k) for k in piece])) if runner is not None \
+                        else [check(Path(k)) for k in piece]
+                    outcomes.update(zip(piece, found, strict=True))
+                    self._save(connection, [(key, signatures[key], *outcome)
+                                            for key, outcome in zip(piece, found, strict=True)
+                                            if signatures[key] is not None])
+            finally:
+                if owned:
+                    runner.shutdown()
+        return [outcomes[key] for key in keys]

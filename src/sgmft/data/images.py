@@ -128,6 +128,21 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image, hash_size=8))
 
 
+#: the side of the thumbnail whose colours `colour_layout` keeps
+LAYOUT_SIDE = 4
+
+
+def colour_layout(image: Image.Image) -> str:
+    """The chromaticity of a 4 x 4 thumbnail, hex (32 bytes: r and g of r + g + b per cell,
+    0-255): what the perceptual hash ignores (it sees brightness only, compared with its
+    median), and what a resized, re-encoded, brightened or lightly cropped copy keeps. Two
+    flat renders of the same shape in other colours have near-equal hashes and far-apart
+    layouts; `sgmft.data.groups` counts a near-duplicate pair only when both agree."""
+    cells = np.asarray(image.resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX), np.float32) + 1.0
+    chroma = cells[..., :2] / cells.sum(-1, keepdims=True)                     # (4, 4, 2)
+    return np.round(chroma * 255).astype(np.uint8).tobytes().hex()
+
+
 def image_stat(path: str | Path) -> os.stat_result:
     """``os.stat`` of an image path that can be read: a regular file (a symbolic link is
     followed) of at most `LIMITS.image_bytes`; `ImageError` saying why not otherwise. Nothing
@@ -175,7 +190,9 @@ def header_pixels(path: str | Path) -> int:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except MemoryError:
+        raise
+    except Exception:   # any decoder's failure (AVIF's is a RuntimeError): reported on decoding
         return 0
     return width * height
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from sgmft import PLACES
 from sgmft.data.image_checks import ImageChecks, Outcome
-from sgmft.data.images import ImageError, decode_image, perceptual_hash, read_image_bytes
+from sgmft.data.images import ImageError, colour_layout, decode_image, perceptual_hash, read_image_bytes
 from sgmft.data.readers import read_rows
 from sgmft.limits import LIMITS
 from sgmft.text.cleaning import TextConfig, preprocess_text
@@ -50,6 +50,7 @@ class Post:
     image_sha256: str
     group: str | None = None    # an event, topic or any unit that should not straddle a split
     image_phash: str | None = None     # perceptual hash of the image (hex): near duplicates
+    image_layout: str | None = None    # its colour layout (hex, `sgmft.data.images.colour_layout`)
     meta: tuple[tuple[str, str], ...] = ()   # every other column of the row, (name, value) sorted
 
     @property
@@ -182,17 +183,17 @@ def resolve_image(value: str, manifest: Path, image_root: Path | None) -> Path:
     return (image_root or manifest.parent) / path
 
 
-def _check_image(path: Path) -> Outcome:
-    """(sha256, perceptual hash, None) for a usable image, (None, None, problem) otherwise."""
+def check_image(path: Path) -> Outcome:
+    """The hashes of a usable image (sha256, perceptual hash, colour layout), or its problem."""
     try:
         data = read_image_bytes(path)
     except ImageError as exc:
-        return None, None, str(exc)
+        return Outcome.failed(str(exc))
     try:
         image = decode_image(data)
     except ImageError as exc:
-        return None, None, f"bad image {path}: {exc}"
-    return hashlib.sha256(data).hexdigest(), perceptual_hash(image), None
+        return Outcome.failed(f"bad image {path}: {exc}")
+    return Outcome(hashlib.sha256(data).hexdigest(), perceptual_hash(image), colour_layout(image), None)
 
 
 def _normalise_label(value: object) -> str:
@@ -238,19 +239,19 @@ def load_manifest(
         first_row_of[post_id] = number  # type: ignore[index]
         candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
 
-    checks = ImageChecks.for_manifest(path).check([image for _, _, image in candidates], _check_image,
+    checks = ImageChecks.for_manifest(path).check([image for _, _, image in candidates], check_image,
                                                   workers)
     posts: list[Post] = []
-    for (number, row, image), (sha, phash, image_problem) in zip(candidates, checks, strict=True):
+    for (number, row, image), outcome in zip(candidates, checks, strict=True):
         post_id = str(row["id"]).strip()
-        if image_problem is not None:
-            problems.append(RowProblem(number, post_id, image_problem, *_who(row)))
+        if outcome.problem is not None:
+            problems.append(RowProblem(number, post_id, outcome.problem, *_who(row)))
             continue
         tokens = tuple(preprocess_text(str(row["text"]), text_config))
         if not tokens:
             problems.append(RowProblem(number, post_id, "empty text after cleaning", *_who(row)))
             continue
-        posts.append(_make_post(row, number, image, tokens, sha, phash))  # type: ignore[arg-type]
+        posts.append(_make_post(row, number, image, tokens, outcome))
 
     if not posts and not problems:
         raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
@@ -309,8 +310,7 @@ def _who(row: dict) -> tuple[str | None, str | None]:
     return plain("user"), plain("label")
 
 
-def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha: str,
-               phash: str | None) -> Post:
+def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], outcome: Outcome) -> Post:
     def optional(name: str) -> str | None:
         return _plain(row.get(name))
 
@@ -331,8 +331,9 @@ def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], sha
         split=split.lower() if split is not None else None,
         row=number,
         tokens=tokens,
-        image_sha256=sha,
-        image_phash=phash,
+        image_sha256=outcome.sha256,   # type: ignore[arg-type]
+        image_phash=outcome.phash,
+        image_layout=outcome.layout,
         meta=meta,
     )
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from sgmft.data.groups import NEAR_DUPLICATE_BITS, post_groups
+from sgmft.data.groups import GROUPING, NEAR_DUPLICATE_BITS, post_groups
 from sgmft.data.manifest import Manifest
 from sgmft.data.workdir import work_dir
 from sgmft.io import atomic_write_json
@@ -31,12 +31,14 @@ KINDS = ("auto", "stratified", "user", "group", "manifest")
 log = logging.getLogger(__name__)
 
 
-def stratified_split(labels: list[str], test_fraction: float, seed: int) -> np.ndarray:
+def stratified_split(labels: list[str], test_fraction: float, seed: int,
+                     unit: str = "post") -> np.ndarray:
     """Boolean test mask of a stratified split (each class keeps its share in test).
 
     Small data is split as well as it can be: a class with a single post stays in training,
     and the test part grows to one post per class when its share would hold fewer (both
-    logged). With no class of two posts there is no test part to make: ValueError.
+    logged). With no class of two posts there is no test part to make: ValueError. ``unit``
+    names what is split in the log ("post", or a group of them).
     """
     counts = Counter(labels)
     single = sorted(label for label, n in counts.items() if n < 2)
@@ -45,14 +47,14 @@ def stratified_split(labels: list[str], test_fraction: float, seed: int) -> np.n
         raise ValueError("no class has two posts, so no post can be held out for testing: add "
                          "posts, or give the manifest a 'split' column (train/test) to choose yourself")
     if single:
-        log.warning("split: class(es) %s have a single post, kept in training (not tested)",
-                    ", ".join(single))
+        log.warning("split: class(es) %s have a single %s, kept in training (not tested)",
+                    ", ".join(single), unit)
     kept = [labels[i] for i in index]
     classes = len(set(kept))
     size = max(int(np.ceil(test_fraction * len(kept))), classes)
     if size > round(test_fraction * len(kept)):
-        log.warning("split: the test part has %d of %d posts (more than %g) so that every class "
-                    "has a post in it", size, len(labels), test_fraction)
+        log.warning("split: the test part has %d of %d %ss (more than %g) so that every class "
+                    "has one in it", size, len(labels), unit, test_fraction)
     _, test = train_test_split(index, test_size=size, random_state=seed, stratify=kept)
     mask = np.zeros(len(labels), bool)
     mask[test] = True
@@ -69,11 +71,25 @@ def grouped_stratified_split(labels: Sequence[str], groups: Sequence[int], test_
         members.setdefault(group, []).append(i)
     order = list(members)
     group_labels = [Counter(labels[i] for i in members[g]).most_common(1)[0][0] for g in order]
-    chosen = stratified_split(group_labels, test_fraction, seed)
+    unit = "post" if len(order) == len(labels) else \
+        "group of near-duplicate images (the same photo, resized, re-encoded or lightly cropped)"
+    try:
+        chosen = stratified_split(group_labels, test_fraction, seed, unit)
+    except ValueError:
+        raise ValueError(coarse_groups(labels, len(order))) from None
     mask = np.zeros(len(labels), bool)
     for group, test in zip(order, chosen, strict=True):
         mask[members[group]] = test
     return mask
+
+
+def coarse_groups(labels: Sequence[str], groups: int) -> str:
+    """Why a split of ``labels`` in ``groups`` image groups cannot be made, in a user's words."""
+    return (f"the {len(labels)} posts fall into only {groups} group(s) of near-duplicate images (the same "
+            "photo, or a resized, re-encoded or lightly cropped copy of it, by perceptual hash and colour "
+            "layout), and a group never straddles the split, so no label has two groups to split between "
+            "training and test: add posts with other images, or give the manifest a 'split' column "
+            "(train/test) to choose yourself")
 
 
 def group_split(labels: Sequence[str], groups: Sequence[object], test_fraction: float, seed: int,
@@ -144,14 +160,15 @@ def load_or_make_split(manifest: Manifest, kind: str = "auto", test_fraction: fl
     kind = resolve_kind(manifest, kind)
     data_hash = manifest.data_hash()
     column = f"-{group_by}" if kind == "group" else ""
-    settings = "" if kind == "manifest" else f"{column}-{test_fraction:g}-seed{seed}-nd{NEAR_DUPLICATE_BITS}"
+    settings = "" if kind == "manifest" else \
+        f"{column}-{test_fraction:g}-seed{seed}-nd{NEAR_DUPLICATE_BITS}-{GROUPING}"
     path = folder / f"split-{kind}{settings}-{data_hash[:12]}.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("data_hash") == data_hash:
             return {**saved, "path": str(path)}
     record = {"kind": kind, "test_fraction": test_fraction, "seed": seed, "group_by": group_by,
-              "near_duplicate_bits": NEAR_DUPLICATE_BITS, "data_hash": data_hash,
+              "near_duplicate_bits": NEAR_DUPLICATE_BITS, "grouping": GROUPING, "data_hash": data_hash,
               "manifest": str(manifest.path), **make_split(manifest, kind, test_fraction, seed, group_by)}
     log.info("split: %s", describe(record))
     atomic_write_json(path, record)
