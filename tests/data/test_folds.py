@@ -118,3 +118,19 @@ def test_folds_are_seeded(demo):
     c = make_folds(demo.posts, 5, seed=4, column=None)
     assert a.fold == b.fold and a.fold != c.fold
     assert json.loads(json.dumps(a.record()))["k"] == 5
+
+
+def test_a_fold_left_empty_by_large_groups_is_dropped():
+    # three events: 22 posts of a, 6 of b, 16 mixed (9 a, 7 b): StratifiedGroupKFold(3) fills
+    # folds of 16, 0 and 28 posts (an empty fold crashed training)
+    from sgmft.data.manifest import Post
+
+    labels = ["a"] * 22 + ["b"] * 6 + ["a"] * 9 + ["b"] * 7
+    events = ["A"] * 22 + ["B"] * 6 + ["M"] * 16
+    posts = [Post(f"p{i}", "t", f"i{i}.png", label, None, None, i + 1, ("t",), f"sha{i}",
+                  meta=(("event", event),))
+             for i, (label, event) in enumerate(zip(labels, events, strict=True))]
+    folds = make_folds(posts, 5, seed=0, column="event", images=False, why="by event")
+    sizes = folds.record()["fold_sizes"]
+    assert folds.k == 2 and sorted(sizes) == [16, 28] and set(folds.fold) == {0, 1}
+    assert "2 fold(s), not 3" in folds.how

@@ -155,3 +155,15 @@ def test_a_path_too_long_for_the_file_system_is_an_image_error(tmp_path):
 
     with pytest.raises(ImageError, match="unreadable image"):
         read_image_bytes(tmp_path / ("x" * 5000 + ".jpg"))
+
+
+@pytest.mark.parametrize("where", ["header", "pixels"])
+def test_a_corrupt_avif_is_an_image_error_not_a_crash(tmp_path, where):
+    from sgmft.data.images import header_pixels
+    from tests.serving.test_app_hostile import corrupt_avif
+
+    path = tmp_path / "x.avif"
+    path.write_bytes(corrupt_avif(where))
+    assert header_pixels(path) in (0, 256)            # 0 when the header itself fails
+    with pytest.raises(ImageError, match=r"RuntimeError|not an image"):
+        load_image(path)

@@ -89,3 +89,16 @@ def test_the_temperature_of_folds_holds_on_the_worst_fold():
     fold1 = groups == 1
     assert log_loss(softmax(shown[fold1] / worst), labels[fold1]) < log_loss(softmax(shown[fold1] / pooled),
                                                                                  labels[fold1])
+
+
+def test_the_decided_label_lies_in_its_set():
+    # the review's case: the balanced offsets (0.7 on label 1) decide 1, the set of q = 0.6 is {0}
+    import torch
+
+    from sgmft.metrics.conformal import prediction_sets
+
+    probs = np.array([[0.55, 0.30, 0.15]])
+    decided = (torch.log(torch.tensor(probs)) + torch.tensor([0.0, 0.7, 0.0])).argmax(-1).numpy()
+    assert decided.tolist() == [1]
+    assert prediction_sets(probs, 0.6).tolist() == [[True, False, False]]
+    assert prediction_sets(probs, 0.6, decided).tolist() == [[True, True, False]]

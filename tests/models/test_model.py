@@ -114,6 +114,16 @@ def test_modality_dropout_replaces_a_modality_by_its_training_mean():
     assert torch.equal(missing, torch.zeros_like(prepared))
 
 
+def test_present_weights_by_hand():
+    from sgmft.models.fallback import present_weights
+
+    mixture = torch.tensor([0.5, 0.1, 0.3, 0.1])
+    present = torch.tensor([[True, True], [True, False], [False, True]])
+    assert torch.allclose(present_weights(mixture, present, 3), torch.tensor(
+        [[0.5, 0.1, 0.3, 0.1], [0.5, 0.4, 0.0, 0.1], [0.5, 0.0, 0.4, 0.1]]))
+    assert torch.equal(present_weights(mixture, None, 2), mixture.expand(2, -1))
+
+
 def test_fallback_mixture_by_hand():
     model = build("sg-mft", fallback=True)
     model.eval()
@@ -126,11 +136,16 @@ def test_fallback_mixture_by_hand():
     expected = torch.log(0.4 * parts[0] + 0.2 * parts[1] + 0.2 * parts[2] + 0.2 * prior)
     assert torch.allclose(out.logits, expected, atol=1e-6)
     assert torch.allclose(torch.softmax(out.logits, -1).sum(-1), torch.ones(6))
-    # a post without its image: the image probe's weight is spread over the rest
+    # a post without its image: the image probe's weight goes to the text probe
     present = torch.tensor([[True, False]] * 6)
     missing = model({**batch, "present": present})
-    renormalised = torch.log((0.4 * parts[0] + 0.2 * parts[1] + 0.2 * prior) / 0.8)
-    assert torch.allclose(missing.logits, renormalised, atol=1e-6)
+    moved = torch.log(0.4 * parts[0] + 0.4 * parts[1] + 0.2 * prior)
+    assert torch.allclose(missing.logits, moved, atol=1e-6)
+    # a mixture all on the image answers a text-only post with the text probe, not uniformly
+    model.probes.set_mixture((0.0, 0.0, 1.0, 0.0))
+    alone = model({**batch, "present": present})
+    assert torch.allclose(alone.logits, torch.log(parts[1]), atol=1e-5)
+    model.probes.set_mixture((0.4, 0.2, 0.2, 0.2))
     # the temperature divides the output logits and keeps the argmax
     model.set_temperature(2.0)
     cooled = model(batch)

@@ -42,6 +42,34 @@ def test_a_pixel_bomb_batch_is_refused_from_headers_and_the_server_stays_well(cl
     assert client.get("/health").json()["status"] == "ok"
 
 
+def corrupt_avif(where: str) -> bytes:
+    """A 16 x 16 AVIF whose decoder fails with a RuntimeError, at open ("header") or at decoding."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buffer, format="AVIF")
+    data = bytearray(buffer.getvalue())
+    if where == "header":
+        data[81] = 0                                   # "Missing or empty image item"
+        return bytes(data)
+    return bytes(data[:289]) + bytes(len(data) - 289)
+
+
+@pytest.mark.parametrize("where", ["header", "pixels"])
+def test_a_corrupt_avif_is_that_posts_4xx(client, where):
+    bad = corrupt_avif(where)
+    with pytest.raises(RuntimeError):
+        Image.open(io.BytesIO(bad)).load()             # what Pillow does with it
+    one = client.post("/predict", files={"image": ("x.avif", bad, "image/avif")})
+    assert one.status_code == 400 and "Traceback" not in one.text
+    good = png((40, 30), 128)
+    files = [("image", ("a.png", good, "image/png")), ("image", ("x.avif", bad, "image/avif")),
+             ("image", ("b.png", good, "image/png"))]
+    batch = client.post("/predict/batch", data={"text": ["在家", "上班", "吃饭"]}, files=files)
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["predictions"]
+    assert [("error" in a) for a in answers] == [False, True, False] and answers[1]["status"] == 400
+    assert client.get("/health").json()["status"] == "ok"
+
+
 def test_large_images_decode_off_the_event_loop(client, huge_png):
     """While a 64-megapixel image decodes, /health still answers at once."""
     done = threading.Event()

@@ -72,7 +72,7 @@ def test_every_variant_gives_probe_evidence(unis_run):
 
 def test_a_missing_modality_gets_no_weight_in_the_mixture(fallback_predictor, demo_folder):
     """Text-only and image-only posts with the fallback on: the missing modality's probe weight
-    is spread over the rest, and the probabilities are that renormalised mixture / T."""
+    goes to the other modality's probe, and the probabilities are that mixture / T."""
     predictor = fallback_predictor
     probes, model = predictor.run.model.probes, predictor.run.model
     probes.set_mixture((0.4, 0.3, 0.2, 0.1))           # every part weighs: the renormalising shows
@@ -88,7 +88,7 @@ def test_a_missing_modality_gets_no_weight_in_the_mixture(fallback_predictor, de
             outputs = model(features.tensors)
             parts = [torch.softmax(outputs.head_logits, -1), torch.softmax(outputs.probes["text"], -1),
                      torch.softmax(outputs.probes["image"], -1), probes.prior[None]]
-            weights = {"text": [0.4, 0.0, 0.2, 0.1], "image": [0.4, 0.3, 0.0, 0.1]}[missing]
+            weights = {"text": [0.4, 0.0, 0.5, 0.1], "image": [0.4, 0.5, 0.0, 0.1]}[missing]
             mixed = sum(w * p for w, p in zip(weights, parts, strict=True)) / sum(weights)
             expected = torch.softmax(torch.log(mixed) / model.temperature, -1)[0]
             got = torch.tensor([result.probabilities[label] for label in predictor.labels])
@@ -112,6 +112,35 @@ def test_prediction_sets_and_unsure_answers(fallback_predictor, predictor, demo_
     assert everything.set == predictor.labels and any("every label" in w for w in everything.warnings)
     with pytest.raises(ValueError, match="between 0 and 1"):
         predictor.predict([post], coverage=1.5)
+
+
+def test_an_answer_no_better_than_the_prior_is_unsure(fallback_predictor, demo_folder):
+    predictor, probes = fallback_predictor, fallback_predictor.run.model.probes
+    post = PostInput("周末和朋友去吃火锅", load_image(demo_folder / "images" / "restaurant-002.jpg"))
+    probes.set_mixture((0.0, 0.0, 0.0, 1.0))           # the prior alone: the label counts, nothing learned
+    try:
+        [result] = predictor.predict([post], coverage=0.9)
+        assert result.label == "unsure" and result.best_guess in predictor.labels
+        assert any("no better than guessing" in w for w in result.warnings)
+        assert result.best_guess in result.set         # the decision lies in its set
+        predictor.min_gain = 0.0
+        [plain] = predictor.predict([post])
+        assert plain.label == result.best_guess
+    finally:
+        predictor.min_gain = 0.05
+        probes.set_mixture(tuple(predictor.run.info["mixture"]["weights"].values()))
+
+
+def test_run_notes_say_a_run_did_not_learn_and_is_not_calibrated():
+    from sgmft.serving.predictor import run_notes
+
+    assert run_notes({"calibration": {"rule": "fitted on the worst fold"}}) == []
+    notes = run_notes({"did_not_learn": ["the training loss ended at 1.09, near chance"],
+                       "calibration": {"rule": "not fitted: no out-of-fold error to fit it on"}})
+    assert notes[0] == ("the run this answer comes from did not learn: the training loss ended at 1.09, "
+                        "near chance")
+    assert "not calibrated (not fitted: no out-of-fold error" in notes[1]
+    assert "no held-out posts" in run_notes({})[0]
 
 
 def test_evidence_says_when_a_part_is_at_chance_or_the_parts_disagree():

@@ -120,3 +120,24 @@ def test_the_temperature_softens_only_when_the_folds_could_not_hold_out_the_grou
     assert choose_temperature("auto", images_instead, sure, labels, fold, errors=300)[0] > 2
     assert choose_temperature("off", shift_like, sure, labels, fold, errors=300)[0] == 1.0
     assert choose_temperature("fit", shift_like, sure, labels, fold, errors=0)[0] == 1.0
+
+
+def test_without_early_stopping_the_refit_trains_the_epochs_the_folds_trained(demo, tmp_path):
+    # the review's case: the fallback on and early stopping off; every fold trains all its
+    # epochs and keeps the last, so the refit must train as many (it trained the best epoch's)
+    run = train_run(config(demo, "train.early_stopping=0", "train.epochs=9", "model.fallback=true"),
+                    tmp_path / "run", progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert [m["epochs"] for m in info["folds"]["models"]] == [9, 9, 9]
+    assert len(info["history"]) == 9
+
+
+def test_final_config_takes_the_median_of_the_kept_epochs():
+    from sgmft.training.crossfit import FoldResult, final_config
+
+    results = [FoldResult([], best, 20, 1.0, torch.zeros(1, 2)) for best in (3, 7, 12)]
+    base = resolve_config("sgmft", [])
+    early = final_config(base, results).train
+    assert early.epochs == 8 and early.early_stopping == 0 and early.min_steps == 0   # best + 1: 4, 8, 13
+    late = final_config(replace(base, train=replace(base.train, early_stopping=0)), results).train
+    assert late.epochs == 20

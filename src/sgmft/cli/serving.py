@@ -16,13 +16,16 @@ Coverage = Annotated[float | None, typer.Option(
          "(e.g. 0.9; calibrated on the run's out-of-fold predictions).")]
 MinConfidence = Annotated[float | None, typer.Option(
     help="Answer 'unsure' when the top probability is below this (e.g. 0.6).")]
+MinGain = Annotated[float, typer.Option(
+    help="Answer 'unsure' when the answer's probability is less than this above its share of the "
+         "training posts (no better than guessing from the label counts; 0 turns it off).")]
 
 
-def _predictor(run: Path, device: str = "cpu"):
+def _predictor(run: Path, device: str = "cpu", min_gain: float = 0.05):
     from sgmft.serving.predictor import Predictor
 
     with reported():
-        return Predictor(run, device=device)
+        return Predictor(run, device=device, min_gain=min_gain)
 
 
 def print_prediction(result: dict) -> None:
@@ -72,6 +75,7 @@ def predict(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
     coverage: Coverage = None,
     min_confidence: MinConfidence = None,
+    min_gain: MinGain = 0.05,
 ) -> None:
     """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out)."""
     from sgmft.data.images import ImageError, load_image
@@ -82,7 +86,7 @@ def predict(
 
         if out is None or out.suffix.lower() not in FORMATS:
             raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json or .csv)")
-        predictor = _predictor(run, device)
+        predictor = _predictor(run, device, min_gain)
         with reported():
             result = predict_manifest(predictor, manifest, image_root, batch_size,
                                       list(parse_labels(labels) or []) or None, skip_invalid,
@@ -98,7 +102,7 @@ def predict(
         raise typer.BadParameter("give --text and/or --image, or --manifest")
     with reported(ImageError):
         pil = load_image(image) if image is not None else None
-    predictor = _predictor(run, device)
+    predictor = _predictor(run, device, min_gain)
     with reported(PredictionError):
         result = predictor.predict([PostInput(text, pil)], coverage, min_confidence)[0].to_dict()
     if json_output:
@@ -121,18 +125,19 @@ def profile(
     batch_size: int = 64,
     device: Device = "cpu",
     min_confidence: MinConfidence = None,
+    min_gain: MinGain = 0.05,
 ) -> None:
     """Per user, the distribution of predicted labels over their posts (table, CSV and PNG)."""
     from sgmft.serving.batch import predict_manifest
     from sgmft.serving.profiles import user_profiles, write_profiles
 
-    predictor = _predictor(run, device)
+    predictor = _predictor(run, device, min_gain)
     with reported():
         result = predict_manifest(predictor, manifest, image_root, batch_size,
                                   list(parse_labels(labels) or []) or None, skip_invalid,
                                   min_confidence=min_confidence)
     errors = [r for r in result.records if "error" in r]
-    labels_shown = predictor.labels + (["unsure"] if min_confidence is not None else [])
+    labels_shown = [*predictor.labels, "unsure"]
     profiles = user_profiles(result.records, labels_shown)
     if not profiles:
         typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
@@ -161,6 +166,7 @@ def serve(
     coverage: Annotated[float, typer.Option(
         help="Coverage of the prediction sets given when a request does not ask (0: none).")] = 0.9,
     min_confidence: MinConfidence = None,
+    min_gain: MinGain = 0.05,
 ) -> None:
     """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
     /docs, and a web page at /."""
@@ -177,7 +183,7 @@ def serve(
         typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port",
                    err=True)
         raise typer.Exit(1) from None
-    predictor = _predictor(run, device)
+    predictor = _predictor(run, device, min_gain)
     uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                            coverage=coverage or None, min_confidence=min_confidence), host=host, port=port)
 

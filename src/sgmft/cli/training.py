@@ -68,8 +68,8 @@ def print_train_summary(folder: Path) -> None:
                    f"ECE {c['before']['ece']:.3f} -> {c['after']['ece']:.3f})")
     if info["skipped_rows"]["count"]:
         typer.echo(f"{info['skipped_rows']['count']} invalid row(s) were skipped (listed in run.json)")
-    for warning in info["warnings"]:
-        typer.echo(f"warning: {warning}", err=True)
+    if info["warnings"]:
+        typer.echo(f"{len(info['warnings'])} warning(s), printed above and kept in run.json", err=True)
     typer.echo(f"next: sgmft evaluate {folder}")
 
 

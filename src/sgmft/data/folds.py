@@ -175,7 +175,20 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                                                           [groups[i] for i in pool])):
             for j in held:
                 fold[pool[j]] = number
-    return Folds(ids, fold, folds, why, column, kept, notes, shift_like)
+    fold, filled = _without_empty_folds(fold, folds)
+    if filled < folds:
+        notes.append(f"{filled} fold(s), not {folds}: the groups' sizes left {folds - filled} empty")
+    if filled < 2:
+        return Folds(ids, [-1] * len(posts), 0, "none (the groups fill fewer than two folds)", column, kept)
+    return Folds(ids, fold, filled, why, column, kept, notes, shift_like)
+
+
+def _without_empty_folds(fold: list[int], k: int) -> tuple[list[int], int]:
+    """The folds renumbered 0.. without the empty ones (a few large groups can leave one
+    empty), and how many are left."""
+    used = sorted(set(fold) - {-1})
+    number = {old: new for new, old in enumerate(used)} | {-1: -1}
+    return [number[f] for f in fold], len(used)
 
 
 def _unusable(posts: Sequence[Post], eligible: list[int], pool: list[int], groups: list[object | None],

@@ -209,12 +209,15 @@ def load_manifest(
     skip_invalid: bool = False,
     text_config: TextConfig | None = None,
     workers: int = 4,
+    any_label: bool = False,
 ) -> Manifest:
     """Read and check a manifest; raise `ManifestError` on any bad row unless ``skip_invalid``.
 
     labels: the declared label set (default: the paper's eight places), compared lower-cased.
     require_labels: a missing label is an error (False for prediction manifests).
     read_labels: False ignores the label column altogether (prediction needs none).
+    any_label: a label outside ``labels`` is kept as the post's true label, not an error (a
+        prediction manifest's posts may carry labels the run never learned).
     """
     path = Path(path)
     check_manifest_file(path)
@@ -229,7 +232,7 @@ def load_manifest(
             continue
         if not read_labels:
             row.pop("label", None)
-        row_problem = _check_fields(row, label_set, require_labels and read_labels)
+        row_problem = _check_fields(row, None if any_label else label_set, require_labels and read_labels)
         post_id = str(row["id"]).strip() if row.get("id") not in (None, "") else None
         if row_problem is None and post_id in first_row_of:
             row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
@@ -261,8 +264,8 @@ def load_manifest(
     return Manifest(path=path, posts=posts, labels=label_set, skipped=problems)
 
 
-def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> str | None:
-    """The first field problem of a parsed row, or None."""
+def _check_fields(row: dict, labels: tuple[str, ...] | None, require_labels: bool) -> str | None:
+    """The first field problem of a parsed row, or None (``labels`` None: any label)."""
     for name in REQUIRED:
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -284,7 +287,7 @@ def _check_fields(row: dict, labels: tuple[str, ...], require_labels: bool) -> s
     if label in (None, ""):
         if require_labels:
             return "missing field 'label'"
-    elif _normalise_label(label) not in labels:
+    elif labels is not None and _normalise_label(label) not in labels:
         return f"unknown label {label!r} (expected one of: {', '.join(labels)})"
     split = row.get("split")
     if split not in (None, "") and str(split).strip().lower() not in SPLITS:

@@ -17,6 +17,7 @@ SHA-256s) every time; `sgmft.encoders.ray_extract` fills the same cache on a Ray
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
 from sgmft.encoders.base import Encoder
+from sgmft.encoders.chunks import ChunkedArray
 from sgmft.encoders.plan import Job, Memo, Plan, encode_job, make_plan
 from sgmft.io import (
     atomic_write,
@@ -59,23 +61,29 @@ class CacheCorruptError(RuntimeError):
 
 @dataclass
 class FeatureCache:
-    """Features of every post of a manifest, in manifest order."""
+    """Features of every post of a manifest, in manifest order: memory-mapped chunks
+    (`ChunkedArray`) when loaded from disk, gathered a batch of rows at a time."""
 
     ids: list[str]
-    text: np.ndarray
-    image: np.ndarray
+    text: ChunkedArray | np.ndarray             # (N, D_text)
+    image: ChunkedArray | np.ndarray            # (N, D_image)
     header: dict[str, Any]
-    text_tokens: np.ndarray | None = None    # (N, L_text, D_text) float16, sequence caches only
-    image_tokens: np.ndarray | None = None   # (N, L_image, D_image) float16
+    text_tokens: ChunkedArray | np.ndarray | None = None    # (N, L_text, D_text) float16, sequence caches
+    image_tokens: ChunkedArray | np.ndarray | None = None   # (N, L_image, D_image) float16
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Post id -> row, built once."""
+        return {post_id: i for i, post_id in enumerate(self.ids)}
+
     def rows(self, ids: list[str]) -> np.ndarray:
         """Row indices of ``ids`` in this cache (KeyError naming the first missing id)."""
-        index = {post_id: i for i, post_id in enumerate(self.ids)}
+        index = self.index
         try:
-            return np.asarray([index[post_id] for post_id in ids], dtype=np.int64)
+            return np.fromiter((index[post_id] for post_id in ids), dtype=np.int64, count=len(ids))
         except KeyError as exc:
             raise KeyError(f"post {exc.args[0]!r} is not in the feature cache") from None
 
@@ -292,7 +300,8 @@ def extract_features(
 
 
 def load_cache(folder: str | Path) -> FeatureCache:
-    """Read a complete cache, checking every chunk against its recorded hash."""
+    """Open a complete cache, checking every chunk against its recorded hash; the features are
+    memory-mapped (`ChunkedArray`), not read into memory."""
     folder = Path(folder)
     header = read_header(folder)
     if header is None:
@@ -300,13 +309,11 @@ def load_cache(folder: str | Path) -> FeatureCache:
     if not header.get("complete"):
         raise CacheCorruptError(f"the feature cache in {folder} is incomplete: run `sgmft extract`")
     size, ids = header["chunk_size"], header["ids"]
-    parts: dict[str, list[np.ndarray]] = {}
-    for index in range(max(1, -(-len(ids) // size))):
+    paths = [folder / chunk_name(index) for index in range(max(1, -(-len(ids) // size)))]
+    for index, path in enumerate(paths):
         if not _chunk_is_valid(folder, index, header):
-            raise CacheCorruptError(
-                f"{folder / chunk_name(index)} is missing or corrupt: run `sgmft extract` to rebuild"
-            )
-        for key, value in load_file(folder / chunk_name(index)).items():
-            parts.setdefault(key, []).append(value)
-    arrays = {key: np.concatenate(values) for key, values in parts.items()}
+            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract` to rebuild")
+    keys = ("text", "image", "text_tokens", "image_tokens") if header["encoder_identity"].get("sequences") \
+        else ("text", "image")
+    arrays = {key: ChunkedArray(paths, key, size) for key in keys}
     return FeatureCache(ids=list(ids), header=header, **arrays)

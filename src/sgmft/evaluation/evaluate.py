@@ -9,7 +9,6 @@ the numbers would no longer describe the trained model's held-out data.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -53,10 +52,9 @@ def changed_rows(run: LoadedRun, prepared: PreparedData, shown: int = 10) -> str
     """None when the data is what the run was trained on, else the rows that differ, in words."""
     if prepared.manifest.data_hash() == run.info["data_hash"]:
         return None
-    split_file = run.folder / "split.json"
-    if not split_file.is_file():
+    if run.split is None:
         return "the data hash differs from the one recorded at training"
-    before = json.loads(split_file.read_text(encoding="utf-8"))["posts"]
+    before = run.split["posts"]
     now_posts = {p.id: p for p in prepared.manifest.posts}
     after = prepared.manifest.post_digests()
     parts = []
@@ -73,10 +71,7 @@ def changed_rows(run: LoadedRun, prepared: PreparedData, shown: int = 10) -> str
 def recorded_split(run: LoadedRun, prepared: PreparedData, part: str) -> list[str]:
     """The ids of ``part`` (train, test) the run recorded at training (``split.json``), or the
     current split's for a run without a record."""
-    split_file = run.folder / "split.json"
-    if not split_file.is_file():
-        return prepared.split[part]
-    return json.loads(split_file.read_text(encoding="utf-8"))[part]
+    return prepared.split[part] if run.split is None else run.split[part]
 
 
 def test_ids(run: LoadedRun, prepared: PreparedData) -> list[str]:
@@ -156,8 +151,8 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
         metrics["gate_mean"] = float(outputs["gate"].mean())
     temperature = float(run.model.temperature)
     metrics |= calibration_report(outputs["logits"], y_true, temperature)
-    metrics["sets"] = set_report(probs, y_true, run.conformal_threshold(coverage), coverage)
-    curve = selective(probs, y_true)
+    metrics["sets"] = set_report(probs, y_true, run.conformal_threshold(coverage), coverage, predicted)
+    curve = selective(probs, y_true, predicted)
     metrics["selective"] = {"area": curve["area"]}
     majority = _training_majority(run, prepared)
     metrics["majority_accuracy"] = float((y_true == majority).mean())

@@ -38,11 +38,14 @@ def accuracy_interval(right: int, n: int) -> list[float]:
     return list(wilson(right, n))
 
 
-def selective(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def selective(probs: np.ndarray, labels: np.ndarray, decided: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy when only the most confident posts are answered: the curve (coverage, accuracy)
-    and its area (1 is perfect; a model whose confidence says nothing scores its accuracy)."""
-    order = np.argsort(-probs.max(1), kind="stable")
-    right = (probs.argmax(1) == labels)[order].astype(float)
+    and its area (1 is perfect; a model whose confidence says nothing scores its accuracy).
+    ``decided`` (N,): the answers given (default the most probable labels), ranked by their own
+    probability."""
+    decided = probs.argmax(1) if decided is None else decided
+    order = np.argsort(-probs[np.arange(len(probs)), decided], kind="stable")
+    right = (decided == labels)[order].astype(float)
     answered = np.arange(1, len(right) + 1)
     accuracy = np.cumsum(right) / answered
     coverage = answered / len(right)
@@ -50,13 +53,13 @@ def selective(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def set_report(probs: np.ndarray, labels: np.ndarray, threshold: float | None,
-               coverage: float) -> dict[str, Any]:
+               coverage: float, decided: np.ndarray | None = None) -> dict[str, Any]:
     """Empirical coverage and mean size of the prediction sets at ``coverage`` (None: the run
     has no calibration posts)."""
     if threshold is None:
         return {"target": coverage, "threshold": None,
                 "note": "the run has no out-of-fold predictions to calibrate prediction sets on"}
-    sets = prediction_sets(probs, threshold)
+    sets = prediction_sets(probs, threshold, decided)
     return {"target": coverage, "threshold": threshold, **set_coverage(sets, labels),
             "interval": accuracy_interval(int(sets[np.arange(len(labels)), labels].sum()), len(labels))}
 

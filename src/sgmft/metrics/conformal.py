@@ -8,7 +8,7 @@ neither a scikit-learn estimator nor refitted by the calibrating library; the ca
 posts are the run's out-of-fold validation predictions, made before the final model exists.
 What is needed is the conformal quantile of their scores, which is this module. LAC gives the
 smallest sets on average; its sets can be empty when no label is likely enough, and sgmft then
-answers with the most probable label (coverage can only grow).
+answers with its decision (coverage can only grow).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def threshold_from_scores(scores: list[float] | np.ndarray, coverage: float) -> 
     return 1.0 if k > len(scores) else float(scores[k - 1])
 
 
-def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """(N, C) boolean: label c is in post i's set when p_ic >= 1 - threshold; an empty set gets
-    the most probable label."""
+def prediction_sets(probs: np.ndarray, threshold: float, decided: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) boolean: label c is in post i's set when p_ic >= 1 - threshold, and the decided
+    label ``decided`` (N,) (default the most probable) always is: one answer, inside its set.
+    Adding a label to a set can only raise its coverage."""
     sets = probs >= 1.0 - threshold - 1e-12
-    sets[np.arange(len(probs)), probs.argmax(1)] = True
+    sets[np.arange(len(probs)), probs.argmax(1) if decided is None else decided] = True
     return sets
 
 

@@ -7,6 +7,8 @@ projected to a common width D when needed and cut into tokens by the chosen read
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -61,11 +63,18 @@ class FeatureStatistics(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> None:
-        """features (N, D) or (N, L, D): statistics over every axis but the last."""
-        flat = features.float().reshape(-1, features.shape[-1])
-        self.mean.copy_(flat.mean(0))
-        self.std.copy_(flat.std(0, unbiased=False).clamp_min(1e-6))
+    def fit(self, features: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """features (N, D) or (N, L, D), or batches of such rows: statistics over every axis
+        but the last (sums in float64, so batches give the whole's statistics)."""
+        parts = [features] if isinstance(features, torch.Tensor) else features
+        count, total, squares = 0, 0.0, 0.0
+        for part in parts:
+            flat = part.double().reshape(-1, part.shape[-1])
+            count, total, squares = count + len(flat), total + flat.sum(0), squares + (flat * flat).sum(0)
+        mean = total / count
+        variance = (squares / count - mean * mean).clamp_min(0)
+        self.mean.copy_(mean.float())
+        self.std.copy_(variance.sqrt().float().clamp_min(1e-6))
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -138,9 +147,10 @@ class InputAdapter(nn.Module):
         self.text_position = nn.Parameter(torch.randn(self.length, self.width) * 0.02) if embed else None
         self.image_position = nn.Parameter(torch.randn(self.length, self.width) * 0.02) if embed else None
 
-    def fit_statistics(self, text: torch.Tensor, image: torch.Tensor) -> None:
+    def fit_statistics(self, text: torch.Tensor | Iterable[torch.Tensor],
+                       image: torch.Tensor | Iterable[torch.Tensor]) -> None:
         """Record the training split's feature statistics: text (N, D_text) or (N, L, D_text)
-        (ignored for word-level text), image likewise."""
+        (ignored for word-level text), image likewise; each may come as batches of rows."""
         if self.text_stats is not None:
             self.text_stats.fit(text)
         self.image_stats.fit(image)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from sgmft.decision.probes import fit_probe
 from sgmft.metrics.classification import classification_metrics
-from sgmft.models.fallback import fit_probe
 from sgmft.training.prepare import PreparedData
 
 #: row label -> which features the logistic regression reads

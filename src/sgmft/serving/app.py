@@ -127,8 +127,10 @@ def _header_pixels(data: bytes) -> int:
             width, height = image.size
     except Image.DecompressionBombError as exc:
         raise HTTPException(413, f"decompression bomb refused: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise HTTPException(400, "not an image (PIL cannot identify the file)") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:   # any decoder's failure (AVIF's is a RuntimeError): this post's 400
+        raise HTTPException(400, f"not an image, or a damaged one ({type(exc).__name__})") from exc
     return width * height
 
 
@@ -302,7 +304,8 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         """What the page shows: the run, example posts of its labels, and the defaults."""
         return {"run": state["identity"], "examples": batcher().predictor.examples(),
                 "coverage": state["coverage"], "min_confidence": min_confidence,
-                "temperature": float(batcher().predictor.run.model.temperature)}
+                "temperature": float(batcher().predictor.run.model.temperature),
+                "calibrated": batcher().predictor.calibrated, "notes": batcher().predictor.notes}
 
     @app.post("/predict")
     async def predict_one(text: Annotated[str | None, Form()] = None,

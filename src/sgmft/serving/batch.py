@@ -43,15 +43,6 @@ def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
     return {"id": post_id, "row": row, **fields}
 
 
-def _run_split(predictor: Predictor) -> dict[str, str]:
-    """Post id -> the part of the run's split it was in (train, val, test)."""
-    path = predictor.run.folder / "split.json"
-    if not path.is_file():
-        return {}
-    split = json.loads(path.read_text(encoding="utf-8"))
-    return {i: part for part in ("train", "val", "test") for i in split.get(part, [])}
-
-
 def _cached_features(predictor: Predictor, manifest: Manifest) -> FeatureCache | None:
     data = predictor.run.config.data
     own = Path(predictor.run.info["features"]["folder"])
@@ -112,11 +103,11 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path,
     """
     predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
     manifest = load_manifest(manifest_path, image_root, labels or predictor.labels,
-                             require_labels=False, skip_invalid=True)
+                             require_labels=False, skip_invalid=True, any_label=True)
     skipped = skipped_summary(manifest)
     records = [] if skip_invalid else [_record(p.id, p.row, user=p.user, true_label=p.label, error=p.problem)
                                        for p in manifest.skipped]
-    in_split = _run_split(predictor)
+    in_split = predictor.run.part_of()
     cache = _cached_features(predictor, manifest)
     bar = progress_bar(len(manifest.posts), "predict", "post", disable=not progress)
     for posts, features, errors in _batches(predictor, manifest.posts, cache, batch_size):

@@ -9,12 +9,15 @@ fallback mixture in words when the run has one, and a summary of the modality-wi
 Asked for a ``coverage``, it adds the prediction set: the labels that, together, hold the true
 one with that probability (split-conformal, calibrated on the run's out-of-fold predictions).
 Asked for a ``min_confidence``, a post whose top probability is below it is answered
-``unsure`` (its best guess kept beside). Text and image pointing to different labels are said
-in words.
+``unsure`` (its best guess kept beside). Always, an answer no better than the class prior (its
+probability less than ``min_gain``, 0.05, above how common the label was in training) is
+``unsure``: a run that did not learn gives no answers. A run's own warnings that it did not learn,
+and probabilities that were not calibrated, are said with every answer. Text and image pointing
+to different labels are said in words.
 
 A post with only a text or only an image is predicted with the missing modality set to its
 training mean (the value ``modality_dropout`` trains the model for), and the fallback mixture
-spreads the missing modality's weight over the rest; a warning says so.
+gives the missing modality's weight to the other modality's probe; a warning says so.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
 from sgmft.encoders.features import encoder_options
 from sgmft.metrics.conformal import prediction_sets
-from sgmft.models.fallback import COMPONENTS
+from sgmft.models.fallback import COMPONENTS, present_weights
 from sgmft.text.cleaning import preprocess_text
 from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
@@ -60,6 +63,8 @@ class PostInput:
 #: uniform distribution's (it hardly prefers any label)
 UNINFORMATIVE_ENTROPY = 0.95
 UNSURE = "unsure"
+#: an answer must be this much more probable than its share of the training posts
+MIN_GAIN = 0.05
 
 
 @dataclass
@@ -104,11 +109,16 @@ class Predictor:
     """Predicts posts with a trained run; ``encoder`` defaults to the run's own encoder."""
 
     def __init__(self, run: str | Path | LoadedRun, encoder: Encoder | None = None,
-                 device: str = "cpu", batch_size: int = 64):
+                 device: str = "cpu", batch_size: int = 64, min_gain: float = MIN_GAIN):
         self.run = run if isinstance(run, LoadedRun) else load_run(run, device)
         self.labels = self.run.labels
         self.batch_size = batch_size
         self.device = device
+        if not 0.0 <= min_gain < 1.0:
+            raise ValueError(f"min_gain {min_gain}: expected a number in [0, 1)")
+        self.min_gain = min_gain
+        self.prior = self.run.model.probes.prior.detach().cpu()
+        self.notes = run_notes(self.run.info)
         data = self.run.config.data
         self.encoder = encoder or create_encoder(
             data.encoder, device=device, precision=resolve_precision(data.precision, device),
@@ -119,6 +129,11 @@ class Predictor:
         if tuple(self.encoder.dim) != (dims["text"], dims["image"]):
             raise ValueError(f"encoder {self.encoder.name} gives {tuple(self.encoder.dim)} features, "
                              f"the run was trained on {(dims['text'], dims['image'])}")
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the run's temperature was fitted on held-out posts."""
+        return str((self.run.info.get("calibration") or {}).get("rule", "")).startswith("fitted")
 
     def examples(self) -> dict[str, list[str]]:
         """A few training texts per label (the run's ``examples.json``; none for older runs)."""
@@ -201,17 +216,25 @@ class Predictor:
             top = float(probabilities[i, decided[i]])
             threshold = self.set_threshold(coverages[i])
             if threshold is not None:
-                members = prediction_sets(probabilities[i:i + 1].numpy(), threshold)[0]
+                members = prediction_sets(probabilities[i:i + 1].numpy(), threshold,
+                                          np.array([decided[i]]))[0]
                 prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
                 prediction.coverage = coverages[i]
                 if coverages[i] not in self._calibrated:
                     prediction.warnings.append("this run kept no held-out posts to calibrate prediction "
                                                "sets on: the set is every label")
             min_confidence = confidences[i]
+            share = float(self.prior[decided[i]])
             if min_confidence is not None and top < min_confidence:
                 prediction.best_guess, prediction.label = label, UNSURE
-                prediction.warnings.append(f"unsure: the probability of {label}, {top:.2f}, is below "
-                                           f"the asked confidence {min_confidence:.2f}")
+                prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is below "
+                                           f"the asked confidence {min_confidence:.1%}")
+            elif top - share < self.min_gain:
+                prediction.best_guess, prediction.label = label, UNSURE
+                prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is hardly above "
+                                           f"its share of the training posts, {share:.1%}: no better than "
+                                           "guessing from how common each label is")
+            prediction.warnings += self.notes
             prediction.warnings += _disagreement(evidence)
             found.append(prediction)
         return found
@@ -248,11 +271,9 @@ class Predictor:
                                             "uninformative": _uninformative(probs),
                                             "source": PROBE_SOURCE.format(name, name)}
         if self.run.config.model.fallback:
-            present = (True, features.has_text[i], features.has_image[i], True)
-            weights = [w if keep else 0.0 for w, keep in zip(self.run.model.probes.mixture.tolist(), present,
-                                                               strict=True)]
-            total = sum(weights) or 1.0
-            mixture = {name: round(w / total, 3) for name, w in zip(COMPONENTS, weights, strict=True)}
+            present = torch.tensor([[features.has_text[i], features.has_image[i]]])
+            weights = present_weights(self.run.model.probes.mixture.cpu(), present, 1)[0].tolist()
+            mixture = {name: round(w, 3) for name, w in zip(COMPONENTS, weights, strict=True)}
             evidence["mixture"] = mixture
             evidence["mixture_words"] = mixture_in_words(mixture)
         return evidence
@@ -267,6 +288,18 @@ class Predictor:
             self.encode(posts), [p.id for p in posts],
             [p.coverage if p.coverage is not None else coverage for p in posts],
             [p.min_confidence if p.min_confidence is not None else min_confidence for p in posts])
+
+
+def run_notes(info: dict[str, Any]) -> list[str]:
+    """What every answer of a run must carry: that it did not learn, and that its probabilities
+    are not calibrated (with the reason)."""
+    notes = [f"the run this answer comes from did not learn: {w}" for w in info.get("did_not_learn", [])]
+    calibration = info.get("calibration") or {}
+    if not str(calibration.get("rule", "")).startswith("fitted"):
+        why = calibration.get("rule") or "the run kept no held-out posts to fit a temperature on"
+        notes.append(f"the probabilities are not calibrated ({why}): read them as the "
+                     "model's scores, not as how often such answers are right")
+    return notes
 
 
 def _uninformative(probs: torch.Tensor) -> bool:

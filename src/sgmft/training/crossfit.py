@@ -4,7 +4,7 @@ With K >= 2 validation folds (`sgmft.data.folds`), the run's model is trained K 
 time on the training posts outside one fold and early-stopped on that fold, and its predictions
 on the fold are kept (``folds/fold-K/``, resumable). Out of those predictions come the number of
 epochs (the median of the folds' best epochs), the probes' regularisation, the fallback mixture
-(`sgmft.models.fallback.choose_mixture`: the weights that hold on every fold) and the
+(`sgmft.decision.mixture.choose_mixture`: the weights that hold on every fold) and the
 temperature (`sgmft.metrics.calibration.fit_temperature`); then the model is trained once more,
 on every training post for that many epochs, and the choices are installed in it. With one
 fold (``train.folds = 1``, or the manifest's own val rows) the fold's model is the run's model
@@ -28,13 +28,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sgmft.data.folds import Folds
+from sgmft.decision.mixture import choose_mixture
+from sgmft.decision.probes import fit_unimodal_probes
 from sgmft.io import atomic_write
 from sgmft.metrics.calibration import ece, fit_temperature, log_loss, softmax
 from sgmft.metrics.classification import balanced_offsets
-from sgmft.models.fallback import choose_mixture, fit_unimodal_probes
 from sgmft.models.model import MultimodalModel
 from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
+from sgmft.training.data import Data, select
 from sgmft.training.trainer import FitResult, Parallel, fit, predict
 
 log = logging.getLogger(__name__)
@@ -89,10 +91,9 @@ def _save_fold(folder: Path, val_ids: list[str], result: FoldResult) -> None:
     (folder / CHECKPOINT).unlink(missing_ok=True)
 
 
-def rows_of(tensors: dict[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """The tensors' rows where ``rows`` (N,) booleans are true."""
-    index = torch.from_numpy(np.nonzero(rows)[0])
-    return {key: value[index] for key, value in tensors.items()}
+def rows_of(tensors: Data, rows: np.ndarray) -> Data:
+    """The tensors' rows where ``rows`` (N,) booleans are true (features stay views)."""
+    return select(tensors, np.nonzero(rows)[0])
 
 
 def fit_fold(config: RunConfig, folder: Path, make_model, tensors: dict[str, torch.Tensor],
@@ -133,9 +134,13 @@ def fit_folds(config: RunConfig, out: Path, make_model, tensors: dict[str, torch
 
 
 def final_config(config: RunConfig, results: list[FoldResult]) -> RunConfig:
-    """The refit's settings: the median of the folds' kept epochs, no early stopping, no
-    stretching (the folds' epochs were stretched already)."""
-    epochs = max(1, int(np.ceil(np.median([r.kept_epochs for r in results]))))
+    """The refit's settings: the median of the epochs of the weights the folds kept (the best
+    epoch's with early stopping, the last without), no early stopping, no stretching (the
+    folds' epochs were stretched already). The refit trains on 1 / (1 - 1/K) times the posts of
+    a fold's model for the same epochs, so it takes that many more steps: the convention of
+    scikit-learn's and LightGBM's refits after cross-validated early stopping."""
+    kept = [r.kept_epochs if config.train.early_stopping else r.epochs for r in results]
+    epochs = max(1, int(np.ceil(np.median(kept))))
     return replace(config, train=replace(config.train, epochs=epochs, early_stopping=0, min_steps=0))
 
 
@@ -171,7 +176,7 @@ def choose_temperature(mode: str, folds: Folds, log_probs: np.ndarray, labels: n
     if mode == "off":
         return 1.0, "off (model.calibration = off)"
     if not errors:
-        return 1.0, "1: no out-of-fold error to fit it on"
+        return 1.0, "not fitted: no out-of-fold error to fit it on"
     if mode == "auto" and not folds.shift_like:
         return (fit_temperature(log_probs, labels, fold, lowest=1.0),
                 "fitted on the worst fold, softening only: the folds could not hold out the data's groups")
@@ -185,13 +190,14 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
     model.cpu()
     fold, labels = np.asarray(folds.fold), tensors["label"].numpy()
     num_classes = model.probes.prior.shape[0]
+    refit = fold == -1 if folds.k == 1 else np.ones(len(fold), bool)
+    fold_prior, prior = _priors(labels, fold, refit, num_classes)
+    model.probes.set_mixture(tuple(model.probes.mixture.tolist()), torch.from_numpy(prior).float())
     if folds.k == 0 or head_oof is None:
         probes, _ = fit_unimodal_probes(model, tensors, None, seed=config.train.seed, memo=memo)
         return {"probes": probes}
-    refit = np.ones(len(fold), bool) if folds.k >= 2 else fold == -1
     probes, probe_oof = fit_unimodal_probes(model, tensors, fold, refit, config.train.seed, memo)
     rows = fold >= 0
-    fold_prior, prior = _priors(labels, fold, refit, num_classes)
     components = np.stack([softmax(head_oof[rows]), softmax(probe_oof["text"][rows]),
                            softmax(probe_oof["image"][rows]), fold_prior[rows]])
     found: dict[str, Any] = {"probes": probes}

@@ -1,7 +1,12 @@
-"""Tensors for training and evaluation: cached features, word ids and labels, by split."""
+"""Tensors for training and evaluation: cached features, word ids and labels, by split.
+
+The features stay where the cache keeps them (memory-mapped chunks): a split's features are
+`Rows`, row indices into the cache, gathered one batch at a time; folds select rows of rows.
+Word ids and labels, small, are tensors. `select` takes rows of either kind."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +37,19 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def encode(self, token_lists: list[tuple[str, ...]], length: int) -> torch.Tensor:
-        """Token lists -> (N, length) int64 ids, truncated or padded with 0."""
-        index = {tok: i for i, tok in enumerate(self.tokens)}
-        ids = torch.zeros(len(token_lists), length, dtype=torch.long)
+    def encode(self, token_lists: list[tuple[str, ...]], length: int,
+               dtype: torch.dtype = torch.long) -> torch.Tensor:
+        """Token lists -> (N, length) ids (int64, or ``dtype``), truncated or padded with 0."""
+        index = self.index
+        ids = np.zeros((len(token_lists), length), dtype=np.int32)
         for row, tokens in enumerate(token_lists):
             values = [index.get(tok, UNK) for tok in tokens[:length]]
-            ids[row, : len(values)] = torch.tensor(values, dtype=torch.long)
-        return ids
+            ids[row, : len(values)] = values
+        return torch.from_numpy(ids).to(dtype)
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {tok: i for i, tok in enumerate(self.tokens)}
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.tokens)
@@ -51,33 +61,77 @@ class Vocabulary:
         return cls(json.loads(path.read_text(encoding="utf-8")))
 
 
+class Rows:
+    """Rows ``rows`` (N,) of an array-like ``source`` (M, ...) (a memory-mapped feature): a
+    split's features without a copy. ``rows_view[index]`` gathers those rows into a tensor;
+    `take` selects rows of these rows, still without a copy."""
+
+    def __init__(self, source, rows: np.ndarray):
+        self.source, self.rows = source, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.source.shape[1:])
+
+    def __getitem__(self, index) -> torch.Tensor:
+        picked = self.rows[np.asarray(index)]
+        return torch.from_numpy(np.ascontiguousarray(self.source[picked]))
+
+    def take(self, index) -> Rows:
+        return Rows(self.source, self.rows[np.asarray(index)])
+
+
+Data = dict[str, "torch.Tensor | Rows"]
+
+
+def select(tensors: Data, index) -> Data:
+    """The rows ``index`` (int array or tensor) of every tensor (copied: small) and every
+    `Rows` (a view)."""
+    index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+    return {key: value.take(index.numpy()) if isinstance(value, Rows) else value[index]
+            for key, value in tensors.items()}
+
+
+def in_batches(value: torch.Tensor | Rows, size: int = 8192):
+    """The rows of a tensor or `Rows`, in order, ``size`` at a time (tensors)."""
+    for start in range(0, len(value), size):
+        yield value[torch.arange(start, min(start + size, len(value)))]
+
+
 def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab: Vocabulary,
-                 max_tokens: int, with_labels: bool = True,
-                 sequences: bool = False) -> dict[str, torch.Tensor]:
-    """{"text": (N, D_t), "image": (N, D_i), "tokens": (N, T), "label": (N,)} for ``ids``, and
-    with ``sequences`` the token states "text_tokens", "image_tokens" (float16, as cached)."""
+                 max_tokens: int, with_labels: bool = True, sequences: bool = False) -> Data:
+    """{"text": (N, D_t), "image": (N, D_i) as `Rows` of the cache, "tokens": (N, T) int32,
+    "label": (N,) int64} for ``ids``, and with ``sequences`` the token states "text_tokens",
+    "image_tokens" (float16, as cached) as `Rows`."""
     rows = cache.rows(ids)
-    by_id = {post.id: post for post in manifest.posts}
-    posts = [by_id[i] for i in ids]
-    tensors = {
-        "text": torch.from_numpy(np.ascontiguousarray(cache.text[rows])),
-        "image": torch.from_numpy(np.ascontiguousarray(cache.image[rows])),
-        "tokens": vocab.encode([p.tokens for p in posts], max_tokens),
-    }
+    wanted = dict.fromkeys(ids)
+    for post in manifest.posts:
+        if post.id in wanted:
+            wanted[post.id] = post
+    posts = list(wanted.values())
+    tensors: Data = {"text": Rows(cache.text, rows), "image": Rows(cache.image, rows),
+                     "tokens": vocab.encode([p.tokens for p in posts], max_tokens, torch.int32)}
     if sequences:
         if cache.text_tokens is None or cache.image_tokens is None:
             raise ValueError("the feature cache holds no token sequences: sgmft extract --sequences")
-        tensors["text_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.text_tokens[rows]))
-        tensors["image_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.image_tokens[rows]))
+        tensors["text_tokens"] = Rows(cache.text_tokens, rows)
+        tensors["image_tokens"] = Rows(cache.image_tokens, rows)
     if with_labels:
         index = {label: i for i, label in enumerate(manifest.labels)}
         tensors["label"] = torch.tensor([index[p.label] for p in posts], dtype=torch.long)
     return tensors
 
 
-def batches(tensors: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
-    """Yield dicts of at most ``batch_size`` rows, the rows of ``order`` (default: all, as stored)."""
+def batches(tensors: Data, batch_size: int, order: torch.Tensor | None = None):
+    """Yield dicts of at most ``batch_size`` rows (tensors; word ids as int64), the rows of
+    ``order`` (default: all, as stored)."""
     order = torch.arange(len(next(iter(tensors.values())))) if order is None else order
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        yield {key: value[index] for key, value in tensors.items()}
+        batch = {key: value[index] for key, value in tensors.items()}
+        if "tokens" in batch:
+            batch["tokens"] = batch["tokens"].long()
+        yield batch

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -29,6 +30,7 @@ from torch.utils.data import DistributedSampler
 from sgmft.models.model import MultimodalModel
 from sgmft.training.checkpoint import rng_state
 from sgmft.training.config import RunConfig
+from sgmft.training.data import Data, select
 from sgmft.training.trainer import Parallel
 
 
@@ -54,8 +56,10 @@ class DistributedParallel(Parallel):
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def shard(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {key: value[self.rank::self.world] for key, value in tensors.items()}
+    def shard(self, tensors: Data) -> Data:
+        """This rank's rows (every world-th from its rank); features stay views, so a rank
+        reads only its rows."""
+        return select(tensors, np.arange(len(tensors["label"]))[self.rank::self.world])
 
     def sum(self, values: list[float]) -> list[float]:
         total = torch.tensor(values, dtype=torch.float64, device=self.device)

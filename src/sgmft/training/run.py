@@ -18,7 +18,7 @@ from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
-from sgmft.training.data import Vocabulary, post_tensors
+from sgmft.training.data import Vocabulary, in_batches, post_tensors
 from sgmft.training.prepare import PreparedData, build_model, needs_validation, prepare_data, validation_folds
 from sgmft.training.rundir import (
     claim_folder,
@@ -79,7 +79,7 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
 
     def make_model(part: dict[str, torch.Tensor]) -> MultimodalModel:
         model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
-        model.inputs.fit_statistics(*(part[key] for key in model.input_names[:2]))
+        model.inputs.fit_statistics(*(in_batches(part[key]) for key in model.input_names[:2]))
         return model
 
     head_oof, fold_results = None, []
@@ -108,11 +108,12 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     write_conformal_scores(out, after.pop("conformal_scores", None))
     write_examples(out, manifest, ids)
     save_model(out, model)
+    did_not_learn = learning_warnings(result, after.get("validation"), len(manifest.labels))
     info = {"folds": folds.record() | {"models": [r.record(k) for k, r in enumerate(fold_results)]},
             "val": len(folds.validated), "val_by": folds.how, **after, "processes": parallel.world,
-            "warnings": learning_warnings(result, after.get("validation"), len(manifest.labels))
-            + data_warnings(manifest, tensors["label"].numpy(), fold, after.get("validation"),
-                            needs_validation(config))}
+            "did_not_learn": did_not_learn,
+            "warnings": did_not_learn + data_warnings(manifest, tensors["label"].numpy(), fold,
+                                                      after.get("validation"), needs_validation(config))}
     for warning in info["warnings"]:
         log.warning("%s", warning)
     info["skipped_rows"] = skipped_summary(manifest)

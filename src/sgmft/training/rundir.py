@@ -11,6 +11,7 @@ without it holds no finished run, whatever else it holds.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass
@@ -138,6 +139,24 @@ class LoadedRun:
     labels: list[str]
     vocab: Vocabulary
     info: dict[str, Any]
+
+    @functools.cached_property
+    def split(self) -> dict[str, Any] | None:
+        """The run's ``split.json`` (its train, val and test ids, the validation folds and the
+        posts' digests), read once; None for a run without one."""
+        path = self.folder / "split.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def part_of(self) -> dict[str, str]:
+        """Post id -> the part of the split it was in for the final model: ``train`` (trained
+        on; with K >= 2 folds the refit trains on every validated post too), ``val`` (held out
+        for validation only) or ``test``."""
+        split = self.split or {}
+        refitted = max(split.get("folds") or [-1]) >= 1
+        parts = {i: "test" for i in split.get("test", [])}
+        if not refitted:
+            parts |= {i: "val" for i in split.get("val", [])}
+        return parts | {i: "train" for i in split.get("train", []) if i not in parts}
 
     def conformal_threshold(self, coverage: float) -> float | None:
         """The LAC threshold of prediction sets at ``coverage``, calibrated on the run's

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgmft.models.fallback import choose_mixture, fit_probe, simplex_grid
+from sgmft.decision.mixture import choose_mixture, simplex_grid
+from sgmft.decision.probes import fit_probe
 
 
 def test_simplex_grid_covers_every_mixture_once():
@@ -62,7 +63,7 @@ def test_a_part_that_fails_one_fold_loses_to_one_that_holds_on_every_fold():
 
 
 def test_cross_fitted_probe_chooses_by_out_of_fold_log_loss_and_refits():
-    from sgmft.models.fallback import CANDIDATES, cross_fitted_probe
+    from sgmft.decision.probes import CANDIDATES, cross_fitted_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 4))
@@ -89,8 +90,8 @@ def test_probe_folds_standardisation_into_one_linear_map():
 
 
 def test_fitted_probes_live_in_the_model_and_are_reused(tmp_path):
+    from sgmft.decision.probes import fit_unimodal_probes
     from sgmft.models.config import ModelConfig
-    from sgmft.models.fallback import fit_unimodal_probes
     from sgmft.models.model import MultimodalModel
 
     torch.manual_seed(0)
