@@ -276,7 +276,7 @@ def test_predict_manifest_reuses_the_cache_and_marks_split_and_truth(demo, tmp_p
     out = tmp_path / "p.csv"
     result = runner.invoke(app, ["predict", str(run), "--manifest", str(demo), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "(features from the feature cache)" in result.output
+    assert "(features of 40 from a feature cache)" in result.output
     lines = out.read_text().splitlines()
     assert lines[0].startswith("id,row,user,split,true_label,label,p_home")
     splits = {line.split(",")[3] for line in lines[1:]}

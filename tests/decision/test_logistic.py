@@ -57,4 +57,4 @@ def test_a_warm_start_reaches_the_same_optimum():
                                                                                       torch.arange(3), 1.0))
     # the intercepts of a softmax are free up to a shared shift: compare what they predict
     got, expected = (probabilities(w.numpy(), b.numpy(), x) for w, b in (warm, cold))
-    assert np.abs(got - expected).max() < 1e-3
+    assert np.abs(got - expected).max() < 2e-3                   # the stated tolerance

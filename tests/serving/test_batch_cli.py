@@ -143,7 +143,7 @@ def test_predict_gives_sets_unsure_answers_and_json_arrays(fallback_run, demo_fo
     assert ",set,best_guess,error" in csv_out.read_text().splitlines()[0]
     refused = runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out",
                                   str(tmp_path / "p.txt")])
-    assert refused.exit_code == 2 and ".jsonl, .json or .csv" in refused.output
+    assert refused.exit_code == 2 and ".jsonl, .json, .csv or .parquet" in refused.output
 
 
 def test_sequence_reading_end_to_end(demo_folder, tmp_path):

@@ -81,10 +81,17 @@ def extract(
     image_root: ImageRoot = None,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", help="Import features made elsewhere instead of encoding: a Parquet file with columns "
+                       "id, text and image (lists of floats), one row per post.")] = None,
 ) -> None:
-    """Encode every post once, in batches, into an on-disk feature cache (resumable)."""
+    """Encode every post once, in batches, into an on-disk feature cache (resumable), or import
+    features made elsewhere (--from FILE.parquet)."""
     from sgmft.encoders.features import ensure_features
 
+    if from_file is not None:
+        _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid)
+        return
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker reserves GPUs for the encoder actors; add --device cuda, "
                                  "or encoding would run on their CPUs")
@@ -103,6 +110,21 @@ def extract(
     typer.echo(f"features of {len(cache)} posts in {folder} "
                f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}, "
                f"{cache.header.get('precision', 'fp32')}{tokens})")
+
+
+def _import(manifest: Path, source: Path, out: Path | None, overwrite: bool, image_root, labels,
+            skip_invalid: bool) -> None:
+    from sgmft.encoders.features import default_cache_dir
+    from sgmft.encoders.imported import IMPORTED, import_features
+
+    loaded = load_for_command(manifest, image_root, labels, skip_invalid)
+    folder = out or default_cache_dir(loaded, IMPORTED)
+    with reported():
+        cache = import_features(loaded, source, folder, overwrite)
+    dims = cache.header["dims"]
+    typer.echo(f"features of {len(cache)} posts imported from {source} into {folder} "
+               f"(text {dims['text']}-d, image {dims['image']}-d)")
+    typer.echo(f"next: sgmft train --data {manifest} --cache {folder}")
 
 
 RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]*:\d+)$")

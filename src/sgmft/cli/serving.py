@@ -16,6 +16,9 @@ Coverage = Annotated[float | None, typer.Option(
          "(e.g. 0.9; calibrated on the run's out-of-fold predictions).")]
 MinConfidence = Annotated[float | None, typer.Option(
     help="Answer 'unsure' when the top probability is below this (e.g. 0.6).")]
+CacheDirs = Annotated[list[Path] | None, typer.Option(
+    "--cache", help="A feature cache folder that may hold the posts' features (repeatable); the run's "
+                    "own is always looked in.")]
 MinGain = Annotated[float, typer.Option(
     help="Answer 'unsure' when the answer's probability is less than this above its share of the "
          "training posts (no better than guessing from the label counts; 0 turns it off).")]
@@ -76,27 +79,30 @@ def predict(
     coverage: Coverage = None,
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
+    resume: Annotated[bool, typer.Option(
+        help="With --manifest: continue a killed prediction into the same --out where it stopped.")] = False,
+    cache: CacheDirs = None,
 ) -> None:
-    """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out)."""
+    """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out),
+    streamed: rows are read, predicted and written a block at a time."""
     from sgmft.data.images import ImageError, load_image
     from sgmft.serving.predictor import PostInput, PredictionError
 
     if manifest is not None:
-        from sgmft.serving.batch import FORMATS, predict_manifest, write_predictions
+        from sgmft.serving.batch import FORMATS, predict_manifest
 
         if out is None or out.suffix.lower() not in FORMATS:
-            raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json or .csv)")
+            raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json, .csv or .parquet)")
         predictor = _predictor(run, device, min_gain)
         with reported():
-            result = predict_manifest(predictor, manifest, image_root, batch_size,
+            result = predict_manifest(predictor, manifest, out, image_root, batch_size,
                                       list(parse_labels(labels) or []) or None, skip_invalid,
-                                      coverage=coverage, min_confidence=min_confidence)
-            write_predictions(result.records, out, predictor.labels)
-        errors = sum("error" in r for r in result.records)
-        skipped = result.skipped["count"] if skip_invalid else 0
-        typer.echo(f"predicted {len(result.records) - errors} post(s), {errors} row error(s), "
-                   f"{skipped} invalid row(s) left out -> {out}"
-                   + (" (features from the feature cache)" if result.from_cache else ""))
+                                      coverage=coverage, min_confidence=min_confidence, resume=resume,
+                                      caches=tuple(cache or ()))
+        typer.echo(f"predicted {result.predicted} post(s), {result.errors} row error(s), "
+                   f"{result.left_out} invalid row(s) left out -> {out}"
+                   + (f" (features of {result.from_cache} from a feature cache)" if result.from_cache else "")
+                   + (f" (resumed after row {result.resumed_rows})" if result.resumed_rows else ""))
         return
     if text is None and image is None:
         raise typer.BadParameter("give --text and/or --image, or --manifest")
@@ -126,32 +132,40 @@ def profile(
     device: Device = "cpu",
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
+    cache: CacheDirs = None,
+    shown: Annotated[int, typer.Option(help="Users printed (the most active); all are in the files.")] = 40,
 ) -> None:
-    """Per user, the distribution of predicted labels over their posts (table, CSV and PNG)."""
+    """Per user, the distribution of predicted labels over their posts (table, CSV and PNG): the
+    posts are predicted into OUT/predictions.parquet, then counted per user out of core."""
     from sgmft.serving.batch import predict_manifest
-    from sgmft.serving.profiles import user_profiles, write_profiles
+    from sgmft.serving.profiles import row_errors, user_profiles, write_profiles
 
     predictor = _predictor(run, device, min_gain)
+    predictions = out / "predictions.parquet"
     with reported():
-        result = predict_manifest(predictor, manifest, image_root, batch_size,
+        out.mkdir(parents=True, exist_ok=True)
+        result = predict_manifest(predictor, manifest, predictions, image_root, batch_size,
                                   list(parse_labels(labels) or []) or None, skip_invalid,
-                                  min_confidence=min_confidence)
-    errors = [r for r in result.records if "error" in r]
+                                  min_confidence=min_confidence, caches=tuple(cache or ()))
     labels_shown = [*predictor.labels, "unsure"]
-    profiles = user_profiles(result.records, labels_shown)
+    profiles = user_profiles(predictions, labels_shown)
     if not profiles:
         typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
         raise typer.Exit(1)
+    errors = row_errors(predictions)
     with reported():
-        write_profiles(profiles, labels_shown, result.skipped, errors, out)
+        write_profiles(profiles, labels_shown, {"count": result.left_out, "kinds": result.kinds}, errors, out)
     width = max(8, *(len(label) for label in labels_shown))
     typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in labels_shown))
-    for user, p in profiles.items():
+    busiest = sorted(profiles, key=lambda u: (-profiles[u]["posts"], u))
+    for user in sorted(busiest[:shown]):
+        p = profiles[user]
         typer.echo(f"{user[:12]:12s} {p['posts']:5d} "
                    + " ".join(f"{p['labels'][label]:{width}.2f}" for label in labels_shown))
-    if errors or result.skipped["count"]:
-        left = len(errors) + (result.skipped["count"] if skip_invalid else 0)
-        typer.echo(f"left out: {left} row(s) that could not be predicted "
+    if len(profiles) > shown:
+        typer.echo(f"... and {len(profiles) - shown} more user(s) in {out / 'profiles.csv'}")
+    if errors or result.left_out:
+        typer.echo(f"left out: {len(errors) + result.left_out} row(s) that could not be predicted "
                    f"({'counted' if skip_invalid else 'listed'} in profiles.json)")
     typer.echo(f"written to {out}")
 

@@ -9,15 +9,19 @@ CSV file row 2 (the header is row 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,12 @@ class Post:
     def clean_text(self) -> str:
         """Tokens joined by spaces: the text the encoders see."""
         return " ".join(self.tokens)
+
+    def digest(self) -> int:
+        """64 bits of the SHA-256 of what the encoders see of this post (its id, cleaned text and
+        image bytes): what tells a feature cache's row is this post's."""
+        data = f"{self.id}\x1f{self.clean_text}\x1f{self.image_sha256}".encode()
+        return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
 
     def value(self, column: str) -> str | None:
         """The post's value in ``column``: ``user``, ``group``, ``label``, ``split`` or any
@@ -200,6 +210,97 @@ def _normalise_label(value: object) -> str:
     return str(value).strip().lower()
 
 
+@dataclass
+class Block:
+    """A block of a manifest read in order: its valid posts and its rows' problems."""
+
+    posts: list[Post]
+    problems: list[RowProblem]
+
+
+#: rows read, checked and cleaned at a time by `iter_manifest`
+BLOCK_ROWS = 4096
+#: images to check at once above which the checks run in processes (below, threads)
+PROCESS_CHECKS = 2048
+
+
+def iter_manifest(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    require_labels: bool = True,
+    read_labels: bool = True,
+    text_config: TextConfig | None = None,
+    workers: int = 4,
+    any_label: bool = False,
+    block_rows: int = BLOCK_ROWS,
+    skip_through: int = 0,
+) -> Iterator[Block]:
+    """The manifest's rows checked ``block_rows`` at a time, in order (see `load_manifest` for
+    the options): memory follows a block, not the file (but for one id -> row entry per post,
+    which finds a repeated id anywhere). Image checks run in processes for large blocks. Rows
+    up to number ``skip_through`` (done by a killed run) are read for their ids only."""
+    path = Path(path)
+    check_manifest_file(path)
+    root = Path(image_root) if image_root is not None else None
+    label_set = None if any_label else tuple(_normalise_label(label) for label in (labels or PLACES))
+    first_row_of: dict[str, int] = {}
+    checks = ImageChecks.for_manifest(path)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        rows = read_rows(path)
+        while True:
+            problems: list[RowProblem] = []
+            candidates: list[tuple[int, dict, Path]] = []
+            read = 0
+            for number, row, problem in itertools.islice(rows, block_rows):
+                read += 1
+                if row is None:
+                    problems.append(RowProblem(number, None, problem or "malformed row"))
+                    continue
+                if not read_labels:
+                    row.pop("label", None)
+                post_id = str(row["id"]).strip() if row.get("id") not in (None, "") else None
+                if number <= skip_through:
+                    if post_id is not None:
+                        first_row_of.setdefault(post_id, number)
+                    continue
+                row_problem = _check_fields(row, label_set, require_labels and read_labels)
+                if row_problem is None and post_id in first_row_of:
+                    row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
+                if row_problem is not None:
+                    problems.append(RowProblem(number, post_id, row_problem, *_who(row)))
+                    continue
+                first_row_of[post_id] = number  # type: ignore[index]
+                candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
+            if not read:
+                return
+            if not candidates and not problems:   # rows done by a killed run, or blank
+                continue
+            if pool is None and len(candidates) > PROCESS_CHECKS:
+                pool = stack.enter_context(ProcessPoolExecutor(
+                    max_workers=min(workers, os.cpu_count() or 1), mp_context=get_context("spawn")))
+            outcomes = checks.check([image for _, _, image in candidates], check_image, workers, pool)
+            yield _block(candidates, outcomes, problems, text_config)
+
+
+def _block(candidates: list[tuple[int, dict, Path]], outcomes: list[Outcome], problems: list[RowProblem],
+           text_config: TextConfig | None) -> Block:
+    posts: list[Post] = []
+    for (number, row, image), outcome in zip(candidates, outcomes, strict=True):
+        post_id = str(row["id"]).strip()
+        if outcome.problem is not None:
+            problems.append(RowProblem(number, post_id, outcome.problem, *_who(row)))
+            continue
+        tokens = tuple(preprocess_text(str(row["text"]), text_config))
+        if not tokens:
+            problems.append(RowProblem(number, post_id, "empty text after cleaning", *_who(row)))
+            continue
+        posts.append(_make_post(row, number, image, tokens, outcome))
+    problems.sort(key=lambda p: p.row)
+    return Block(posts, problems)
+
+
 def load_manifest(
     path: str | Path,
     image_root: str | Path | None = None,
@@ -220,47 +321,17 @@ def load_manifest(
         prediction manifest's posts may carry labels the run never learned).
     """
     path = Path(path)
-    check_manifest_file(path)
-    root = Path(image_root) if image_root is not None else None
-    label_set = tuple(_normalise_label(label) for label in (labels or PLACES))
-    problems: list[RowProblem] = []
-    candidates: list[tuple[int, dict, Path]] = []
-    first_row_of: dict[str, int] = {}
-    for number, row, problem in read_rows(path):
-        if row is None:
-            problems.append(RowProblem(number, None, problem or "malformed row"))
-            continue
-        if not read_labels:
-            row.pop("label", None)
-        row_problem = _check_fields(row, None if any_label else label_set, require_labels and read_labels)
-        post_id = str(row["id"]).strip() if row.get("id") not in (None, "") else None
-        if row_problem is None and post_id in first_row_of:
-            row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
-        if row_problem is not None:
-            problems.append(RowProblem(number, post_id, row_problem, *_who(row)))
-            continue
-        first_row_of[post_id] = number  # type: ignore[index]
-        candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
-
-    checks = ImageChecks.for_manifest(path).check([image for _, _, image in candidates], check_image,
-                                                  workers)
     posts: list[Post] = []
-    for (number, row, image), outcome in zip(candidates, checks, strict=True):
-        post_id = str(row["id"]).strip()
-        if outcome.problem is not None:
-            problems.append(RowProblem(number, post_id, outcome.problem, *_who(row)))
-            continue
-        tokens = tuple(preprocess_text(str(row["text"]), text_config))
-        if not tokens:
-            problems.append(RowProblem(number, post_id, "empty text after cleaning", *_who(row)))
-            continue
-        posts.append(_make_post(row, number, image, tokens, outcome))
-
+    problems: list[RowProblem] = []
+    for block in iter_manifest(path, image_root, labels, require_labels, read_labels, text_config, workers,
+                               any_label):
+        posts += block.posts
+        problems += block.problems
     if not posts and not problems:
         raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
-    problems.sort(key=lambda p: p.row)
     if problems and not skip_invalid:
         raise ManifestError(path, problems)
+    label_set = tuple(_normalise_label(label) for label in (labels or PLACES))
     return Manifest(path=path, posts=posts, labels=label_set, skipped=problems)
 
 

@@ -33,10 +33,9 @@ def _depth(value: object) -> int:
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield ``(row number, fields or None, problem or None)`` for every row of the file."""
-    if path.suffix.lower() == ".csv":
-        raw = path.read_bytes()
-        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
-        yield from _read_csv(text)
+    if path.suffix.lower() == ".csv":   # read as it goes: a BOM dropped, bad bytes kept to be named
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            yield from _read_csv(handle)
     else:
         with open(path, "rb") as handle:
             yield from _read_jsonl(handle)
@@ -94,9 +93,9 @@ def _read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[int, dict | None, s
         yield number, row, None
 
 
-def _read_csv(text: str) -> Iterator[tuple[int, dict | None, str | None]]:
+def _read_csv(handle: io.TextIOBase) -> Iterator[tuple[int, dict | None, str | None]]:
     csv.field_size_limit(LIMITS.field_bytes)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(handle)
     try:
         header = [name.strip() for name in next(reader)]
     except (StopIteration, csv.Error):

@@ -49,6 +49,9 @@ from sgmft.provenance import now, versions
 
 FORMAT_VERSION = 1
 HEADER = "cache.json"
+DIGESTS = "digests.npy"
+#: the encoder name of features imported from a file (`sgmft.encoders.imported`)
+IMPORTED = "imported"
 
 
 class CacheMismatchError(RuntimeError):
@@ -70,6 +73,15 @@ class FeatureCache:
     header: dict[str, Any]
     text_tokens: ChunkedArray | np.ndarray | None = None    # (N, L_text, D_text) float16, sequence caches
     image_tokens: ChunkedArray | np.ndarray | None = None   # (N, L_image, D_image) float16
+    digests: np.ndarray | None = None   # (N,) uint64 `Post.digest` of each row (caches written before: None)
+
+    def holds(self, post) -> int | None:
+        """The row of ``post`` when this cache holds its features (same id, cleaned text and
+        image bytes, by digest), else None."""
+        row = self.index.get(post.id)
+        if row is None or self.digests is None or int(self.digests[row]) != post.digest():
+            return None
+        return row
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -217,8 +229,9 @@ class Extraction:
         atomic_write_json(self.folder / HEADER, self.header)
         memo.release(index)
 
-    def finish(self) -> FeatureCache:
-        if self.todo or not self.header["complete"]:
+    def finish(self, manifest: Manifest) -> FeatureCache:
+        if self.todo or not self.header["complete"] or "digests" not in self.header:
+            self.header["digests"] = write_digests(self.folder, manifest)
             self.header["complete"] = True
             self.header["finished"] = now()
             atomic_write_json(self.folder / HEADER, self.header)
@@ -278,7 +291,7 @@ def extract_features(
     identity = encoder_identity(encoder_name, options, sequences)
     with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {}) as job:
         if not job.todo:
-            return job.finish()
+            return job.finish(manifest)
         factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
         encoder = factory(device=device, precision=precision, **options)
         memo = job.start(encoder_info(encoder) | {"precision": precision})
@@ -296,7 +309,21 @@ def extract_features(
                 job.write(index, memo)
                 bar.update(len(job.plan.chunks[index]))
         bar.close()
-        return job.finish()
+        return job.finish(manifest)
+
+
+def write_digests(folder: Path, manifest: Manifest) -> str:
+    """Write ``digests.npy``, every post's `Post.digest` (N,) uint64 in cache order, and return
+    its SHA-256 (for the header)."""
+    digests = np.fromiter((post.digest() for post in manifest.posts), dtype=np.uint64,
+                          count=len(manifest.posts))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, digests, allow_pickle=False)
+
+    atomic_write(folder / DIGESTS, write)
+    return sha256_file(folder / DIGESTS)
 
 
 def load_cache(folder: str | Path) -> FeatureCache:
@@ -316,4 +343,10 @@ def load_cache(folder: str | Path) -> FeatureCache:
     keys = ("text", "image", "text_tokens", "image_tokens") if header["encoder_identity"].get("sequences") \
         else ("text", "image")
     arrays = {key: ChunkedArray(paths, key, size) for key in keys}
-    return FeatureCache(ids=list(ids), header=header, **arrays)
+    digests = None
+    if header.get("digests"):
+        path = folder / DIGESTS
+        if not path.is_file() or sha256_file(path) != header["digests"]:
+            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract` to rebuild")
+        digests = np.load(folder / DIGESTS, mmap_mode="r")
+    return FeatureCache(ids=list(ids), header=header, digests=digests, **arrays)

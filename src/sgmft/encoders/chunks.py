@@ -77,6 +77,11 @@ class ChunkedArray:
         return mapped
 
     def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, tuple):   # rows first, then the other axes of what they gather
+            head, *rest = rows
+            gathered = self[head]
+            many = isinstance(head, slice) or np.ndim(head) > 0
+            return gathered[(slice(None), *rest)] if many else gathered[tuple(rest)]
         if isinstance(rows, slice):
             rows = np.arange(len(self))[rows]
         scalar = np.ndim(rows) == 0

@@ -3,6 +3,7 @@ matching cache (shared by the CLI, training and serving)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sgmft.data.workdir import work_dir
 from sgmft.device import resolve_precision
 from sgmft.encoders import DEFAULT_ENCODER
 from sgmft.encoders.cache import (
+    IMPORTED,
     CacheCorruptError,
     CacheMismatchError,
     FeatureCache,
@@ -53,6 +55,9 @@ def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: 
     arithmetic is reused. ray: {"address", "workers", "gpus_per_worker"} to extract on a Ray
     cluster (the same cache).
     """
+    imported = _imported(manifest, out)
+    if imported is not None:
+        return imported, out   # type: ignore[return-value]
     encoder = encoder or DEFAULT_ENCODER
     folder = out or default_cache_dir(manifest, encoder)
     options = encoder_options(encoder, checkpoint)
@@ -68,11 +73,32 @@ def ensure_features(manifest: Manifest, encoder: str | None = None, checkpoint: 
     return cache, folder
 
 
+def _imported(manifest: Manifest, folder: Path | None) -> FeatureCache | None:
+    """The imported feature cache (`sgmft.encoders.imported`) of ``manifest`` in ``folder``, if
+    that is what the folder holds: features made elsewhere serve whatever encoder is named."""
+    header = read_header(folder) if folder is not None else None
+    if header is None or header["encoder_identity"]["name"] != IMPORTED or not header.get("complete"):
+        return None
+    if header["content_hash"] != manifest.content_hash():
+        raise CacheMismatchError(f"{folder} holds features imported for another manifest "
+                                 f"({header.get('manifest')}): import them for {manifest.path} with "
+                                 "`sgmft extract MANIFEST --from FILE --out DIR`")
+    return load_cache(folder)
+
+
 def find_cache(manifest: Manifest, encoder: str, checkpoint: str | None = None, sequences: bool = False,
                folders: tuple[Path, ...] = ()) -> FeatureCache | None:
     """A complete, valid feature cache of exactly this manifest's posts and this encoder (in
     any arithmetic), from ``folders`` or the manifest's default cache folder; None when there
-    is none."""
+    is none. A run on imported features (``encoder`` "imported") takes any imported cache of
+    the manifest."""
+    if encoder == IMPORTED:
+        for folder in folders:
+            with contextlib.suppress(CacheMismatchError, CacheCorruptError):
+                found = _imported(manifest, folder)
+                if found is not None:
+                    return found
+        return None
     identity = encoder_identity(encoder, encoder_options(encoder, checkpoint), sequences)
     for folder in (*folders, default_cache_dir(manifest, encoder)):
         header = read_header(folder)

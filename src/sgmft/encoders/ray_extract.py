@@ -100,7 +100,7 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
     identity = encoder_identity(encoder_name, options, sequences)
     with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {}) as job:
         if not job.todo:
-            return job.finish()
+            return job.finish(manifest)
         jobs = [work for index in job.todo for work in job.plan.jobs[index]]
         preprocess = image_preprocess_for(encoder_name, options.get("checkpoint"))
         started = _connect(address, workers)
@@ -123,7 +123,7 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
         finally:
             if started:
                 ray.shutdown()
-        return job.finish()
+        return job.finish(manifest)
 
 
 @contextmanager

@@ -1,18 +1,26 @@
-"""Batch prediction over a manifest (JSONL or CSV out).
+"""Batch prediction over a manifest, streamed: rows are read, checked, predicted and written a
+block at a time (`sgmft.data.manifest.iter_manifest`), so memory stays flat however long the
+manifest, and a killed run continues where it stopped (``resume``), neither repeating nor losing
+a row.
 
-Features come from the manifest's feature cache when one of the run's encoder matches the
-manifest (same posts, same cleaned texts, same image bytes), so a manifest that was trained or
-evaluated on is not encoded again; otherwise the posts are encoded in batches.
+Features come from a feature cache that holds the post (same id, cleaned text and image bytes,
+checked per post by digest): the run's own, or any given; otherwise the post is encoded. The
+output format follows the file's extension (`FORMATS`): JSONL (a record per line), JSON (one
+array), CSV and Parquet (one row per record, flat columns). While it runs, records go to
+``OUT.partial`` (Parquet: ``OUT.partial/part-*.parquet``) and the progress to
+``OUT.progress.json`` after every block; the finished file replaces ``OUT`` at the end.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,138 +28,368 @@ import numpy as np
 import torch
 
 from sgmft.data.images import ImageError, load_image
-from sgmft.data.manifest import Manifest, Post, load_manifest, skipped_summary
-from sgmft.encoders.cache import FeatureCache
+from sgmft.data.manifest import Block, Post, iter_manifest
+from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
-from sgmft.io import atomic_write_bytes
+from sgmft.io import atomic_write_json
 from sgmft.progress import progress_bar
 from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
 
 log = logging.getLogger(__name__)
 
+#: the output formats, by file extension
+FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
 
 @dataclass
-class BatchResult:
-    """One record per row in row order (a prediction, or ``error``), and what was skipped."""
+class BatchSummary:
+    """What a batch prediction did: posts predicted, rows with an error record, invalid rows
+    left out (``skip_invalid``), posts whose features came from a cache, and the rows that a
+    resumed run found done."""
 
-    records: list[dict[str, Any]]
-    skipped: dict[str, Any]
-    from_cache: bool
+    predicted: int = 0
+    errors: int = 0
+    left_out: int = 0
+    from_cache: int = 0
+    resumed_rows: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)   # problems by kind
 
 
 def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
     return {"id": post_id, "row": row, **fields}
 
 
-def _cached_features(predictor: Predictor, manifest: Manifest) -> FeatureCache | None:
+def flat_columns(labels: list[str]) -> list[str]:
+    """The columns of a CSV or Parquet prediction record."""
+    return ["id", "row", "user", "split", "true_label", "label", *(f"p_{label}" for label in labels),
+            "text_only", "image_only", "set", "best_guess", "error"]
+
+
+def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """A record as the flat columns of `flat_columns` (absent values None)."""
+    probs = record.get("probabilities", {})
+    evidence = record.get("evidence", {})
+    members = record.get("set")
+    return {"id": record["id"], "row": record["row"], "user": record.get("user"),
+            "split": record.get("split"), "true_label": record.get("true_label"),
+            "label": record.get("label"),
+            **{f"p_{label}": probs.get(label) for label in labels},
+            "text_only": evidence.get("text_only", {}).get("label"),
+            "image_only": evidence.get("image_only", {}).get("label"),
+            "set": "|".join(members) if members is not None else None,
+            "best_guess": record.get("best_guess"), "error": record.get("error")}
+
+
+class _TextWriter:
+    """JSONL, JSON or CSV appended to ``OUT.partial``; its state is the byte length written."""
+
+    def __init__(self, out: Path, labels: list[str], state: int | None):
+        self.out, self.labels, self.partial = out, labels, out.with_name(out.name + ".partial")
+        self.kind = out.suffix.lower()
+        fresh = state is None or not self.partial.is_file()
+        self.handle = open(self.partial, "wb" if fresh else "r+b")   # noqa: SIM115 (closed in finish)
+        if fresh:
+            self.handle.write(self._head())
+        else:
+            self.handle.truncate(state)
+            self.handle.seek(state)
+        self.count = 0 if fresh else None   # JSON: whether a record came before (commas)
+
+    def _head(self) -> bytes:
+        if self.kind == ".csv":
+            buffer = io.StringIO()
+            csv.writer(buffer).writerow(flat_columns(self.labels))
+            return buffer.getvalue().encode()
+        return b"[\n" if self.kind == ".json" else b""
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self.kind == ".csv":
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            for r in records:
+                writer.writerow(["" if v is None else v for v in flat(r, self.labels).values()])
+            data = buffer.getvalue().encode()
+        elif self.kind == ".json":
+            first = self.handle.tell() <= 2
+            data = b"".join((b"" if first and i == 0 else b",\n") + json.dumps(r, ensure_ascii=False).encode()
+                            for i, r in enumerate(records))
+        else:
+            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        self.handle.write(data)
+
+    def checkpoint(self) -> int:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        return self.handle.tell()
+
+    def finish(self) -> None:
+        if self.kind == ".json":
+            self.handle.write(b"\n]\n")
+        self.checkpoint()
+        self.handle.close()
+        os.replace(self.partial, self.out)
+
+
+class _ParquetWriter:
+    """Parquet: each block a complete part file in ``OUT.partial/``; at the end the parts are
+    copied, row group by row group, into ``OUT``. Its state is the number of parts."""
+
+    def __init__(self, out: Path, labels: list[str], state: int | None):
+        import pyarrow as pa
+
+        self.out, self.labels, self.parts = out, labels, out.with_name(out.name + ".partial")
+        strings = ("id", "user", "split", "true_label", "label", "text_only", "image_only", "set",
+                   "best_guess", "error")
+        self.schema = pa.schema([(name, pa.string() if name in strings else
+                                  pa.int64() if name == "row" else pa.float64())
+                                 for name in flat_columns(labels)] + [("warnings", pa.list_(pa.string()))])
+        if state is None:
+            shutil.rmtree(self.parts, ignore_errors=True)
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.count = state or 0
+        for extra in sorted(self.parts.glob("part-*.parquet"))[self.count:]:
+            extra.unlink()
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not records:
+            return
+        rows = [flat(r, self.labels) | {"warnings": r.get("warnings")} for r in records]
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        target = self.parts / f"part-{self.count:06d}.parquet"
+        temp = target.with_suffix(".tmp")
+        pq.write_table(table, temp)
+        os.replace(temp, target)
+        self.count += 1
+
+    def checkpoint(self) -> int:
+        return self.count
+
+    def finish(self) -> None:
+        import pyarrow.parquet as pq
+
+        temp = self.out.with_name(f".{self.out.name}.tmp")
+        with pq.ParquetWriter(temp, self.schema) as writer:
+            for part in sorted(self.parts.glob("part-*.parquet")):
+                writer.write_table(pq.read_table(part, schema=self.schema))
+        os.replace(temp, self.out)
+        shutil.rmtree(self.parts)
+
+
+def _writer(out: Path, labels: list[str], state: int | None):
+    return _ParquetWriter(out, labels, state) if out.suffix.lower() == ".parquet" else \
+        _TextWriter(out, labels, state)
+
+
+def _settings(predictor: Predictor, manifest: Path, options: dict[str, Any]) -> str:
+    """What a resumed run must share with the killed one: the run, the manifest file (size and
+    modification time) and the options."""
+    info = manifest.stat()
+    text = json.dumps({"run": str(predictor.run.folder.resolve()), "manifest": str(manifest.resolve()),
+                       "size": info.st_size, "mtime": info.st_mtime_ns, **options},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _caches(predictor: Predictor, folders: tuple[Path, ...], manifest: Path) -> list[FeatureCache]:
+    """The feature caches that may hold the manifest's posts: the run's own and ``folders``,
+    of the run's encoder (a run on imported features: any imported cache)."""
+    from sgmft.encoders.cache import load_cache, read_header
+
     data = predictor.run.config.data
-    own = Path(predictor.run.info["features"]["folder"])
-    cache = find_cache(manifest, data.encoder, data.checkpoint, predictor.sequence, (own,))
-    if cache is not None:
-        log.info("features of %d posts from the feature cache %s", len(cache), cache.header["manifest"])
-    return cache
-
-
-def _from_cache(predictor: Predictor, cache: FeatureCache, posts: list[Post]) -> Features:
-    rows = cache.rows([p.id for p in posts])
-    tensors = {"text": torch.from_numpy(np.ascontiguousarray(cache.text[rows])),
-               "image": torch.from_numpy(np.ascontiguousarray(cache.image[rows])),
-               "tokens": predictor.run.vocab.encode([p.tokens for p in posts],
-                                                    predictor.run.config.model.max_tokens)}
-    if predictor.sequence:
-        tensors["text_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.text_tokens[rows]))
-        tensors["image_tokens"] = torch.from_numpy(np.ascontiguousarray(cache.image_tokens[rows]))
-    return Features(tensors, [True] * len(posts), [True] * len(posts), [[] for _ in posts])
-
-
-def _batches(predictor: Predictor, posts: list[Post], cache: FeatureCache | None, batch_size: int
-             ) -> Iterator[tuple[list[Post], Features | None, list[dict[str, Any]]]]:
-    """(posts, their features, error records) per batch; a post whose image fails to load
-    gets an error record instead of features."""
-    for start in range(0, len(posts), batch_size):
-        chunk = posts[start:start + batch_size]
-        if cache is not None:
-            yield chunk, _from_cache(predictor, cache, chunk), []
+    encoder = IMPORTED if predictor.imported else data.encoder
+    found, legacy = [], False
+    for folder in (Path(predictor.run.info["features"]["folder"]), *folders):
+        header = read_header(folder)
+        if header is None or not header.get("complete"):
             continue
-        inputs, ready, errors = [], [], []
-        for post in chunk:
+        same = header["encoder_identity"]["name"] == encoder and (
+            encoder == IMPORTED or header["encoder_identity"].get("options", {}).get("checkpoint")
+            == (data.checkpoint or None))
+        dims = header.get("dims") == predictor.run.info["features"]["dims"]
+        if same and dims:
             try:
-                inputs.append(PostInput(post.text, load_image(post.image), post.id))
-                ready.append(post)
-            except ImageError as exc:
-                errors.append(_record(post.id, post.row, user=post.user, true_label=post.label,
-                                      error=str(exc)))
+                cache = load_cache(folder)
+            except (FileNotFoundError, ValueError, RuntimeError) as exc:
+                log.warning("feature cache %s not used: %s", folder, exc)
+                continue
+            legacy |= cache.digests is None
+            found += [cache] if cache.digests is not None else []
+    whole = _whole_manifest_cache(predictor, manifest) if legacy else None
+    return found + ([whole] if whole is not None else [])
+
+
+def _whole_manifest_cache(predictor: Predictor, manifest: Path) -> FeatureCache | None:
+    """A cache written before caches kept per-post digests serves a manifest only when it holds
+    exactly the manifest's posts (its content hash; the manifest read whole, once)."""
+    from sgmft.data.manifest import load_manifest
+
+    data = predictor.run.config.data
+    loaded = load_manifest(manifest, labels=predictor.labels, require_labels=False, skip_invalid=True,
+                           any_label=True)
+    return find_cache(loaded, IMPORTED if predictor.imported else data.encoder, data.checkpoint,
+                      predictor.sequence)
+
+
+def _cached(predictor: Predictor, caches: list[FeatureCache], posts: list[Post]
+            ) -> tuple[list[int], Features | None]:
+    """The positions in ``posts`` whose features a cache holds, and those features (gathered
+    from each cache in one read)."""
+    left = list(range(len(posts)))
+    parts: list[tuple[list[int], FeatureCache, np.ndarray]] = []
+    for cache in caches:
+        rows = [(i, cache.holds(posts[i]) if cache.digests is not None else cache.index.get(posts[i].id))
+                for i in left]
+        held = [(i, row) for i, row in rows if row is not None]
+        if held:
+            parts.append(([i for i, _ in held], cache, np.asarray([row for _, row in held])))
+        left = [i for i, row in rows if row is None]
+    if not parts:
+        return [], None
+    keys = ("text", "image", "text_tokens", "image_tokens") if predictor.sequence else ("text", "image")
+    order = [i for positions, _, _ in parts for i in positions]
+    features = {key: torch.from_numpy(np.concatenate([getattr(cache, key)[rows] for _, cache, rows in parts]))
+                for key in keys}
+    features["tokens"] = predictor.run.vocab.encode([posts[i].tokens for i in order],
+                                                    predictor.run.config.model.max_tokens)
+    return order, Features(features, [True] * len(order), [True] * len(order), [[] for _ in order])
+
+
+def _encoded(predictor: Predictor, posts: list[Post]) -> tuple[list[Post], Features | None, list[dict]]:
+    """Features of posts encoded here; a post whose image fails, or that cannot be encoded (a
+    run on imported features), gets an error record instead."""
+    inputs, ready, errors = [], [], []
+    for post in posts:
         try:
-            yield ready, predictor.encode(inputs) if inputs else None, errors
-        except PredictionError as exc:  # a post with neither usable text nor image
-            yield [], None, errors + [_record(p.id, p.row, user=p.user, true_label=p.label, error=str(exc))
-                                      for p in ready]
+            inputs.append(PostInput(post.text, load_image(post.image), post.id))
+            ready.append(post)
+        except ImageError as exc:
+            errors.append(_error(post, str(exc)))
+    if not inputs:
+        return [], None, errors
+    try:
+        return ready, predictor.encode(inputs), errors
+    except PredictionError as exc:
+        return [], None, errors + [_error(p, str(exc)) for p in ready]
 
 
-def predict_manifest(predictor: Predictor, manifest_path: str | Path,
-                     image_root: str | Path | None = None, batch_size: int = 64,
-                     labels: list[str] | None = None, skip_invalid: bool = False,
-                     progress: bool = True, coverage: float | None = None,
-                     min_confidence: float | None = None) -> BatchResult:
-    """Predict every valid row of a manifest; a bad row gets an ``error`` record with its id,
-    user and label as far as the row had them (or, with ``skip_invalid``, is left out and
-    counted). Never stops at a bad row.
+def _error(post: Post, message: str) -> dict[str, Any]:
+    return _record(post.id, post.row, user=post.user, true_label=post.label, error=message)
 
-    Records carry the post's true label (``true_label``) when the manifest has one, and
-    ``split`` (train, val or test) when the run was trained on the post; with ``coverage`` the
-    prediction set, with ``min_confidence`` "unsure" below it.
-    """
-    predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
-    manifest = load_manifest(manifest_path, image_root, labels or predictor.labels,
-                             require_labels=False, skip_invalid=True, any_label=True)
-    skipped = skipped_summary(manifest)
+
+def _predict_block(predictor: Predictor, block: Block, caches: list[FeatureCache], in_split: dict[str, str],
+                   options: dict[str, Any], skip_invalid: bool,
+                   summary: BatchSummary) -> list[dict[str, Any]]:
+    """The records of a block, in row order."""
     records = [] if skip_invalid else [_record(p.id, p.row, user=p.user, true_label=p.label, error=p.problem)
-                                       for p in manifest.skipped]
-    in_split = predictor.run.part_of()
-    cache = _cached_features(predictor, manifest)
-    bar = progress_bar(len(manifest.posts), "predict", "post", disable=not progress)
-    for posts, features, errors in _batches(predictor, manifest.posts, cache, batch_size):
-        records += errors
-        predictions = predictor.predict_features(features, [p.id for p in posts], coverage,
-                                                 min_confidence) if features else []
+                                       for p in block.problems]
+    order, cached = _cached(predictor, caches, block.posts)
+    rest = [p for i, p in enumerate(block.posts) if i not in set(order)]
+    ready, encoded, errors = _encoded(predictor, rest) if rest else ([], None, [])
+    records += errors
+    summary.from_cache += len(order)
+    for posts, features in (([block.posts[i] for i in order], cached), (ready, encoded)):
+        if features is None:
+            continue
+        predictions = predictor.predict_features(features, [p.id for p in posts], options["coverage"],
+                                                 options["min_confidence"])
         for post, prediction in zip(posts, predictions, strict=True):
             records.append(_record(post.id, post.row, user=post.user, true_label=post.label,
                                    split=in_split.get(post.id), **prediction.to_dict()))
-        bar.update(len(posts) + len(errors))
+    return sorted(records, key=lambda r: r["row"])
+
+
+def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str | Path,
+                     image_root: str | Path | None = None, batch_size: int = 64,
+                     labels: list[str] | None = None, skip_invalid: bool = False,
+                     progress: bool = True, coverage: float | None = None,
+                     min_confidence: float | None = None, resume: bool = False,
+                     caches: tuple[Path, ...] = (), block_rows: int = 4096) -> BatchSummary:
+    """Predict every valid row of a manifest into ``out`` (see the module docstring); a bad row
+    gets an ``error`` record with its id, user and label as far as the row had them (or, with
+    ``skip_invalid``, is left out and counted). Never stops at a bad row; a bad header (a CSV
+    naming a column twice) is an error.
+
+    Records carry the post's true label (``true_label``, any label, known to the run or not)
+    and ``split``: the part of the run's split the post was in for the final model (train, val
+    or test); with ``coverage`` the prediction set, with ``min_confidence`` "unsure" below it.
+    """
+    predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
+    manifest_path, out = Path(manifest_path), Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out {out}: write predictions to a .jsonl, .json, .csv or .parquet file")
+    predictor.batch_size = batch_size
+    options = {"coverage": coverage, "min_confidence": min_confidence, "skip_invalid": skip_invalid,
+               "labels": labels, "image_root": str(image_root), "min_gain": predictor.min_gain,
+               "format": out.suffix.lower()}
+    progress_file = out.with_name(out.name + ".progress.json")
+    settings = _settings(predictor, manifest_path, options)
+    saved = _saved_progress(progress_file, settings) if resume else None
+    done_rows = saved["rows_done"] if saved else 0
+    summary = BatchSummary(**saved["summary"]) if saved else BatchSummary()
+    summary.resumed_rows = done_rows
+    writer = _writer(out, predictor.labels, saved["state"] if saved else None)
+    in_split = predictor.run.part_of()
+    found = _caches(predictor, caches, manifest_path)
+    bar = progress_bar(_lines(manifest_path), "predict", "row", disable=not progress, initial=done_rows)
+    blocks = iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
+                           any_label=True, block_rows=block_rows, skip_through=done_rows)
+    for block in blocks:
+        header = [p for p in block.problems if p.row == 1 and p.problem.startswith("malformed header")]
+        if header:
+            raise ValueError(f"{manifest_path}: {header[0].problem}")
+        records = _predict_block(predictor, block, found, in_split, options, skip_invalid, summary)
+        writer.write(records)
+        _count(summary, block, records, skip_invalid)
+        last = max([p.row for p in block.posts] + [p.row for p in block.problems])
+        atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
+                                          "state": writer.checkpoint(), "summary": _summary_state(summary)})
+        bar.update(len(block.posts) + len(block.problems))
     bar.close()
-    return BatchResult(sorted(records, key=lambda r: r["row"]), skipped, cache is not None)
+    writer.finish()
+    progress_file.unlink(missing_ok=True)
+    return summary
 
 
-#: the output formats of `write_predictions`, by file extension
-FORMATS = (".jsonl", ".json", ".csv")
+def _lines(path: Path) -> int:
+    """The rows of a manifest, about (its lines; a CSV's header and any line breaks inside fields
+    count too): the progress bar's total."""
+    count = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+    return count
 
 
-def write_predictions(records: list[dict[str, Any]], out: str | Path, labels: list[str]) -> None:
-    """By the file's extension: JSONL (a record per line), JSON (one array of the records) or
-    CSV (id, row, user, split, true_label, label, one probability column per label, text_only,
-    image_only, set, best_guess, error)."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"--out {out}: write predictions to a .jsonl, .json or .csv file")
-    if suffix == ".csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["id", "row", "user", "split", "true_label", "label",
-                         *(f"p_{label}" for label in labels), "text_only", "image_only", "set",
-                         "best_guess", "error"])
-        for r in records:
-            probs = r.get("probabilities", {})
-            evidence = r.get("evidence", {})
-            writer.writerow([r["id"], r["row"], r.get("user") or "", r.get("split") or "",
-                             r.get("true_label") or "", r.get("label", ""),
-                             *(probs.get(label, "") for label in labels),
-                             evidence.get("text_only", {}).get("label", ""),
-                             evidence.get("image_only", {}).get("label", ""), "|".join(r.get("set") or []),
-                             r.get("best_guess") or "", r.get("error", "")])
-        atomic_write_bytes(out, buffer.getvalue().encode("utf-8"))
-    elif suffix == ".json":
-        atomic_write_bytes(out, (json.dumps(records, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
-    else:
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        atomic_write_bytes(out, lines.encode("utf-8"))
+def _count(summary: BatchSummary, block: Block, records: list[dict[str, Any]], skip_invalid: bool) -> None:
+    from sgmft.data.manifest import problem_kind
+
+    errors = sum("error" in r for r in records)
+    summary.errors += errors
+    summary.predicted += len(records) - errors
+    if skip_invalid:
+        summary.left_out += len(block.problems)
+    for problem in block.problems:
+        kind = problem_kind(problem.problem)
+        summary.kinds[kind] = summary.kinds.get(kind, 0) + 1
+
+
+def _summary_state(summary: BatchSummary) -> dict[str, Any]:
+    return {"predicted": summary.predicted, "errors": summary.errors, "left_out": summary.left_out,
+            "from_cache": summary.from_cache, "kinds": summary.kinds}
+
+
+def _saved_progress(path: Path, settings: str) -> dict[str, Any] | None:
+    """The progress of a killed run of the same settings, or None (then it starts over)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("settings") != settings:
+        log.warning("%s belongs to another prediction (other run, manifest or options): starting over", path)
+        return None
+    log.info("resuming after row %d (%d posts predicted before)", saved["rows_done"],
+             saved["summary"]["predicted"])
+    return saved

@@ -34,6 +34,7 @@ from PIL import Image
 
 from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
+from sgmft.encoders.cache import IMPORTED
 from sgmft.encoders.features import encoder_options
 from sgmft.metrics.conformal import prediction_sets
 from sgmft.models.fallback import COMPONENTS, present_weights
@@ -119,15 +120,38 @@ class Predictor:
         self.min_gain = min_gain
         self.prior = self.run.model.probes.prior.detach().cpu()
         self.notes = run_notes(self.run.info)
-        data = self.run.config.data
-        self.encoder = encoder or create_encoder(
-            data.encoder, device=device, precision=resolve_precision(data.precision, device),
-            **encoder_options(data.encoder, data.checkpoint))
         self._thresholds: dict[float, float] = {}
         self._calibrated: set[float] = set()   # the coverages calibrated on held-out posts
+        self._encoder = encoder
+        if encoder is not None or not self.imported:
+            self._check(self.encoder)
+
+    @property
+    def imported(self) -> bool:
+        """Whether the run was trained on features imported from a file (no encoder of its own)."""
+        return self.run.config.data.encoder == IMPORTED or \
+            (self.run.info["features"].get("encoder") or {}).get("name") == IMPORTED
+
+    @property
+    def encoder(self) -> Encoder:
+        """The run's encoder (loaded here), or the one given; a run on imported features has
+        none: `PredictionError` saying how to predict with it."""
+        if self._encoder is None:
+            if self.imported:
+                raise PredictionError(
+                    "this run was trained on imported features: import the features of the posts to "
+                    "predict (`sgmft extract MANIFEST --from FILE.parquet --out DIR`, then `sgmft predict "
+                    "RUN --manifest MANIFEST --cache DIR`), or name the encoder that made them (--encoder)")
+            data = self.run.config.data
+            self._encoder = create_encoder(data.encoder, device=self.device,
+                                           precision=resolve_precision(data.precision, self.device),
+                                           **encoder_options(data.encoder, data.checkpoint))
+        return self._encoder
+
+    def _check(self, encoder: Encoder) -> None:
         dims = self.run.info["features"]["dims"]
-        if tuple(self.encoder.dim) != (dims["text"], dims["image"]):
-            raise ValueError(f"encoder {self.encoder.name} gives {tuple(self.encoder.dim)} features, "
+        if tuple(encoder.dim) != (dims["text"], dims["image"]):
+            raise ValueError(f"encoder {encoder.name} gives {tuple(encoder.dim)} features, "
                              f"the run was trained on {(dims['text'], dims['image'])}")
 
     @property

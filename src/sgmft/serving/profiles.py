@@ -1,26 +1,47 @@
 """Per-user profiles: the distribution of predicted labels over each user's posts, written as
-``profiles.json``, ``profiles.csv`` and ``profiles.png``."""
+``profiles.json``, ``profiles.csv`` and ``profiles.png``.
+
+The counts come out of core: DuckDB groups a Parquet predictions file
+(`sgmft.serving.batch`) by user and label, so millions of posts cost what their distinct
+users cost.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
 
 
-def user_profiles(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Per user: the number of predicted posts and the share of each predicted label."""
-    counts: dict[str, Counter] = {}
-    for r in records:
-        if "label" in r and r.get("user"):
-            counts.setdefault(r["user"], Counter())[r["label"]] += 1
-    return {user: {"posts": sum(c.values()),
-                   "labels": {label: c[label] / sum(c.values()) for label in labels}}
-            for user, c in sorted(counts.items())}
+def user_profiles(predictions: Path, labels: list[str]) -> dict[str, dict[str, Any]]:
+    """Per user of a Parquet predictions file: the number of predicted posts and the share of
+    each label in ``labels`` (the run's, and "unsure")."""
+    import duckdb
+
+    with duckdb.connect() as db:
+        rows = db.execute("SELECT \"user\", label, count(*) FROM read_parquet(?) WHERE error IS NULL AND "
+                          "\"user\" IS NOT NULL GROUP BY ALL ORDER BY ALL", [str(predictions)]).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for user, label, n in rows:
+        counts.setdefault(user, {})[label] = n
+    return {user: {"posts": sum(c.values()), "labels": {label: c.get(label, 0) / sum(c.values())
+                                                         for label in labels}}
+            for user, c in counts.items()}
+
+
+def row_errors(predictions: Path) -> list[dict[str, Any]]:
+    """The records of a Parquet predictions file that are errors (id, row, user, true label,
+    error)."""
+    import duckdb
+
+    with duckdb.connect() as db:
+        found = db.execute("SELECT id, \"row\", \"user\", true_label, error FROM read_parquet(?) "
+                           "WHERE error IS NOT NULL ORDER BY \"row\"", [str(predictions)])
+        names = [d[0] for d in found.description]
+        return [dict(zip(names, values, strict=True)) for values in found.fetchall()]
 
 
 def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: Path,
