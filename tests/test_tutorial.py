@@ -28,7 +28,7 @@ def test_the_tutorial_runs_end_to_end(tmp_path):
     assert "split: the manifest's split column (7 train, 3 test)" in out
     assert "on 3 test posts" in out and "note: t-SNE needs at least 5 test posts" in out
     assert "label: " in out and "text alone:" in out
-    assert "warning: too few posts (7) to hold any out" in out          # the run says it is tiny
+    assert "too few posts (7) to hold any out" in out                   # the run says it is tiny
     assert "only 3 test post(s)" in out                                 # and so does its evaluation
     assert "label: unsure" in out or "one of: " in out                  # the sofa post: no bold answer
     assert '"label":' in out                                           # the served prediction

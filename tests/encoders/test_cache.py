@@ -123,7 +123,8 @@ def test_token_sequences_are_stored_in_float16(small_manifest, tmp_path, fake_en
     cache = run(manifest, tmp_path / "c", fake_encoder_factory, sequences=True)
     assert cache.text_tokens.shape == (8, 2, 6) and cache.image_tokens.shape == (8, 3, 3)
     assert cache.text_tokens.dtype == np.float16
-    np.testing.assert_allclose(cache.image_tokens[:, 1].astype(np.float32), np.asarray(cache.image) + 1, atol=0.5)
+    np.testing.assert_allclose(cache.image_tokens[:, 1].astype(np.float32), np.asarray(cache.image) + 1,
+                               atol=0.5)
     assert cache.header["token_shapes"] == {"text": [2, 6], "image": [3, 3]}
     # a sequence cache also serves a request for pooled features, without encoding again
     again = run(manifest, tmp_path / "c", fake_encoder_factory)

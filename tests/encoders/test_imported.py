@@ -43,7 +43,8 @@ def column(values: np.ndarray, fixed: bool) -> pa.Array:
     flat = pa.array(np.ascontiguousarray(values).ravel())
     if fixed:
         return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
-    return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.shape[1]), flat)
+    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * values.shape[1])
+    return pa.ListArray.from_arrays(offsets, flat)
 
 
 def write_parquet(path, ids, text, image, fixed=True):
@@ -54,7 +55,8 @@ def write_parquet(path, ids, text, image, fixed=True):
 def test_an_import_in_any_order_is_the_cache_of_the_manifest(posts, tmp_path):
     ids, text, image = features()
     order = np.random.default_rng(1).permutation(30)
-    source = write_parquet(tmp_path / "f.parquet", [ids[k] for k in order], text[order], image[order], fixed=False)
+    source = write_parquet(tmp_path / "f.parquet", [ids[k] for k in order], text[order], image[order],
+                           fixed=False)
     cache = import_features(load_manifest(posts), source, tmp_path / "cache", chunk_rows=8)
     assert cache.ids == ids and isinstance(cache.text, ChunkedArray)
     np.testing.assert_array_equal(np.asarray(cache.text), text)
@@ -80,7 +82,7 @@ def test_a_bad_file_names_its_rows_and_leaves_no_cache(posts, tmp_path, fault, m
     elif fault == "extra":
         ids, text_rows, image = [*ids, "q1"], [*text_rows, text_rows[0]], np.vstack([image, image[:1]])
     elif fault == "repeated":
-        ids = ids[:4] + ["p3"] + ids[5:]
+        ids = [*ids[:4], "p3", *ids[5:]]
     elif fault == "nan":
         image = image.copy()
         image[4, 2] = np.nan

@@ -58,7 +58,7 @@ def test_a_killed_prediction_resumes_without_repeating_or_losing_a_row(predictor
     whole = tmp_path / f"whole{suffix}"
     predict_manifest(predictor, manifest, whole, progress=False, block_rows=6)
     out = tmp_path / f"killed{suffix}"
-    real, calls = batch._predict_block, []
+    real, calls = batch._predict_posts, []
 
     def dies_in_block_4(*args, **kwargs):
         calls.append(1)
@@ -66,11 +66,11 @@ def test_a_killed_prediction_resumes_without_repeating_or_losing_a_row(predictor
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "_predict_block", dies_in_block_4)
+    monkeypatch.setattr(batch, "_predict_posts", dies_in_block_4)
     with pytest.raises(KeyboardInterrupt):
         predict_manifest(predictor, manifest, out, progress=False, block_rows=6)
     assert not out.exists() and out.with_name(out.name + ".progress.json").is_file()
-    monkeypatch.setattr(batch, "_predict_block", real)
+    monkeypatch.setattr(batch, "_predict_posts", real)
     summary = predict_manifest(predictor, manifest, out, progress=False, block_rows=6, resume=True)
     assert summary.resumed_rows == 18 and summary.predicted == 39 and summary.errors == 1
 

@@ -82,6 +82,12 @@ def predict(
     resume: Annotated[bool, typer.Option(
         help="With --manifest: continue a killed prediction into the same --out where it stopped.")] = False,
     cache: CacheDirs = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="With --manifest: predict on a Ray cluster: --ray alone starts a local one, --ray auto or "
+             "--ray ray://HOST:PORT joins one (sgmft[ray]).")] = None,
+    workers: Annotated[int, typer.Option(help="With --ray: predicting actors (one model each).")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per actor.")] = 0.0,
 ) -> None:
     """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out),
     streamed: rows are read, predicted and written a block at a time."""
@@ -94,11 +100,17 @@ def predict(
         if out is None or out.suffix.lower() not in FORMATS:
             raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json, .csv or .parquet)")
         predictor = _predictor(run, device, min_gain)
+        extra = {}
+        if ray is not None:
+            from sgmft.serving.ray_predict import RayWindows
+
+            address = None if ray == "local" else ray
+            extra["windows"] = RayWindows(run, device, address, workers, gpus_per_worker)
         with reported():
             result = predict_manifest(predictor, manifest, out, image_root, batch_size,
                                       list(parse_labels(labels) or []) or None, skip_invalid,
                                       coverage=coverage, min_confidence=min_confidence, resume=resume,
-                                      caches=tuple(cache or ()))
+                                      caches=tuple(cache or ()), **extra)
         typer.echo(f"predicted {result.predicted} post(s), {result.errors} row error(s), "
                    f"{result.left_out} invalid row(s) left out -> {out}"
                    + (f" (features of {result.from_cache} from a feature cache)" if result.from_cache else "")

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
 import logging
 import os
 import re
-import stat
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,22 +25,27 @@ from pathlib import Path
 from typing import Any
 
 from sgmft import PLACES
+from sgmft.data.fields import (
+    OPTIONAL,
+    REQUIRED,
+    check_fields,
+    check_manifest_file,
+    normalise_label,
+    plain_value,
+    who,
+)
 from sgmft.data.image_checks import ImageChecks, Outcome
 from sgmft.data.images import ImageError, colour_layout, decode_image, perceptual_hash, read_image_bytes
 from sgmft.data.readers import read_rows
-from sgmft.limits import LIMITS
 from sgmft.text.cleaning import TextConfig, preprocess_text
 
 log = logging.getLogger(__name__)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-REQUIRED = ("id", "text", "image")
-OPTIONAL = ("label", "user", "group", "split")
-SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Post:
-    """One valid row. ``tokens`` is the cleaned, segmented text; ``image_sha256`` its image's hash."""
+    """One valid row. ``tokens`` is the cleaned, segmented text (interned: a word is held once
+    however many posts use it); ``image_sha256`` its image's hash."""
 
     id: str
     text: str
@@ -206,10 +210,6 @@ def check_image(path: Path) -> Outcome:
     return Outcome(hashlib.sha256(data).hexdigest(), perceptual_hash(image), colour_layout(image), None)
 
 
-def _normalise_label(value: object) -> str:
-    return str(value).strip().lower()
-
-
 @dataclass
 class Block:
     """A block of a manifest read in order: its valid posts and its rows' problems."""
@@ -243,7 +243,7 @@ def iter_manifest(
     path = Path(path)
     check_manifest_file(path)
     root = Path(image_root) if image_root is not None else None
-    label_set = None if any_label else tuple(_normalise_label(label) for label in (labels or PLACES))
+    label_set = None if any_label else tuple(normalise_label(label) for label in (labels or PLACES))
     first_row_of: dict[str, int] = {}
     checks = ImageChecks.for_manifest(path)
     with contextlib.ExitStack() as stack:
@@ -265,11 +265,11 @@ def iter_manifest(
                     if post_id is not None:
                         first_row_of.setdefault(post_id, number)
                     continue
-                row_problem = _check_fields(row, label_set, require_labels and read_labels)
+                row_problem = check_fields(row, label_set, require_labels and read_labels)
                 if row_problem is None and post_id in first_row_of:
                     row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
                 if row_problem is not None:
-                    problems.append(RowProblem(number, post_id, row_problem, *_who(row)))
+                    problems.append(RowProblem(number, post_id, row_problem, *who(row)))
                     continue
                 first_row_of[post_id] = number  # type: ignore[index]
                 candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
@@ -290,11 +290,11 @@ def _block(candidates: list[tuple[int, dict, Path]], outcomes: list[Outcome], pr
     for (number, row, image), outcome in zip(candidates, outcomes, strict=True):
         post_id = str(row["id"]).strip()
         if outcome.problem is not None:
-            problems.append(RowProblem(number, post_id, outcome.problem, *_who(row)))
+            problems.append(RowProblem(number, post_id, outcome.problem, *who(row)))
             continue
-        tokens = tuple(preprocess_text(str(row["text"]), text_config))
+        tokens = tuple(map(sys.intern, preprocess_text(str(row["text"]), text_config)))
         if not tokens:
-            problems.append(RowProblem(number, post_id, "empty text after cleaning", *_who(row)))
+            problems.append(RowProblem(number, post_id, "empty text after cleaning", *who(row)))
             continue
         posts.append(_make_post(row, number, image, tokens, outcome))
     problems.sort(key=lambda p: p.row)
@@ -331,66 +331,17 @@ def load_manifest(
         raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
     if problems and not skip_invalid:
         raise ManifestError(path, problems)
-    label_set = tuple(_normalise_label(label) for label in (labels or PLACES))
+    label_set = tuple(normalise_label(label) for label in (labels or PLACES))
     return Manifest(path=path, posts=posts, labels=label_set, skipped=problems)
-
-
-def _check_fields(row: dict, labels: tuple[str, ...] | None, require_labels: bool) -> str | None:
-    """The first field problem of a parsed row, or None (``labels`` None: any label)."""
-    for name in REQUIRED:
-        value = row.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return f"missing field {name!r}"
-    if not isinstance(row["text"], str) or not isinstance(row["image"], str):
-        return "malformed row: 'text' and 'image' must be strings"
-    if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
-        return "malformed row: 'id' must be a string or a whole number"
-    for name, value in row.items():
-        if (isinstance(value, str) and _SURROGATE.search(value)) or _SURROGATE.search(str(name)):
-            return f"bad encoding: {str(name)[:50]!r} holds an unpaired UTF-16 surrogate"
-    for name in OPTIONAL:
-        if isinstance(row.get(name), dict | list):
-            return f"malformed row: {name!r} must be a plain value"
-    if len(row["text"]) > LIMITS.text_chars:
-        return (f"text of {len(row['text'])} characters exceeds the limit of {LIMITS.text_chars} "
-                "(SGMFT_LIMIT_TEXT_CHARS)")
-    label = row.get("label")
-    if label in (None, ""):
-        if require_labels:
-            return "missing field 'label'"
-    elif labels is not None and _normalise_label(label) not in labels:
-        return f"unknown label {label!r} (expected one of: {', '.join(labels)})"
-    split = row.get("split")
-    if split not in (None, "") and str(split).strip().lower() not in SPLITS:
-        return f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})"
-    return None
-
-
-def _plain(value: Any) -> str | None:
-    """A field's value as text: None when empty, JSON for a nested value, else stripped."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value).strip()
-
-
-def _who(row: dict) -> tuple[str | None, str | None]:
-    """A row's user and label as far as they are plain values (for its error record)."""
-    def plain(name: str) -> str | None:
-        value = row.get(name)
-        return _plain(value)[:200] if isinstance(value, str | int | float) and _plain(value) else None
-
-    return plain("user"), plain("label")
 
 
 def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], outcome: Outcome) -> Post:
     def optional(name: str) -> str | None:
-        return _plain(row.get(name))
+        return plain_value(row.get(name))
 
     known = {*REQUIRED, *OPTIONAL}
     meta = tuple(sorted((str(name), value) for name, value in
-                        ((name, _plain(raw)) for name, raw in row.items() if name not in known)
+                        ((name, plain_value(raw)) for name, raw in row.items() if name not in known)
                         if value is not None))
 
     label = optional("label")
@@ -399,7 +350,7 @@ def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], out
         id=str(row["id"]).strip(),
         text=str(row["text"]),
         image=image,
-        label=_normalise_label(label) if label is not None else None,
+        label=normalise_label(label) if label is not None else None,
         user=optional("user"),
         group=optional("group"),
         split=split.lower() if split is not None else None,
@@ -412,16 +363,3 @@ def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], out
     )
 
 
-def check_manifest_file(path: Path) -> None:
-    """A manifest must be a regular file: FileNotFoundError when nothing is there, ValueError
-    naming what is there otherwise (a folder, a FIFO: never opened, so nothing hangs)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"manifest not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise ValueError(f"manifest {str(path)[:200]!r} cannot be read: {reason}") from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
-        raise ValueError(f"manifest {path} is not a regular file ({kind})")

@@ -5,21 +5,17 @@ a row.
 
 Features come from a feature cache that holds the post (same id, cleaned text and image bytes,
 checked per post by digest): the run's own, or any given; otherwise the post is encoded. The
-output format follows the file's extension (`FORMATS`): JSONL (a record per line), JSON (one
-array), CSV and Parquet (one row per record, flat columns). While it runs, records go to
-``OUT.partial`` (Parquet: ``OUT.partial/part-*.parquet``) and the progress to
-``OUT.progress.json`` after every block; the finished file replaces ``OUT`` at the end.
+output format follows the file's extension (`FORMATS`; `sgmft.serving.writers`). While it runs,
+records go to ``OUT.partial`` and the progress to ``OUT.progress.json`` after every block; the
+finished file replaces ``OUT`` at the end.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-import os
-import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +30,7 @@ from sgmft.encoders.features import find_cache
 from sgmft.io import atomic_write_json
 from sgmft.progress import progress_bar
 from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
+from sgmft.serving.writers import open_writer
 
 log = logging.getLogger(__name__)
 
@@ -57,130 +54,6 @@ class BatchSummary:
 
 def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
     return {"id": post_id, "row": row, **fields}
-
-
-def flat_columns(labels: list[str]) -> list[str]:
-    """The columns of a CSV or Parquet prediction record."""
-    return ["id", "row", "user", "split", "true_label", "label", *(f"p_{label}" for label in labels),
-            "text_only", "image_only", "set", "best_guess", "error"]
-
-
-def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
-    """A record as the flat columns of `flat_columns` (absent values None)."""
-    probs = record.get("probabilities", {})
-    evidence = record.get("evidence", {})
-    members = record.get("set")
-    return {"id": record["id"], "row": record["row"], "user": record.get("user"),
-            "split": record.get("split"), "true_label": record.get("true_label"),
-            "label": record.get("label"),
-            **{f"p_{label}": probs.get(label) for label in labels},
-            "text_only": evidence.get("text_only", {}).get("label"),
-            "image_only": evidence.get("image_only", {}).get("label"),
-            "set": "|".join(members) if members is not None else None,
-            "best_guess": record.get("best_guess"), "error": record.get("error")}
-
-
-class _TextWriter:
-    """JSONL, JSON or CSV appended to ``OUT.partial``; its state is the byte length written."""
-
-    def __init__(self, out: Path, labels: list[str], state: int | None):
-        self.out, self.labels, self.partial = out, labels, out.with_name(out.name + ".partial")
-        self.kind = out.suffix.lower()
-        fresh = state is None or not self.partial.is_file()
-        self.handle = open(self.partial, "wb" if fresh else "r+b")   # noqa: SIM115 (closed in finish)
-        if fresh:
-            self.handle.write(self._head())
-        else:
-            self.handle.truncate(state)
-            self.handle.seek(state)
-        self.count = 0 if fresh else None   # JSON: whether a record came before (commas)
-
-    def _head(self) -> bytes:
-        if self.kind == ".csv":
-            buffer = io.StringIO()
-            csv.writer(buffer).writerow(flat_columns(self.labels))
-            return buffer.getvalue().encode()
-        return b"[\n" if self.kind == ".json" else b""
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        if self.kind == ".csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            for r in records:
-                writer.writerow(["" if v is None else v for v in flat(r, self.labels).values()])
-            data = buffer.getvalue().encode()
-        elif self.kind == ".json":
-            first = self.handle.tell() <= 2
-            data = b"".join((b"" if first and i == 0 else b",\n") + json.dumps(r, ensure_ascii=False).encode()
-                            for i, r in enumerate(records))
-        else:
-            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-        self.handle.write(data)
-
-    def checkpoint(self) -> int:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        return self.handle.tell()
-
-    def finish(self) -> None:
-        if self.kind == ".json":
-            self.handle.write(b"\n]\n")
-        self.checkpoint()
-        self.handle.close()
-        os.replace(self.partial, self.out)
-
-
-class _ParquetWriter:
-    """Parquet: each block a complete part file in ``OUT.partial/``; at the end the parts are
-    copied, row group by row group, into ``OUT``. Its state is the number of parts."""
-
-    def __init__(self, out: Path, labels: list[str], state: int | None):
-        import pyarrow as pa
-
-        self.out, self.labels, self.parts = out, labels, out.with_name(out.name + ".partial")
-        strings = ("id", "user", "split", "true_label", "label", "text_only", "image_only", "set",
-                   "best_guess", "error")
-        self.schema = pa.schema([(name, pa.string() if name in strings else
-                                  pa.int64() if name == "row" else pa.float64())
-                                 for name in flat_columns(labels)] + [("warnings", pa.list_(pa.string()))])
-        if state is None:
-            shutil.rmtree(self.parts, ignore_errors=True)
-        self.parts.mkdir(parents=True, exist_ok=True)
-        self.count = state or 0
-        for extra in sorted(self.parts.glob("part-*.parquet"))[self.count:]:
-            extra.unlink()
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not records:
-            return
-        rows = [flat(r, self.labels) | {"warnings": r.get("warnings")} for r in records]
-        table = pa.Table.from_pylist(rows, schema=self.schema)
-        target = self.parts / f"part-{self.count:06d}.parquet"
-        temp = target.with_suffix(".tmp")
-        pq.write_table(table, temp)
-        os.replace(temp, target)
-        self.count += 1
-
-    def checkpoint(self) -> int:
-        return self.count
-
-    def finish(self) -> None:
-        import pyarrow.parquet as pq
-
-        temp = self.out.with_name(f".{self.out.name}.tmp")
-        with pq.ParquetWriter(temp, self.schema) as writer:
-            for part in sorted(self.parts.glob("part-*.parquet")):
-                writer.write_table(pq.read_table(part, schema=self.schema))
-        os.replace(temp, self.out)
-        shutil.rmtree(self.parts)
-
-
-def _writer(out: Path, labels: list[str], state: int | None):
-    return _ParquetWriter(out, labels, state) if out.suffix.lower() == ".parquet" else \
-        _TextWriter(out, labels, state)
 
 
 def _settings(predictor: Predictor, manifest: Path, options: dict[str, Any]) -> str:
@@ -279,26 +152,49 @@ def _error(post: Post, message: str) -> dict[str, Any]:
     return _record(post.id, post.row, user=post.user, true_label=post.label, error=message)
 
 
-def _predict_block(predictor: Predictor, block: Block, caches: list[FeatureCache], in_split: dict[str, str],
-                   options: dict[str, Any], skip_invalid: bool,
-                   summary: BatchSummary) -> list[dict[str, Any]]:
-    """The records of a block, in row order."""
-    records = [] if skip_invalid else [_record(p.id, p.row, user=p.user, true_label=p.label, error=p.problem)
-                                       for p in block.problems]
-    order, cached = _cached(predictor, caches, block.posts)
-    rest = [p for i, p in enumerate(block.posts) if i not in set(order)]
-    ready, encoded, errors = _encoded(predictor, rest) if rest else ([], None, [])
-    records += errors
-    summary.from_cache += len(order)
-    for posts, features in (([block.posts[i] for i in order], cached), (ready, encoded)):
+@dataclass
+class BlockPredictor:
+    """Predicts the posts of blocks: a run's `Predictor`, the caches that may hold the posts'
+    features, the run's split and the options. What a Ray actor holds, too."""
+
+    predictor: Predictor
+    caches: list[FeatureCache]
+    in_split: dict[str, str]
+    options: dict[str, Any]
+
+    def __call__(self, posts: list[Post]) -> tuple[list[dict[str, Any]], int]:
+        """The records of ``posts`` (not in order) and how many came from a cache."""
+        return _predict_posts(self.predictor, posts, self.caches, self.in_split, self.options)
+
+
+def _problem_records(block: Block, skip_invalid: bool) -> list[dict[str, Any]]:
+    return [] if skip_invalid else [_record(p.id, p.row, user=p.user, true_label=p.label, error=p.problem)
+                                    for p in block.problems]
+
+
+def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[FeatureCache],
+                   in_split: dict[str, str], options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    order, cached = _cached(predictor, caches, posts)
+    rest = [p for i, p in enumerate(posts) if i not in set(order)]
+    ready, encoded, records = _encoded(predictor, rest) if rest else ([], None, [])
+    for chosen, features in (([posts[i] for i in order], cached), (ready, encoded)):
         if features is None:
             continue
-        predictions = predictor.predict_features(features, [p.id for p in posts], options["coverage"],
+        predictions = predictor.predict_features(features, [p.id for p in chosen], options["coverage"],
                                                  options["min_confidence"])
-        for post, prediction in zip(posts, predictions, strict=True):
+        for post, prediction in zip(chosen, predictions, strict=True):
             records.append(_record(post.id, post.row, user=post.user, true_label=post.label,
                                    split=in_split.get(post.id), **prediction.to_dict()))
-    return sorted(records, key=lambda r: r["row"])
+    return records, len(order)
+
+
+Predicted = Iterator[tuple[Block, list[dict[str, Any]], int]]
+
+
+def local_windows(blocks: Iterator[Block], predict: BlockPredictor) -> Predicted:
+    """Each block with its posts' records and the count from a cache, predicted here."""
+    for block in blocks:
+        yield block, *predict(block.posts)
 
 
 def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str | Path,
@@ -306,7 +202,9 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
                      labels: list[str] | None = None, skip_invalid: bool = False,
                      progress: bool = True, coverage: float | None = None,
                      min_confidence: float | None = None, resume: bool = False,
-                     caches: tuple[Path, ...] = (), block_rows: int = 4096) -> BatchSummary:
+                     caches: tuple[Path, ...] = (), block_rows: int = 4096,
+                     windows: Callable[[Iterator[Block], BlockPredictor], Predicted] = local_windows
+                     ) -> BatchSummary:
     """Predict every valid row of a manifest into ``out`` (see the module docstring); a bad row
     gets an ``error`` record with its id, user and label as far as the row had them (or, with
     ``skip_invalid``, is left out and counted). Never stops at a bad row; a bad header (a CSV
@@ -315,6 +213,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     Records carry the post's true label (``true_label``, any label, known to the run or not)
     and ``split``: the part of the run's split the post was in for the final model (train, val
     or test); with ``coverage`` the prediction set, with ``min_confidence`` "unsure" below it.
+    ``windows`` predicts the blocks (`local_windows` here; `sgmft.serving.ray_predict` on Ray).
     """
     predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
     manifest_path, out = Path(manifest_path), Path(out)
@@ -330,17 +229,15 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     done_rows = saved["rows_done"] if saved else 0
     summary = BatchSummary(**saved["summary"]) if saved else BatchSummary()
     summary.resumed_rows = done_rows
-    writer = _writer(out, predictor.labels, saved["state"] if saved else None)
-    in_split = predictor.run.part_of()
-    found = _caches(predictor, caches, manifest_path)
+    writer = open_writer(out, predictor.labels, saved["state"] if saved else None)
+    predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
+                             options)
     bar = progress_bar(_lines(manifest_path), "predict", "row", disable=not progress, initial=done_rows)
     blocks = iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
                            any_label=True, block_rows=block_rows, skip_through=done_rows)
-    for block in blocks:
-        header = [p for p in block.problems if p.row == 1 and p.problem.startswith("malformed header")]
-        if header:
-            raise ValueError(f"{manifest_path}: {header[0].problem}")
-        records = _predict_block(predictor, block, found, in_split, options, skip_invalid, summary)
+    for block, predicted, from_cache in windows(_checked(blocks, manifest_path), predict):
+        records = sorted(_problem_records(block, skip_invalid) + predicted, key=lambda r: r["row"])
+        summary.from_cache += from_cache
         writer.write(records)
         _count(summary, block, records, skip_invalid)
         last = max([p.row for p in block.posts] + [p.row for p in block.problems])
@@ -351,6 +248,15 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     writer.finish()
     progress_file.unlink(missing_ok=True)
     return summary
+
+
+def _checked(blocks: Iterator[Block], path: Path) -> Iterator[Block]:
+    """The blocks, failing on a header that names a column twice (no row could be read right)."""
+    for block in blocks:
+        header = [p for p in block.problems if p.row == 1 and p.problem.startswith("malformed header")]
+        if header:
+            raise ValueError(f"{path}: {header[0].problem}")
+        yield block
 
 
 def _lines(path: Path) -> int:
