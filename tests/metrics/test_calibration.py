@@ -102,3 +102,16 @@ def test_the_decided_label_lies_in_its_set():
     assert decided.tolist() == [1]
     assert prediction_sets(probs, 0.6).tolist() == [[True, False, False]]
     assert prediction_sets(probs, 0.6, decided).tolist() == [[True, True, False]]
+
+
+def test_mondrian_thresholds_and_class_conditional_sets_by_hand():
+    from sgmft.metrics.conformal import class_conditional_sets, mondrian_thresholds
+
+    # group a: scores 0.1..0.9 (9 posts): at 80 %, k = ceil(10 * 0.8) = 8 -> 0.8; group b: 2 posts
+    scores = [*np.linspace(0.1, 0.9, 9), 0.2, 0.3]
+    groups = ["a"] * 9 + ["b"] * 2
+    assert mondrian_thresholds(np.asarray(scores), groups, 0.8) == pytest.approx({"a": 0.8, "b": 1.0})
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.15, 0.75]])
+    sets = class_conditional_sets(probs, np.array([0.6, 0.7, 0.1]))
+    # class 0 enters at p >= 0.4, class 1 at p >= 0.3, class 2 at p >= 0.9; the top label always
+    assert sets.tolist() == [[True, True, False], [False, False, True]]

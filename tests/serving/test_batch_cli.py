@@ -108,9 +108,26 @@ def test_onnx_export_agrees_with_pytorch(which, request, tmp_path):
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert np.allclose(got[0].sum(-1), 1.0, atol=1e-5)
-    # the probabilities carry the run's temperature, as predict's do
-    logits = run.model({n: x for n, x in zip(names, inputs, strict=True)}).logits
+    # the probabilities carry the run's temperature, as predict's do, and a post without its
+    # image (present 1, 0) is what the predictor makes of it: the image's training mean, and
+    # the mixture without the image probe
+    *features, present = inputs
+    batch = dict(zip(names, features, strict=False))
+    if "image" in batch:
+        batch["image"] = torch.where(present[:, 1:] > 0, batch["image"], run.model.probes.image_mean)
+    if "text" in batch:
+        batch["text"] = torch.where(present[:, :1] > 0, batch["text"], run.model.probes.text_mean)
+    if "tokens" in batch:
+        batch["tokens"] = torch.where(present[:, :1] > 0, batch["tokens"], 0)
+    if "image_tokens" in batch:
+        keep = present[:, 1, None, None] > 0
+        batch["image_tokens"] = torch.where(keep, batch["image_tokens"], run.model.inputs.image_stats.mean)
+    if "text_tokens" in batch:
+        keep = present[:, 0, None, None] > 0
+        batch["text_tokens"] = torch.where(keep, batch["text_tokens"], run.model.inputs.text_stats.mean)
+    logits = run.model({**batch, "present": present > 0}).logits
     np.testing.assert_allclose(got[0], torch.softmax(logits, -1).detach().numpy(), atol=1e-5)
+    assert names[-1] == "present" and present[1].tolist() == [1.0, 0.0]
     assert float(run.model.temperature) == pytest.approx(run.info.get("temperature", 1.0))
 
 
@@ -162,3 +179,12 @@ def test_sequence_reading_end_to_end(demo_folder, tmp_path):
     assert predicted.exit_code == 0, predicted.output
     exported = runner.invoke(app, ["export", str(out), "--onnx", str(tmp_path / "seq.onnx")])
     assert exported.exit_code == 0, exported.output
+
+
+def test_evaluate_reports_sets_by_label_with_their_coverage(fallback_run):
+    result = runner.invoke(app, ["evaluate", str(fallback_run), "--sets-by", "label", "--no-figures"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((fallback_run / "eval" / "metrics.json").read_text())
+    by = metrics["sets_by"]
+    assert by["by"] == "label" and sum(row["posts"] for row in by["per_group"].values()) == metrics["n"]
+    assert "sets by label" in result.output

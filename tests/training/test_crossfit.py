@@ -48,8 +48,24 @@ def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
     per_fold = info["mixture"]["per_fold"]
     assert len(per_fold) == 3 and info["mixture"]["worst_fold_log_loss"] == pytest.approx(
         max(f["log_loss"] for f in per_fold), abs=1e-6)
-    scores = json.loads((run / "conformal.json").read_text())["scores"]
-    assert len(scores) == info["split"]["val"] and scores == sorted(scores)
+    # the prediction sets are calibrated on posts held out of everything, scored by the deployed model
+    split = json.loads((run / "split.json").read_text())
+    calibration = split["calibration"]
+    assert calibration and not set(calibration) & (set(split["train"]) | set(split["test"]))
+    conformal = json.loads((run / "conformal.json").read_text())
+    assert [p["id"] for p in conformal["posts"]] == calibration
+    assert info["conformal"]["posts"] == len(calibration)
+    assert conformal["scores"] == sorted(p["score"] for p in conformal["posts"])
+    from sgmft.training.data import post_tensors
+    from sgmft.training.rundir import load_run
+    from sgmft.training.trainer import predict
+
+    loaded = load_run(run)
+    prepared = prepare_data(config(demo), progress=False)
+    tensors = post_tensors(prepared.manifest, prepared.cache, calibration, loaded.vocab, 64)
+    probs = torch.softmax(predict(loaded.model, tensors)["logits"], -1)
+    expected = 1 - probs[torch.arange(len(calibration)), tensors["label"]]
+    assert np.allclose([p["score"] for p in conformal["posts"]], expected.numpy(), atol=2e-6)
     for k in range(3):
         assert (run / "folds" / f"fold-{k}" / "fold.safetensors").is_file()
         assert not (run / "folds" / f"fold-{k}" / "checkpoint.pt").exists()

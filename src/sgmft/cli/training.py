@@ -124,13 +124,16 @@ def evaluate(
     coverage: Annotated[float, typer.Option(
         help="Target coverage of the prediction sets whose empirical coverage is reported.")] = 0.9,
     group_by: GroupBy = None,
+    sets_by: Annotated[str | None, typer.Option(
+        help="Also group-conditional (Mondrian) prediction sets: a threshold per value of this column "
+             "(label: per class), with the coverage of each group.")] = None,
 ) -> None:
     """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
     from sgmft.evaluation.evaluate import evaluate_run
 
     with reported():
         metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device,
-                               coverage=coverage, group_by=group_by)
+                               coverage=coverage, group_by=group_by, sets_by=sets_by)
     print_evaluation(run, metrics)
 
 
@@ -162,6 +165,13 @@ def print_evaluation(run: Path, metrics: dict) -> None:
                    f"{sets['mean_size']:.2f} labels on average")
     else:
         typer.echo(f"prediction sets: none ({sets['note']})")
+    if metrics.get("sets_by"):
+        by = metrics["sets_by"]
+        typer.echo(f"sets by {by['by']} (a threshold per group): {by['coverage']:.3f} covered, "
+                   f"{by['mean_size']:.2f} labels on average")
+        for value, row in by["per_group"].items():
+            typer.echo(f"  {value}: {row['coverage']:.3f} covered, {row['mean_size']:.2f} labels, "
+                       f"{row['posts']} test and {row['calibration_posts']} calibration post(s)")
     typer.echo("selective prediction: area under the accuracy-coverage curve "
                f"{metrics['selective']['area']:.3f}")
     if metrics.get("groups"):

@@ -27,6 +27,7 @@ from sgmft.evaluation.plots import (
 from sgmft.evaluation.report import (
     accuracy_interval,
     calibration_report,
+    mondrian_report,
     per_group,
     selective,
     set_report,
@@ -118,11 +119,14 @@ def grouping_column(run: LoadedRun, prepared: PreparedData, group_by: str | None
 
 def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figures: bool = True,
                  progress: bool = True, allow_data_change: bool = False, device: str = "cpu",
-                 coverage: float = 0.9, group_by: str | None = None) -> dict[str, Any]:
+                 coverage: float = 0.9, group_by: str | None = None,
+                 sets_by: str | None = None) -> dict[str, Any]:
     """Write ``eval/metrics.json``, ``eval/confusion.{json,png}``, ``eval/reliability.png``,
     ``eval/selective.png`` and ``eval/tsne.png``; the model runs on ``device`` whatever it was
     trained on. ``coverage``: the prediction sets' target; ``group_by``: the per-group table's
-    column (default: the run's validation grouping)."""
+    column (default: the run's validation grouping); ``sets_by``: also group-conditional
+    (Mondrian) prediction sets by this column (``label``: per class), with their coverage per
+    group."""
     run = load_run(folder, device)
     prepared = prepared or prepare_data(run.config, progress, device)
     if list(prepared.manifest.labels) != run.labels:
@@ -153,6 +157,17 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     metrics |= calibration_report(outputs["logits"], y_true, temperature)
     metrics["sets"] = set_report(probs, y_true, run.conformal_threshold(coverage), coverage, predicted)
     curve = selective(probs, y_true, predicted)
+    calibration = run.conformal_posts()
+    if sets_by is not None and calibration:
+        by_id = {p.id: p for p in prepared.manifest.posts}
+
+        def value_of(post_id: str) -> str | None:
+            return by_id[post_id].value(sets_by) if post_id in by_id else None
+
+        values = [value_of(i) for i in ids]
+        calibration_values = [value_of(p["id"]) for p in calibration]
+        metrics["sets_by"] = mondrian_report(probs, y_true, predicted, run.labels, values, calibration,
+                                             calibration_values, sets_by, coverage)
     metrics["selective"] = {"area": curve["area"]}
     majority = _training_majority(run, prepared)
     metrics["majority_accuracy"] = float((y_true == majority).mean())

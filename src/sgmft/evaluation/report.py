@@ -12,7 +12,13 @@ import numpy as np
 
 from sgmft.metrics.calibration import brier, ece, ece_floor, log_loss, reliability, softmax
 from sgmft.metrics.classification import classification_metrics
-from sgmft.metrics.conformal import prediction_sets, set_coverage
+from sgmft.metrics.conformal import (
+    class_conditional_sets,
+    mondrian_thresholds,
+    prediction_sets,
+    set_coverage,
+    threshold_from_scores,
+)
 from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 
 
@@ -62,6 +68,44 @@ def set_report(probs: np.ndarray, labels: np.ndarray, threshold: float | None,
     sets = prediction_sets(probs, threshold, decided)
     return {"target": coverage, "threshold": threshold, **set_coverage(sets, labels),
             "interval": accuracy_interval(int(sets[np.arange(len(labels)), labels].sum()), len(labels))}
+
+
+def mondrian_report(probs: np.ndarray, labels: np.ndarray, decided: np.ndarray, names: list[str],
+                    test_values: Sequence[str | None], calibration: list[dict[str, Any]],
+                    calibration_values: Sequence[str | None], column: str, coverage: float) -> dict[str, Any]:
+    """Group-conditional (Mondrian) prediction sets by ``column`` and their coverage per group.
+
+    By ``label``: a threshold per class from that class's calibration posts (class-conditional
+    sets; a test post's label need not be known). By any other column: a threshold per value,
+    a test post taking its value's (its group's calibration posts are exchangeable with it) or,
+    for a value no calibration post has (a new event, a new user), the pooled one, counted."""
+    scores = np.asarray([p["score"] for p in calibration])
+    pooled = threshold_from_scores(scores, coverage)
+    if column == "label":
+        per = mondrian_thresholds(scores, [p["label"] for p in calibration], coverage)
+        thresholds = np.asarray([per.get(name, 1.0) for name in names])
+        sets = class_conditional_sets(probs, thresholds, decided)
+        keys = [names[y] for y in labels]
+        used = {name: float(t) for name, t in zip(names, thresholds, strict=True)}
+    else:
+        per = mondrian_thresholds(scores, [v or "(none)" for v in calibration_values], coverage)
+        keys = [v or "(none)" for v in test_values]
+        row = np.asarray([per.get(k, pooled) for k in keys])
+        sets = prediction_sets(probs, 0.0, decided) | (probs >= 1.0 - row[:, None] - 1e-12)
+        used = {k: float(per.get(k, pooled)) for k in sorted(set(keys))}
+    counts: dict[str, int] = {}
+    for p, value in zip(calibration, calibration_values, strict=True):
+        key = p["label"] if column == "label" else (value or "(none)")
+        counts[key] = counts.get(key, 0) + 1
+    table = {}
+    keys_array = np.asarray(keys, dtype=object)
+    for key in sorted(set(keys)):
+        inside = keys_array == key
+        table[key] = {"posts": int(inside.sum()), "calibration_posts": counts.get(key, 0),
+                      "threshold": round(used[key], 6), **set_coverage(sets[inside], labels[inside])}
+    unseen = sum(v["posts"] for v in table.values() if not v["calibration_posts"])
+    return {"by": column, "target": coverage, **set_coverage(sets, labels), "per_group": table,
+            "posts_of_groups_without_calibration": unseen}
 
 
 def per_group(values: Sequence[str | None], labels: np.ndarray, predicted: np.ndarray,

@@ -44,6 +44,25 @@ def prediction_sets(probs: np.ndarray, threshold: float, decided: np.ndarray | N
     return sets
 
 
+def mondrian_thresholds(scores: np.ndarray, groups: list, coverage: float) -> dict:
+    """Group-conditional (Mondrian) thresholds: `threshold_from_scores` over each group's
+    calibration scores alone (1.0, every label, for a group with too few for the coverage).
+    Within each group the guarantee holds for posts exchangeable with that group's."""
+    members: dict = {}
+    for score, group in zip(scores, groups, strict=True):
+        members.setdefault(group, []).append(score)
+    return {group: threshold_from_scores(values, coverage) for group, values in members.items()}
+
+
+def class_conditional_sets(probs: np.ndarray, thresholds: np.ndarray, decided: np.ndarray | None = None
+                           ) -> np.ndarray:
+    """(N, C) boolean: label c is in the set when p_c >= 1 - q_c, q_c calibrated on the posts of
+    class c alone (Mondrian by label: coverage holds within every class); the decision always."""
+    sets = probs >= 1.0 - thresholds[None, :] - 1e-12
+    sets[np.arange(len(probs)), probs.argmax(1) if decided is None else decided] = True
+    return sets
+
+
 def set_coverage(sets: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Empirical coverage and mean set size of prediction sets on labelled posts."""
     return {"coverage": float(sets[np.arange(len(labels)), labels].mean()),

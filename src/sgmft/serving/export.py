@@ -3,7 +3,11 @@
 The exported graph takes the frozen encoders' features (so a deployment runs the head without
 PyTorch): the model's `input_names`, i.e. ``text`` (B, D_text) and ``image`` (B, D_image)
 float32, plus ``tokens`` (B, T) int64 for word-level variants, or ``text_tokens`` and
-``image_tokens`` (B, L, D) float32 for the sequence reading; outputs ``probabilities`` (B, C;
+``image_tokens`` (B, L, D) float32 for the sequence reading; and ``present`` (B, 2) float32,
+1 where a post has its text (column 0) and its image (column 1), 0 where it has none: a missing
+modality's features are replaced by their training mean in the graph (pass anything, zeros say),
+and the fallback mixture gives its probe's weight to the other one, as `sgmft predict` does;
+outputs ``probabilities`` (B, C;
 calibrated: the run's temperature is in the graph), ``logits`` (B, C), ``fused`` (M_fuse, B, F),
 ``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities, and ``label`` (B,)
 int64, the predicted label's index (with the run's decision offsets).
@@ -32,7 +36,21 @@ class ExportHead(nn.Module):
         self.model = model
 
     def forward(self, *inputs: torch.Tensor):
-        out = self.model(dict(zip(self.model.input_names, inputs, strict=True)))
+        *features, present = inputs
+        keep = present > 0.5                                                       # (B, 2)
+        batch = dict(zip(self.model.input_names, features, strict=True))
+        for column, name in enumerate(("text", "image")):
+            has = keep[:, column]
+            if name in batch:
+                mean = getattr(self.model.probes, f"{name}_mean")
+                batch[name] = torch.where(has[:, None], batch[name], mean.expand_as(batch[name]))
+            if f"{name}_tokens" in batch:
+                mean = getattr(self.model.inputs, f"{name}_stats").mean
+                states = batch[f"{name}_tokens"]
+                batch[f"{name}_tokens"] = torch.where(has[:, None, None], states, mean.expand_as(states))
+        if "tokens" in batch:
+            batch["tokens"] = torch.where(keep[:, :1], batch["tokens"], torch.zeros_like(batch["tokens"]))
+        out = self.model({**batch, "present": keep})
         return (torch.softmax(out.logits, dim=-1), out.logits, out.fused,
                 torch.softmax(out.probes["text"], -1), torch.softmax(out.probes["image"], -1),
                 self.model.decide(out.logits))
@@ -42,16 +60,17 @@ OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only", "label
 
 
 def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the run's input names and shapes."""
+    """Random inputs of the run's input names and shapes, and ``present``: both modalities,
+    the text alone and the image alone, in turn."""
     generator = torch.Generator().manual_seed(seed)
     features = run.info["features"]
     shapes = {"text": [features["dims"]["text"]], "image": [features["dims"]["image"]]}
     if features.get("token_shapes"):
         shapes |= {f"{k}_tokens": v for k, v in features["token_shapes"].items()}
-    return tuple(
-        torch.randint(0, len(run.vocab), (batch, run.config.model.max_tokens), generator=generator)
-        if name == "tokens" else torch.randn(batch, *shapes[name], generator=generator)
-        for name in run.model.input_names)
+    present = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]).repeat(batch, 1)[:batch]
+    return (*(torch.randint(0, len(run.vocab), (batch, run.config.model.max_tokens), generator=generator)
+              if name == "tokens" else torch.randn(batch, *shapes[name], generator=generator)
+              for name in run.model.input_names), present)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_batch: int = 5,
@@ -62,8 +81,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 17, check_bat
     left as it was."""
     run = load_run(run_dir, device)
     head = ExportHead(run.model).eval()
-    names = list(run.model.input_names)
-    traced = tuple(x.to(device) for x in example_inputs(run))
+    names = [*run.model.input_names, "present"]
+    traced = tuple(x.to(device) for x in example_inputs(run, batch=3))
     errors: dict[str, float] = {}
 
     def write_and_check(tmp: Path) -> None:

@@ -56,6 +56,9 @@ class TrainConfig:
                                       # predictions, then the model is refitted on all training
                                       # posts (1: one carved part of val_fraction, no refit)
     val_fraction: float = 0.1         # with folds = 1: the share of train carved as validation
+    calibration: float = 0.0          # the share of train held out, grouped as the folds, from the
+                                      # folds, the decision layer and the refit, to calibrate the
+                                      # prediction sets on the deployed model (0: no sets)
     val_by: str = "auto"              # how: auto (a column that partitions the manifest's split,
                                       # else group_by, else user; near-duplicate images always
                                       # together) | stratified | group | user | image
@@ -76,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"train.label_smoothing = {self.label_smoothing}; expected [0, 1)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"train.val_fraction = {self.val_fraction}; expected (0, 1)")
+        if not 0.0 <= self.calibration < 0.5:
+            raise ValueError(f"train.calibration = {self.calibration}; expected [0, 0.5)")
         if self.folds < 1:
             raise ValueError(f"train.folds = {self.folds}; expected 1 (one carved part) or more")
 

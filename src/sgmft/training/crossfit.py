@@ -10,8 +10,9 @@ on every training post for that many epochs, and the choices are installed in it
 fold (``train.folds = 1``, or the manifest's own val rows) the fold's model is the run's model
 and nothing is refitted.
 
-The conformal scores (1 - the calibrated out-of-fold probability of the true label) are kept
-too: prediction sets at any coverage are calibrated on them (`sgmft.metrics.conformal`).
+The prediction sets are not calibrated here: out-of-fold scores come from the fold models, not
+the deployed one, and the choices above were fitted on the same posts. A calibration part held
+out of all of it is scored by the deployed model instead (`sgmft.training.run`).
 """
 
 from __future__ import annotations
@@ -221,7 +222,6 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
         "temperature": temperature, "rule": rule, "posts": int(rows.sum()), "errors": errors,
         "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
         "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
-    found["conformal_scores"] = np.sort(1.0 - calibrated[np.arange(int(rows.sum())), labels[rows]]).round(6)
     if config.model.decision == "balanced":
         offsets, record = balanced_offsets(calibrated, labels[rows])
         model.decision_bias.copy_(torch.from_numpy(offsets).float())

@@ -68,12 +68,28 @@ def needs_validation(config: RunConfig) -> bool:
     return bool(config.train.early_stopping) or config.model.fallback
 
 
-def validation_folds(config: RunConfig, prepared: PreparedData) -> Folds:
-    """The validation folds of the training split (`sgmft.data.folds`): none when nothing is
-    chosen on validation; the manifest's own ``val`` rows as one fold when it has them; one
-    carved part with ``train.folds = 1``; else K grouped folds."""
+def calibration_part(config: RunConfig, prepared: PreparedData) -> list[str]:
+    """The training posts held out to calibrate prediction sets (``train.calibration`` of them,
+    whole groups, as the folds group): no fold, no decision and not the final model sees them;
+    the deployed model scores them (`sgmft.training.run`). Empty when not asked or too few."""
+    share = config.train.calibration
+    if not share:
+        return []
+    wanted = set(prepared.split["train"])
+    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    column, images, why = validation_column(prepared.manifest, prepared.split, config.train.val_by,
+                                            config.data.group_by)
+    carved = carve_validation(posts, share, config.train.seed + 7919, column, images, why)
+    return carved.validated if carved.k else []
+
+
+def validation_folds(config: RunConfig, prepared: PreparedData, kept_out: set[str] | None = None) -> Folds:
+    """The validation folds of the training split (`sgmft.data.folds`) less the posts
+    ``kept_out`` (the calibration part): none when nothing is chosen on validation; the
+    manifest's own ``val`` rows as one fold when it has them; one carved part with
+    ``train.folds = 1``; else K grouped folds."""
     split, train = prepared.split, config.train
-    ids = split["train"]
+    ids = [i for i in split["train"] if i not in (kept_out or set())]
     if not needs_validation(config):
         return Folds(ids, [-1] * len(ids), 0, "none (no early stopping, no fallback)")
     if split.get("val"):

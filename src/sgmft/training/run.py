@@ -19,7 +19,14 @@ from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
 from sgmft.training.data import Vocabulary, in_batches, post_tensors
-from sgmft.training.prepare import PreparedData, build_model, needs_validation, prepare_data, validation_folds
+from sgmft.training.prepare import (
+    PreparedData,
+    build_model,
+    calibration_part,
+    needs_validation,
+    prepare_data,
+    validation_folds,
+)
 from sgmft.training.rundir import (
     claim_folder,
     save_model,
@@ -27,7 +34,7 @@ from sgmft.training.rundir import (
     write_examples,
     write_run_info,
 )
-from sgmft.training.trainer import FitResult, Parallel, fit
+from sgmft.training.trainer import FitResult, Parallel, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +68,21 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
 def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, progress: bool,
            on_epoch_end, parallel: Parallel, device: str | None) -> Path:
     manifest = prepared.manifest
-    folds = validation_folds(config, prepared)
+    calibration = calibration_part(config, prepared)
+    folds = validation_folds(config, prepared, set(calibration))
     if needs_validation(config) and parallel.is_main:
         log.info("validation: %s (%d of the %d training posts held out)", folds.how, len(folds.validated),
                  len(folds.ids))
+    if calibration and parallel.is_main:
+        log.info("calibration: %d training posts held out from training and every choice, for the "
+                 "prediction sets", len(calibration))
     ids, fold = folds.ids, np.asarray(folds.fold)
     wanted = set(ids)
     vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in wanted])
     if parallel.is_main:
         atomic_write_json(out / "split.json", {
             "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,
-            "test": prepared.split["test"], "posts": manifest.post_digests()})
+            "calibration": calibration, "test": prepared.split["test"], "posts": manifest.post_digests()})
         vocab.save(out / "vocab.json")
         atomic_write_json(out / "labels.json", list(manifest.labels))
     tensors = post_tensors(manifest, prepared.cache, ids, vocab, config.model.max_tokens,
@@ -105,7 +116,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     if not parallel.is_main:
         return out
     after = finish_model(model, config, tensors, folds, head_oof, prepared.memo)
-    write_conformal_scores(out, after.pop("conformal_scores", None))
+    scored = conformal_posts(model, config, prepared, vocab, calibration)
+    after["conformal"] = write_conformal_scores(out, scored)
     write_examples(out, manifest, ids)
     save_model(out, model)
     did_not_learn = learning_warnings(result, after.get("validation"), len(manifest.labels))
@@ -120,6 +132,22 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     trained_on = len(ids) - len(folds.validated) if folds.k == 1 else len(ids)
     write_run_info(out, config, prepared, result, trained_on, info, model)
     return out
+
+
+def conformal_posts(model: MultimodalModel, config: RunConfig, prepared: PreparedData, vocab: Vocabulary,
+                    ids: list[str]) -> list[dict[str, Any]]:
+    """Each calibration post's id, label and conformal score: 1 - the deployed model's
+    probability of its true label (the mixture, the temperature, everything the run answers
+    with)."""
+    if not ids:
+        return []
+    tensors = post_tensors(prepared.manifest, prepared.cache, ids, vocab, config.model.max_tokens,
+                           sequences=config.model.reading == "sequence")
+    probs = torch.softmax(predict(model, tensors, config.train.eval_batch_size)["logits"], -1).double()
+    labels = tensors["label"]
+    scores = (1 - probs[torch.arange(len(ids)), labels]).tolist()
+    return [{"id": i, "label": prepared.manifest.labels[int(y)], "score": round(s, 6)}
+            for i, y, s in zip(ids, labels.tolist(), scores, strict=True)]
 
 
 def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: dict[str, Any] | None,

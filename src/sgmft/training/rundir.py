@@ -85,13 +85,17 @@ def write_examples(out: Path, manifest, ids: list[str], per_label: int = 2) -> N
     atomic_write_json(out / EXAMPLES, chosen)
 
 
-def write_conformal_scores(out: Path, scores: Any) -> None:
-    """The sorted conformal scores (1 - calibrated out-of-fold probability of the true label);
-    none for a run without validation."""
-    if scores is None:
+def write_conformal_scores(out: Path, posts: list[dict[str, Any]]) -> dict[str, Any]:
+    """``conformal.json``: the calibration posts (id, label, score: 1 - the deployed model's
+    probability of the true label) and their scores sorted; none for a run without them.
+    Returns what run.json records."""
+    if not posts:
         (out / CONFORMAL).unlink(missing_ok=True)
-        return
-    atomic_write_json(out / CONFORMAL, {"scores": [float(v) for v in scores]})
+        return {"posts": 0, "how": "none: the run held out no calibration posts (train.calibration), so "
+                                   "prediction sets can only be every label"}
+    atomic_write_json(out / CONFORMAL, {"scores": sorted(p["score"] for p in posts), "posts": posts})
+    return {"posts": len(posts), "how": "split conformal (LAC) on posts held out from training and from "
+                                        "every choice, scored by the deployed model"}
 
 
 def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
@@ -125,6 +129,8 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "temperature": info.get("calibration", {}).get("temperature", 1.0),
         "calibration": info.get("calibration"),
         "decision": info.get("decision"),
+        "conformal": info.get("conformal"),
+        "did_not_learn": info.get("did_not_learn", []),
         "warnings": info["warnings"],
         "history": result.history,
         "versions": versions(),
@@ -150,13 +156,19 @@ class LoadedRun:
     def part_of(self) -> dict[str, str]:
         """Post id -> the part of the split it was in for the final model: ``train`` (trained
         on; with K >= 2 folds the refit trains on every validated post too), ``val`` (held out
-        for validation only) or ``test``."""
+        for validation only), ``calibration`` (held out for the prediction sets) or ``test``."""
         split = self.split or {}
         refitted = max(split.get("folds") or [-1]) >= 1
         parts = {i: "test" for i in split.get("test", [])}
+        parts |= {i: "calibration" for i in split.get("calibration", [])}
         if not refitted:
             parts |= {i: "val" for i in split.get("val", [])}
         return parts | {i: "train" for i in split.get("train", []) if i not in parts}
+
+    def conformal_posts(self) -> list[dict[str, Any]]:
+        """The calibration posts of ``conformal.json`` (id, label, score); none for older runs."""
+        path = self.folder / CONFORMAL
+        return json.loads(path.read_text(encoding="utf-8")).get("posts", []) if path.is_file() else []
 
     def conformal_threshold(self, coverage: float) -> float | None:
         """The LAC threshold of prediction sets at ``coverage``, calibrated on the run's
