@@ -368,3 +368,16 @@ def test_evaluate_reports_calibration_beside_its_floor_groups_and_warnings(demo,
     assert metrics["sets"]["target"] == 0.8 and 0 < metrics["sets"]["mean_size"] <= 8
     assert (run / "eval" / "reliability.png").is_file() and (run / "eval" / "selective.png").is_file()
     assert f"only {metrics['n']} test post(s)" in out     # a small test part says so
+
+
+def test_evaluate_warns_when_a_split_of_ones_own_shares_photos(demo, tmp_path):
+    rows = rows_of(demo)
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 5 == 0 else "train"
+    rows[0]["image"] = rows[1]["image"]                  # a test post with a training post's photo
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *FAST]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", str(run), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert "1 of the 8 test posts share their photo" in result.output

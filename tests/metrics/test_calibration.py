@@ -115,3 +115,20 @@ def test_mondrian_thresholds_and_class_conditional_sets_by_hand():
     sets = class_conditional_sets(probs, np.array([0.6, 0.7, 0.1]))
     # class 0 enters at p >= 0.4, class 1 at p >= 0.3, class 2 at p >= 0.9; the top label always
     assert sets.tolist() == [[True, True, False], [False, False, True]]
+
+
+def test_a_five_post_fold_does_not_decide_the_temperature_for_eight_hundred():
+    # the review's case: one confident miss in a 5-post fold moved T from 1.00 to 2.89
+    from sgmft.metrics.calibration import counted_folds, fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(805, 3)) * 2
+    labels = np.array([rng.choice(3, p=p) for p in np.exp(logits) / np.exp(logits).sum(1, keepdims=True)])
+    logits[800] = [8.0, -8.0, -8.0]                      # a confident miss in the small fold
+    labels[800] = 1
+    fold = np.r_[np.repeat([0, 1, 2, 3], 200), np.full(5, 4)]
+    assert [int(part.sum()) for part in counted_folds(fold)] == [200, 200, 200, 200]
+    assert fit_temperature(logits, labels, fold) == pytest.approx(1.0, abs=0.15)
+    every = fit_temperature(logits[800:], labels[800:])               # the small fold alone: softens a lot
+    assert every > 1.5
+    assert len(counted_folds(np.repeat([0, 1], [4, 2]))) == 2          # none large enough: all count

@@ -24,6 +24,9 @@ ImageRoot = Annotated[Path | None, typer.Option(help="Folder image paths are rel
 Labels = Annotated[str | None, typer.Option(
     help="Label set: comma-separated names or a file with one per line "
          f"(default: {','.join(PLACES)}).")]
+RunLabels = Annotated[str | None, typer.Option(
+    "--labels", help="Label set the manifest's label column is read with (default: the run's labels; "
+                     "a post of another label is still predicted).")]
 SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
                                            help="Skip bad rows and count them instead of failing.")]
 EncoderName = Annotated[str | None, typer.Option("--encoder",

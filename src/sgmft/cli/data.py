@@ -16,6 +16,7 @@ from sgmft.cli.common import (
     Labels,
     SkipInvalid,
     load_for_command,
+    parse_labels,
     reported,
 )
 
@@ -39,21 +40,34 @@ def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set 
 def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None,
              unlabelled: Annotated[bool, typer.Option(
                  help="Allow rows without a label (prediction manifests).")] = False) -> None:
-    """Check every row of a manifest and report each problem by row; exit 1 when any."""
-    loaded = load_for_command(manifest, image_root, labels, skip_invalid=True,
-                              require_labels=not unlabelled, report=False)
-    for problem in loaded.skipped:
-        typer.echo(f"  {problem}")
-    counts = {label: 0 for label in loaded.labels}
-    for post in loaded.posts:
-        if post.label is not None:
-            counts[post.label] += 1
-    typer.echo(f"{manifest}: {len(loaded)} valid post(s), {len(loaded.skipped)} invalid row(s)")
+    """Check every row of a manifest and report each problem by row; exit 1 when any. Rows are
+    read and checked a block at a time (image checks in processes), so memory stays flat."""
+    from sgmft import PLACES
+    from sgmft.data.manifest import iter_manifest, normalise_label
+
+    label_set = parse_labels(labels) or PLACES
+    counts = {normalise_label(label): 0 for label in label_set}
+    valid, invalid, splits = 0, 0, set()
+    with reported():
+        for block in iter_manifest(manifest, image_root, label_set, require_labels=not unlabelled):
+            for problem in block.problems:
+                typer.echo(f"  {problem}")
+            invalid += len(block.problems)
+            valid += len(block.posts)
+            for post in block.posts:
+                if post.label is not None:
+                    counts[post.label] += 1
+                if post.split is not None:
+                    splits.add(post.split)
+    if not valid and not invalid:
+        typer.echo(f"error: {manifest} holds no posts (it is empty, or holds only a header or blank lines)",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{manifest}: {valid} valid post(s), {invalid} invalid row(s)")
     typer.echo("  " + ", ".join(f"{label} {n}" for label, n in counts.items()))
-    splits = {p.split for p in loaded.posts} - {None}
     if splits:
         typer.echo(f"  split column: {', '.join(sorted(splits))} (train/evaluate follow it)")
-    if loaded.skipped:
+    if invalid:
         raise typer.Exit(1)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sgmft.cli.common import Device, ImageRoot, Labels, parse_labels, reported
+from sgmft.cli.common import Device, ImageRoot, RunLabels, parse_labels, reported
 
 app = typer.Typer()
 Coverage = Annotated[float | None, typer.Option(
@@ -69,7 +69,7 @@ def predict(
     manifest: Annotated[Path | None, typer.Option(help="Predict every row of a manifest.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output of --manifest: .jsonl or .csv.")] = None,
     image_root: ImageRoot = None,
-    labels: Labels = None,
+    labels: RunLabels = None,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Leave bad rows out of the output (counted) instead of writing an "
                                "error record for each.")] = False,
@@ -136,7 +136,7 @@ def profile(
     out: Annotated[Path, typer.Option(help="Folder for profiles.json, profiles.csv, profiles.png.")] = Path(
         "profiles"),
     image_root: ImageRoot = None,
-    labels: Labels = None,
+    labels: RunLabels = None,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Leave bad rows out of profiles.json (counted) instead of listing each "
                                "with its error; either way the other rows are profiled.")] = False,

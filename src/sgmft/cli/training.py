@@ -142,7 +142,8 @@ def print_evaluation(run: Path, metrics: dict) -> None:
     beside its noise floor, prediction sets, selective prediction, groups and warnings."""
     low, high = metrics["accuracy_interval"]
     over = metrics["macro_f1_labels"]
-    support = "" if len(over) == len(metrics["per_class"]) else f" (over the {len(over)} labels with posts)"
+    support = "" if len(over) == len(metrics["per_class"]) else \
+        f" (over the {len(over)} label{'s' if len(over) > 1 else ''} with posts)"
     typer.echo(f"{run}: accuracy {metrics['accuracy']:.4f} (95 % interval {low:.3f}-{high:.3f}), "
                f"macro-F1 {metrics['macro_f1']:.4f}{support} on {metrics['n']} test posts")
     width = max(len(label) for label in metrics["per_class"])

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from sgmft.data.groups import post_groups
 from sgmft.data.manifest import Manifest, Post
@@ -137,6 +136,8 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                images: bool = True, why: str = "") -> Folds:
     """K folds of ``posts`` (the training split) grouped by ``column`` and images (see the
     module docstring); ``why`` says how the grouping was chosen, for the record."""
+    from sklearn.model_selection import StratifiedGroupKFold  # here: scikit-learn takes seconds to import
+
     ids = [p.id for p in posts]
     fold = [-1] * len(posts)
     counts = Counter(p.label for p in posts)

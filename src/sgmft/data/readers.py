@@ -77,7 +77,8 @@ def _read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[int, dict | None, s
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, None, f"malformed row: invalid JSON ({exc.msg} at column {exc.colno})"
+            reason = exc.msg.removesuffix(" at")   # "Unterminated string starting at" + " at column"
+            yield number, None, f"malformed row: invalid JSON ({reason} at column {exc.colno})"
             continue
         except RecursionError:
             row = None

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from sgmft.data.groups import GROUPING, NEAR_DUPLICATE_BITS, post_groups
 from sgmft.data.manifest import Manifest
@@ -55,6 +54,8 @@ def stratified_split(labels: list[str], test_fraction: float, seed: int,
     if size > round(test_fraction * len(kept)):
         log.warning("split: the test part has %d of %d %ss (more than %g) so that every class "
                     "has one in it", size, len(labels), unit, test_fraction)
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes seconds to import
+
     _, test = train_test_split(index, test_size=size, random_state=seed, stratify=kept)
     mask = np.zeros(len(labels), bool)
     mask[test] = True
@@ -99,6 +100,8 @@ def group_split(labels: Sequence[str], groups: Sequence[object], test_fraction: 
     if len(set(groups)) < folds:
         raise ValueError(f"a per-{what} split with {folds} folds needs at least {folds} {what}s, "
                          f"the manifest has {len(set(groups))}")
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     _, test = next(splitter.split(np.zeros(len(labels)), list(labels), groups=list(groups)))
     mask = np.zeros(len(labels), bool)

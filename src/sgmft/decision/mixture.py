@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from sgmft.metrics.calibration import log_loss
+from sgmft.metrics.calibration import counted_folds, log_loss
 from sgmft.models.fallback import COMPONENTS
 
 
@@ -44,16 +44,19 @@ def choose_mixture(components: np.ndarray, labels: np.ndarray, fold: np.ndarray,
     log-loss shows it failing. The worst fold, not the pooled posts: a fold is a set of groups
     the model never saw, as the test is; a mixture that is good on average but fails one such
     set (the image on an event unlike the others) is what hurts users, and the prior is there
-    for when no part holds.
+    for when no part holds. Only the folds large enough to say something count for the worst
+    (`sgmft.metrics.calibration.counted_folds`); the mean is over every fold.
 
     Returns the weights and a record: the chosen mixture's and each component's per-fold
     scores, pooled accuracy and log-loss.
     """
     best, best_key = None, None
+    parts = counted_folds(fold)
     for weights in simplex_grid(step, len(components)):
         mixed = np.tensordot(np.asarray(weights), components, axes=1)
         per_fold = [s["log_loss"] for s in _fold_scores(mixed, labels, fold)]
-        key = (round(max(per_fold), 9), round(float(np.mean(per_fold)), 9))
+        worst = max(log_loss(mixed[part], labels[part]) for part in parts)
+        key = (round(worst, 9), round(float(np.mean(per_fold)), 9))
         if best_key is None or key < best_key:
             best, best_key = weights, key
     mixed = np.tensordot(np.asarray(best), components, axes=1)

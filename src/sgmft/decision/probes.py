@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
 
 from sgmft.decision.logistic import Batches, Standardise, fit_logistic, statistics
 from sgmft.metrics.calibration import log_loss, softmax
@@ -130,6 +129,8 @@ def _subsample(index: np.ndarray, rows: int, seed: int) -> np.ndarray:
 def _scores(x: torch.Tensor, y: np.ndarray, num_classes: int, cs: tuple[float, ...], standardise: bool,
             seed: int) -> list[float]:
     """3-fold cross-validated accuracy of each C (rows in memory)."""
+    from sklearn.model_selection import StratifiedKFold  # here: scikit-learn takes seconds to import
+
     counts = np.bincount(y)
     folds = int(min(3, counts[counts > 0].min()))
     if folds < 2:   # a class with one post: no fold can hold it out; judge on the training part

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sgmft.data.groups import image_groups
 from sgmft.evaluation.plots import (
     TSNE_MIN_POSTS,
     plot_confusion,
@@ -73,6 +74,19 @@ def recorded_split(run: LoadedRun, prepared: PreparedData, part: str) -> list[st
     """The ids of ``part`` (train, test) the run recorded at training (``split.json``), or the
     current split's for a run without a record."""
     return prepared.split[part] if run.split is None else run.split[part]
+
+
+def shared_photos(run: LoadedRun, prepared: PreparedData, test: list[str]) -> int:
+    """How many test posts share an image group (`sgmft.data.groups`) with a post the final
+    model trained on: a split of the user's own can put a photo on both sides."""
+    parts = run.part_of()
+    trained = {i for i, part in parts.items() if part == "train"} or \
+        set(recorded_split(run, prepared, "train"))
+    wanted = trained | set(test)
+    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    groups = dict(zip((p.id for p in posts), image_groups(posts), strict=True))
+    seen = {groups[i] for i in trained if i in groups}
+    return sum(groups.get(i) in seen for i in test)
 
 
 def test_ids(run: LoadedRun, prepared: PreparedData) -> list[str]:
@@ -177,6 +191,12 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
         values = [by_id[i].value(column) for i in ids]
         metrics["groups"] = {"column": column, "table": per_group(values, y_true, predicted, run.labels)}
     metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
+    shared = shared_photos(run, prepared, ids)
+    if shared:
+        metrics["warnings"].append(
+            f"{shared} of the {len(ids)} test posts share their photo (or a resized, re-encoded or lightly "
+            "cropped copy of it) with a post the model trained on: on them the test measures memory, not "
+            "what carries over to new photos")
     metrics |= {"variant": run.config.variant, "seed": run.config.train.seed,
                 "data_hash": run.info["data_hash"], "data_changed": changed,
                 "mixture": run.info.get("mixture", {}) and run.info["mixture"].get("weights"),

@@ -291,7 +291,7 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         (503 before). Names the run that answers; no file paths."""
         if not state.get("ready") or not batcher().alive:
             return JSONResponse({"status": "unavailable"}, status_code=503)
-        return {"status": "ok", "run": state["identity"], "encoder": batcher().predictor.encoder.name,
+        return {"status": "ok", "run": state["identity"], "encoder": batcher().predictor.encoder_name,
                 "coverage": state["coverage"], "min_confidence": min_confidence,
                 "queued": batcher().queue.qsize()}
 

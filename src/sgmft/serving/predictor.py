@@ -148,6 +148,13 @@ class Predictor:
                                            **encoder_options(data.encoder, data.checkpoint))
         return self._encoder
 
+    @property
+    def encoder_name(self) -> str:
+        """The encoder's name ("imported" for a run on imported features without one)."""
+        if self._encoder is None and self.imported:
+            return IMPORTED
+        return self.encoder.name
+
     def _check(self, encoder: Encoder) -> None:
         dims = self.run.info["features"]["dims"]
         if tuple(encoder.dim) != (dims["text"], dims["image"]):
