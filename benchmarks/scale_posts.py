@@ -123,10 +123,12 @@ def make_posts(folder: Path, n: int, seed: int = 0) -> Path:
 
 
 def time_groups(manifest: Path) -> dict[str, float]:
-    """The near-duplicate grouping alone (manifest loaded first, not counted)."""
+    """The near-duplicate grouping alone (manifest loaded first, not counted; with the image
+    checks the subprocesses recorded)."""
     from sgmft.data.groups import post_groups
     from sgmft.data.manifest import load_manifest
 
+    os.environ["SGMFT_CACHE"] = str(manifest.parent / ".sgmft-cache")
     posts = load_manifest(manifest).posts
     started = time.perf_counter()
     groups = post_groups(posts)

@@ -84,3 +84,64 @@ def test_folder_lock_names_its_holder_and_makes_the_second_wait(tmp_path, caplog
             order.append("first done")
     thread.join(5)
     assert order == ["first done", "second"] and "waiting for it to finish" in caplog.text
+
+
+def test_a_file_size_limit_is_an_error_in_words_for_every_writer(tmp_path):
+    """Under ``ulimit -f`` (64 KiB here) a write past the limit fails in words, whichever library
+    writes: plain bytes, safetensors, torch.save; nothing is left half-written."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+from sgmft.io import StorageError, atomic_write, atomic_write_bytes
+folder = Path(sys.argv[1])
+writers = {"bytes": lambda: atomic_write_bytes(folder / "a.bin", b"x" * 200_000),
+           "safetensors": lambda: atomic_write(folder / "b.safetensors",
+                                               lambda tmp: save_file({"w": torch.zeros(50_000)}, str(tmp))),
+           "torch": lambda: atomic_write(folder / "c.pt", lambda tmp: torch.save(torch.zeros(50_000), tmp))}
+for name, write in writers.items():
+    try:
+        write()
+        print(name, "written")
+    except StorageError as exc:
+        print(name, "StorageError", exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all("StorageError" in line and "file-size limit of 65,536 bytes" in line
+                                   for line in lines), result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_locking_is_the_clean_error_not_the_close_s(tmp_path, monkeypatch):
+    import sgmft.io as io_module
+    from sgmft.io import StorageError, folder_lock
+
+    real_open = open
+
+    class FullDisk:
+        """A lock file on a disk with 0 bytes free: writes are buffered, flush and close fail."""
+
+        def __init__(self, *args, **kwargs):
+            self.file = real_open(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.file.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_module, "open", FullDisk, raising=False)
+    with pytest.raises(StorageError, match="no space left"), folder_lock(tmp_path / "run", "test"):
+        pass

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -44,6 +45,12 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+def file_size_limit() -> int | None:
+    """The largest file this process may write (``ulimit -f``), in bytes; None without a limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def storage_error(path: Path, exc: BaseException, needed: int | None = None) -> StorageError | None:
     """A `StorageError` in words for a full disk or a read-only place, else None. Libraries
     report a full disk in their own ways (``basic_ios::clear: iostream error`` from torch), so
@@ -59,6 +66,13 @@ def storage_error(path: Path, exc: BaseException, needed: int | None = None) -> 
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return StorageError(code, f"cannot write in {folder}: it is read-only or not yours; choose "
                                   "another output folder")
+    limit = file_size_limit()
+    too_large = "File too large" in str(exc) or "os error 27" in str(exc)
+    if code == errno.EFBIG or too_large or (limit is not None and code is None):
+        bound = f" of {limit:,} bytes" if limit is not None else ""
+        return StorageError(errno.EFBIG, f"cannot write {Path(path).name} in {folder}: a file-size limit"
+                                         f"{bound} is in force (ulimit -f) and the file would pass it; raise "
+                                         "the limit or write less")
     return None
 
 
@@ -161,7 +175,8 @@ def folder_lock(folder: Path, what: str, wait: bool = True) -> Iterator[None]:
                 exc.errno, f"cannot write the lock file in {folder}: {exc.strerror or exc}") from None
         yield
     finally:
-        handle.close()
+        with contextlib.suppress(OSError):   # a full disk fails the close's flush too: the error
+            handle.close()                   # that said so (above) is the one to see
 
 
 def sha256_file(path: str | Path) -> str:

@@ -263,6 +263,22 @@ def test_a_huge_integer_id_and_a_huge_image_path_are_row_errors(tmp_path):
     manifest = load_manifest(path, skip_invalid=True)
     assert [p.id for p in manifest.posts] == ["ok"]
     problems = {p.row: p for p in manifest.skipped}
-    assert "malformed row" in problems[2].problem and "digits" in problems[2].problem
+    assert "malformed row: a number of 5000 digits" in problems[2].problem
+    assert "set_int_max_str_digits" not in problems[2].problem           # words for a user, not Python's
     assert "unreadable image" in problems[3].problem or "missing image" in problems[3].problem
     assert (problems[3].user, problems[3].label) == ("u2", "work")     # kept for the error record
+
+
+def test_many_image_checks_run_in_processes_with_the_same_outcomes(small_manifest, monkeypatch):
+    from sgmft.data import manifest as manifest_module
+    from sgmft.data.image_checks import RECORD
+    from sgmft.data.workdir import work_dir
+
+    threaded = load_manifest(small_manifest)
+    (work_dir(small_manifest) / RECORD).unlink()         # nothing recorded: every image is checked
+    monkeypatch.setattr(manifest_module, "PROCESS_CHECKS", 2)
+    blocks = list(manifest_module.iter_manifest(small_manifest, block_rows=3))
+    assert [len(b.posts) for b in blocks] == [3, 3, 2]
+    posts = [p for b in blocks for p in b.posts]
+    assert [(p.id, p.image_sha256, p.image_phash, p.image_layout) for p in posts] == \
+        [(p.id, p.image_sha256, p.image_phash, p.image_layout) for p in threaded.posts]

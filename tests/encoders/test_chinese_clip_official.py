@@ -205,3 +205,21 @@ def test_the_architecture_is_read_from_the_weights_and_foreign_files_are_refused
     torch.save({"state_dict": {"visual.layer1.0.conv1.weight": torch.zeros(1)}}, tmp_path / "rn50.pt")
     with pytest.raises(ValueError, match="ResNet-50"):
         infer_config(read_state_dict(tmp_path / "rn50.pt"))
+
+
+def test_a_checkpoint_missing_a_weight_is_refused_and_a_stale_conversion_redone(reference, tmp_path):
+    from sgmft.encoders.chinese_clip_convert import FORMAT, converted_folder
+
+    state = torch.load(reference[1], weights_only=True)["state_dict"]
+    dropped = next(k for k in state if "text_projection" in k)
+    torch.save({"state_dict": {k: v for k, v in state.items() if k != dropped}}, tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="missing text_projection"):
+        converted_folder(tmp_path / "cut.pt", tmp_path / "cache")
+    folder = converted_folder(reference[1], tmp_path / "cache")
+    done = json.loads((folder / "done.json").read_text())
+    assert done["format"] == FORMAT
+    (folder / "done.json").write_text(json.dumps({**done, "format": FORMAT - 1}))   # an older layout
+    written = (folder / "model.safetensors").stat().st_mtime_ns
+    assert converted_folder(reference[1], tmp_path / "cache") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns != written           # converted again
+    assert json.loads((folder / "done.json").read_text())["format"] == FORMAT

@@ -202,3 +202,41 @@ def test_small_requests_go_before_the_rest_of_a_big_one():
 
     assert asyncio.run(scenario())[0] == "single"
     assert len(order[0]) == 8 and order[1][0] == "single"       # the very next pass, first
+
+
+def test_the_body_limit_of_one_post_follows_the_upload_limit(predictor, monkeypatch):
+    """An upload between --max-upload-mb and the request limit (64 MiB) was spooled to disk in
+    full before its 413: /predict's body limit is the upload limit (and a text's room)."""
+    from starlette import formparsers
+
+    stored = []
+    real = formparsers.SpooledTemporaryFile
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile",
+                        lambda *args, **kwargs: stored.append(1) or real(*args, **kwargs))
+    with TestClient(create_app(predictor=predictor, max_upload_bytes=50_000)) as client:
+        big = ("x.png", b"\x89PNG" + b"\0" * 400_000, "image/png")
+        refused = client.post("/predict", files={"image": big})
+        assert refused.status_code == 413 and "--max-upload-mb" in refused.json()["detail"]
+
+        def chunks():
+            yield (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+                   b"Content-Type: image/png\r\n\r\n")
+            for _ in range(60):
+                yield b"\0" * 10_000
+
+        streamed = client.post("/predict", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=x"})
+        assert streamed.status_code == 413 and stored == []
+
+
+def test_an_unexpected_error_is_a_clean_500_that_closes_its_connection(predictor, monkeypatch):
+    with TestClient(create_app(predictor=predictor), raise_server_exceptions=False) as client:
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(predictor, "predict_features", broken)
+        response = client.post("/predict", data={"text": "在家"})
+        assert response.status_code == 500 and response.headers["connection"] == "close"
+        assert "Traceback" not in response.text and "unexpected error" in response.json()["detail"]
+        monkeypatch.undo()
+        assert client.get("/health").json()["status"] == "ok"

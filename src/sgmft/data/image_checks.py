@@ -125,10 +125,10 @@ class ImageChecks:
             connection.executemany("INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def check(self, paths: list[Path], check: Callable[[Path], Outcome], workers: int = 4,
-              pool: Executor | None = None) -> list[Outcome]:
+              pool: Callable[[int], Executor | None] | None = None) -> list[Outcome]:
         """``check(path)`` for each path, reusing the recorded outcome of an unchanged file;
-        one outcome per path, in order. ``pool`` runs the checks (default: ``workers`` threads;
-        a process pool needs a picklable ``check``)."""
+        one outcome per path, in order. ``pool(n)`` gives what runs ``n`` checks (a process pool
+        for many, which needs a picklable ``check``; None: ``workers`` threads)."""
         keys = [_key(p) for p in paths]
         distinct = list(dict.fromkeys(keys))
         outcomes: dict[str, Outcome] = {}
@@ -142,8 +142,9 @@ class ImageChecks:
                     outcomes[key] = Outcome(*saved[1:])
                 else:
                     todo.append(key)
-            owned = pool is None and len(todo) > 1
-            runner = ThreadPoolExecutor(max_workers=workers) if owned else pool
+            given = pool(len(todo)) if pool is not None and todo else None
+            owned = given is None and len(todo) > 1
+            runner = ThreadPoolExecutor(max_workers=workers) if owned else given
             try:
                 for piece in _pieces(todo, BATCH * 4):
                     found = list(runner.map(check, [Path(k) for k in piece])) if runner is not None \

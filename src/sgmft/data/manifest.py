@@ -247,7 +247,17 @@ def iter_manifest(
     first_row_of: dict[str, int] = {}
     checks = ImageChecks.for_manifest(path)
     with contextlib.ExitStack() as stack:
-        pool = None
+        pools: list[ProcessPoolExecutor] = []
+
+        def processes(todo: int) -> ProcessPoolExecutor | None:
+            """A process pool (started once, on the first block with many images to check)."""
+            if todo <= PROCESS_CHECKS and not pools:
+                return None
+            if not pools:
+                pools.append(stack.enter_context(ProcessPoolExecutor(
+                    max_workers=min(workers, os.cpu_count() or 1), mp_context=get_context("spawn"))))
+            return pools[0]
+
         rows = read_rows(path)
         while True:
             problems: list[RowProblem] = []
@@ -277,10 +287,7 @@ def iter_manifest(
                 return
             if not candidates and not problems:   # rows done by a killed run, or blank
                 continue
-            if pool is None and len(candidates) > PROCESS_CHECKS:
-                pool = stack.enter_context(ProcessPoolExecutor(
-                    max_workers=min(workers, os.cpu_count() or 1), mp_context=get_context("spawn")))
-            outcomes = checks.check([image for _, _, image in candidates], check_image, workers, pool)
+            outcomes = checks.check([image for _, _, image in candidates], check_image, workers, processes)
             yield _block(candidates, outcomes, problems, text_config)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def _read_jsonl(handle: io.BufferedReader) -> Iterator[tuple[int, dict | None, s
         except RecursionError:
             row = None
         except ValueError as exc:   # e.g. an integer of more digits than Python converts
-            yield number, None, f"malformed row: {exc}"
+            digits = re.search(r"value has (\d+) digits", str(exc))
+            reason = f"a number of {digits.group(1)} digits (at most 4,300 are read; quote an id as a " \
+                     "string)" if digits else str(exc)
+            yield number, None, f"malformed row: {reason}"
             continue
         if row is None or _depth(row) > LIMITS.json_depth:
             yield number, None, f"malformed row: JSON nested deeper than {LIMITS.json_depth} levels"

@@ -186,6 +186,38 @@ def _source_hash(path: Path, cache: Path) -> str:
     return index[key]
 
 
+def _finished(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` holds a finished conversion of this format and of this source file
+    (one of another format, or unreadable, is converted again)."""
+    try:
+        done = json.loads((folder / "done.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(done, dict) and done.get("format") == FORMAT and done.get("sha256") == digest \
+        and (folder / "model.safetensors").is_file()
+
+
+def check_complete(config, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Every weight the `transformers` model of ``config`` has must come from the checkpoint,
+    with its shape (as open_clip's and timm's loads are strict): a missing one would be left at
+    its random start, silently."""
+    from transformers import ChineseCLIPModel
+
+    with torch.device("meta"):
+        expected = ChineseCLIPModel(config).state_dict()
+    missing = sorted(set(expected) - set(weights))
+    wrong = sorted(k for k in set(expected) & set(weights)
+                   if tuple(expected[k].shape) != tuple(weights[k].shape))
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+    if wrong:
+        problems.append(f"of another shape {', '.join(wrong[:8])}")
+    if problems:
+        raise ValueError(f"{source} does not hold every weight of the model its shapes describe: "
+                         + "; ".join(problems))
+
+
 def converted_folder(checkpoint: str | Path, cache: Path | None = None) -> Path:
     """The `transformers` folder of an official checkpoint, converted now or found cached."""
     from safetensors.torch import save_file
@@ -195,11 +227,12 @@ def converted_folder(checkpoint: str | Path, cache: Path | None = None) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     digest = _source_hash(path, cache)
     folder = cache / digest[:16]
-    if (folder / "done.json").is_file():
+    if _finished(folder, digest):
         return folder
     state = read_state_dict(path)
     config = infer_config(state)
     weights = convert_state_dict(state)
+    check_complete(config, weights, path)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=cache))
     try:
         config.save_pretrained(temporary)

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import io
 import itertools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from PIL import Image
 from sgmft.data.images import ImageError, decode_image
 from sgmft.limits import LIMITS
 from sgmft.serving.predictor import PostInput, Prediction, PredictionError, Predictor
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 
@@ -143,21 +146,52 @@ def _decode_and_resize(data: bytes, max_pixels: int, predictor: Predictor) -> Im
     return predictor.encoder.image_preprocess.resize(image)
 
 
-class BodyLimit:
-    """ASGI middleware: a request whose body is over ``limit`` bytes is answered 413 before the
-    form parser stores any of it (by its Content-Length), or, when it streams without one, as
-    soon as the bytes received pass the limit: the app then sees the client go, and its own
-    answer is replaced by the 413."""
+class ServerErrors:
+    """ASGI middleware: an unexpected failure is a 500 in words, without a traceback, that says
+    ``Connection: close`` (the server closes the connection after it, cleanly, instead of
+    dropping a keep-alive connection that a client is about to reuse), and is logged."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            log.exception("an unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = JSONResponse({"detail": "an unexpected error on the server; it is logged, and the "
+                                               "server goes on"}, status_code=500,
+                                    headers={"Connection": "close"})
+            await response(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body is over its limit (``limit``, or the one of its
+    path in ``paths``) is answered 413 before the form parser stores any of it (by its
+    Content-Length), or, when it streams without one (chunked), as soon as the bytes received
+    pass the limit: the app then sees the client go, and its own answer is replaced by the 413."""
+
+    def __init__(self, app, limit: int, paths: dict[str, int] | None = None):
+        self.app, self.default, self.paths = app, limit, paths or {}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.paths.get(scope.get("path", ""), self.default)
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send)
+        if length.isdigit() and int(length) > limit:
+            return await self._refuse(send, limit)
         received, cut, started = 0, False, False
 
         async def counted():
@@ -167,7 +201,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit and not started:
+                if received > limit and not started:
                     cut = True
                     return {"type": "http.disconnect"}
             return message
@@ -185,11 +219,12 @@ class BodyLimit:
             if not cut:
                 raise
         if cut:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send) -> None:
-        response = JSONResponse({"detail": f"the request body exceeds the limit of {self.limit} bytes "
-                                           "(SGMFT_LIMIT_REQUEST_BYTES)"}, status_code=413)
+    async def _refuse(self, send, limit: int) -> None:
+        response = JSONResponse({"detail": f"the request body exceeds the limit of {limit} bytes "
+                                           "(--max-upload-mb for /predict, SGMFT_LIMIT_REQUEST_BYTES)"},
+                                status_code=413)
         await response({"type": "http"}, None, send)
 
 
@@ -229,7 +264,11 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
     app = FastAPI(title="sgmft", lifespan=lifespan,
                   description="The label (semantic location) of a social-media post from its text "
                               "and image (SG-MFT).")
-    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    # one post: its image and its text, with room for the form's own bytes
+    one_post = max_upload_bytes + 4 * LIMITS.text_chars + 65_536
+    app.add_middleware(BodyLimit, limit=max_request_bytes,
+                       paths={"/predict": min(one_post, max_request_bytes)})
+    app.add_middleware(ServerErrors)
 
     def batcher() -> MicroBatcher:
         return state["batcher"]
