@@ -240,3 +240,29 @@ def test_an_unexpected_error_is_a_clean_500_that_closes_its_connection(predictor
         assert "Traceback" not in response.text and "unexpected error" in response.json()["detail"]
         monkeypatch.undo()
         assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_batch_of_large_images_does_not_hold_every_decoding_thread(predictor, monkeypatch):
+    """A batch of 8 slow images decodes on at most half the pool: a lone request that comes
+    while they decode starts decoding at once, not after them."""
+    from sgmft.serving import app as app_module
+
+    started, real = [], app_module._decode_and_resize
+
+    def slow(data, max_pixels, predictor_):
+        started.append(len(data))
+        time.sleep(0.3)
+        return real(data, max_pixels, predictor_)
+
+    monkeypatch.setattr(app_module, "_decode_and_resize", slow)
+    lone_png, batch_png = png((40, 30), 1), png((41, 30), 2)
+    with TestClient(create_app(predictor=predictor, decode_workers=2)) as client:
+        files = [("image", (f"{i}.png", batch_png, "image/png")) for i in range(8)]
+        worker = threading.Thread(target=lambda: client.post("/predict/batch", files=files))
+        worker.start()
+        while len(started) < 1:
+            time.sleep(0.01)
+        assert client.post("/predict", files={"image": ("a.png", lone_png, "image/png")}).status_code == 200
+        worker.join(60)
+    lone = started.index(len(lone_png))
+    assert lone <= 2 and len(started) == 9        # started beside the batch's first or second image

@@ -8,8 +8,9 @@ and the page at ``/``.
 
 The encoders and the model load once, and answer one warm-up prediction, before the server
 says it is healthy. The event loop only reads requests: image headers, decoding and resizing
-run on a small decoding pool, predictions on one worker thread that micro-batches concurrent
-requests, the posts of small requests first (a batch of 64 long texts cannot hold a single post
+run on a small decoding pool (a batch request on at most half of it, so that a lone request
+never waits for a batch's large images), predictions on one worker thread that micro-batches
+concurrent requests, the posts of small requests first (a batch of 64 long texts cannot hold a single post
 up for its whole length). Memory stays bounded: a request body over its byte limit is refused
 (413) before any of it is stored, an upload is read up to its byte limit, a request's images are
 refused (413) when their pixels, read from the headers before anything is decoded, exceed the
@@ -21,6 +22,7 @@ answered; an error never leaves the server broken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import itertools
@@ -306,13 +308,17 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
             raise HTTPException(413, f"the request's images hold {total} pixels together, over the "
                                      f"limit of {max_request_pixels}; send fewer or smaller images")
 
-    async def to_post(text: str | None, upload: Upload | None, options: tuple) -> PostInput:
+    async def to_post(text: str | None, upload: Upload | None, options: tuple,
+                      share: asyncio.Semaphore | None = None) -> PostInput:
+        """The post of a text and an upload; its image decoded on the pool, within ``share``
+        (a batch request's part of the pool, so that it never holds every decoding thread)."""
         if text is None and upload is None:
             raise HTTPException(400, "send a text, an image, or both")
         image = None
         if upload is not None:
-            image = await asyncio.get_running_loop().run_in_executor(
-                state["decoder"], _decode_and_resize, upload.data, max_pixels, batcher().predictor)
+            async with share or contextlib.nullcontext():
+                image = await asyncio.get_running_loop().run_in_executor(
+                    state["decoder"], _decode_and_resize, upload.data, max_pixels, batcher().predictor)
         return PostInput(text, image, coverage=options[0], min_confidence=options[1])
 
     async def run_one(post: PostInput, request_size: int = 1) -> dict:
@@ -384,12 +390,15 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
                 uploads.append(exc)
         check_request_pixels([u for u in uploads if isinstance(u, Upload)])
 
+        # a batch decodes on at most half the pool: a lone request always finds a thread free
+        share = asyncio.Semaphore(max(1, decode_workers // 2))
+
         async def one(i: int) -> dict:
             try:
                 upload = uploads[i] if uploads else None
                 if isinstance(upload, HTTPException):
                     raise upload
-                post = await to_post(check_text(texts[i]) if texts else None, upload, options)
+                post = await to_post(check_text(texts[i]) if texts else None, upload, options, share)
                 return await run_one(post, rows)
             except HTTPException as exc:
                 return {"error": exc.detail, "status": exc.status_code}
