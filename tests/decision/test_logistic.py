@@ -58,3 +58,14 @@ def test_a_warm_start_reaches_the_same_optimum():
     # the intercepts of a softmax are free up to a shared shift: compare what they predict
     got, expected = (probabilities(w.numpy(), b.numpy(), x) for w, b in (warm, cold))
     assert np.abs(got - expected).max() < 2e-3                   # the stated tolerance
+
+
+def test_a_refit_warm_started_from_a_subsample_reaches_the_same_probabilities(monkeypatch):
+    from sgmft.decision import probes
+
+    x, y = problem(3, seed=2)
+    cold = probes.refit(x, y, np.arange(600), 3, 0.1, True)
+    monkeypatch.setattr(probes, "SELECTION_ROWS", 100)       # 600 rows: started from a 100-row fit
+    warm = probes.refit(x, y, np.arange(600), 3, 0.1, True)
+    got, expected = (probabilities(w, b, x) for w, b in (warm, cold))
+    assert np.abs(got - expected).max() < 2e-3

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from sgmft.metrics.calibration import brier, ece, ece_floor, fit_temperature, log_loss, reliability, softmax
+from sgmft.decision.temperature import fit_temperature
+from sgmft.metrics.calibration import brier, ece, ece_floor, log_loss, reliability, softmax
 from sgmft.metrics.conformal import lac_threshold, prediction_sets, set_coverage, threshold_from_scores
 from sgmft.metrics.intervals import wilson
 
@@ -119,7 +120,7 @@ def test_mondrian_thresholds_and_class_conditional_sets_by_hand():
 
 def test_a_five_post_fold_does_not_decide_the_temperature_for_eight_hundred():
     # the review's case: one confident miss in a 5-post fold moved T from 1.00 to 2.89
-    from sgmft.metrics.calibration import counted_folds, fit_temperature
+    from sgmft.decision.temperature import counted_folds, fit_temperature
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(805, 3)) * 2

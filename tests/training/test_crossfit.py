@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from sgmft.data.demo import make_demo
 from sgmft.data.folds import Folds
+from sgmft.decision.temperature import choose_temperature
 from sgmft.metrics.calibration import softmax
 from sgmft.training.config import resolve_config
-from sgmft.training.crossfit import choose_temperature
 from sgmft.training.prepare import prepare_data
 from sgmft.training.run import train_run
 
@@ -83,7 +83,7 @@ def test_a_run_killed_among_its_folds_resumes_from_the_folds_it_finished(demo, t
     real = crossfit.fit_fold
 
     def killed_in_fold_1(*args, **kwargs):
-        if args[5] == 1:
+        if args[3] == 1:
             raise Killed
         return real(*args, **kwargs)
 

@@ -8,7 +8,8 @@ import itertools
 
 import numpy as np
 
-from sgmft.metrics.calibration import counted_folds, log_loss
+from sgmft.decision.temperature import counted_folds
+from sgmft.metrics.calibration import log_loss
 from sgmft.models.fallback import COMPONENTS
 
 
@@ -45,7 +46,7 @@ def choose_mixture(components: np.ndarray, labels: np.ndarray, fold: np.ndarray,
     the model never saw, as the test is; a mixture that is good on average but fails one such
     set (the image on an event unlike the others) is what hurts users, and the prior is there
     for when no part holds. Only the folds large enough to say something count for the worst
-    (`sgmft.metrics.calibration.counted_folds`); the mean is over every fold.
+    (`sgmft.decision.temperature.counted_folds`); the mean is over every fold.
 
     Returns the weights and a record: the chosen mixture's and each component's per-fold
     scores, pooled accuracy and log-loss.

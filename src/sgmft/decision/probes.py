@@ -107,12 +107,21 @@ def _path(x: torch.Tensor, y: np.ndarray, num_classes: int, cs: tuple[float, ...
     return found
 
 
-def refit(x, y: np.ndarray, index: np.ndarray, num_classes: int, c: float, standardise: bool) -> tuple:
-    """The final fit on the rows ``index``, read in batches: (weight (C, D), bias (C,))."""
+def refit(x, y: np.ndarray, index: np.ndarray, num_classes: int, c: float, standardise: bool,
+          seed: int = 0) -> tuple:
+    """The final fit on the rows ``index``, read in batches: (weight (C, D), bias (C,)). Beyond
+    `SELECTION_ROWS` rows it starts from the fit on a subsample of them (held in memory, same
+    scaling), so the passes over every row are few."""
+    dim, classes = x.shape[1], np.unique(y[index])
     batches = streamed(x, y, index)
-    dim = x.shape[1]
     scale = statistics(batches, dim)[0] if standardise else None
-    weight, bias, _ = _fit(batches, len(index), dim, np.unique(y[index]), num_classes, c, scale)
+    init = None
+    if len(index) > SELECTION_ROWS:
+        chosen = _subsample(index, SELECTION_ROWS, seed)
+        if np.array_equal(np.unique(y[chosen]), classes):
+            subsample = streamed(gather(x, chosen), y[chosen], np.arange(len(chosen)), size=len(chosen))
+            init = _fit(subsample, len(chosen), dim, classes, num_classes, c, scale)[2]
+    weight, bias, _ = _fit(batches, len(index), dim, classes, num_classes, c, scale, init)
     return weight, bias
 
 
@@ -153,7 +162,7 @@ def fit_probe(x, y: np.ndarray, num_classes: int, seed: int = 0) -> Probe:
     found = [(score, standardise, c) for standardise, cs in CANDIDATES.items()
              for c, score in zip(cs, _scores(sx, sy, num_classes, cs, standardise, seed), strict=True)]
     score, standardise, c = max(found, key=lambda item: item[0])   # first of equals wins
-    weight, bias = refit(x, y, np.arange(len(y)), num_classes, c, standardise)
+    weight, bias = refit(x, y, np.arange(len(y)), num_classes, c, standardise, seed)
     return Probe(weight, bias, c, standardise, score)
 
 
@@ -191,7 +200,7 @@ def cross_fitted_probe(x, y: np.ndarray, num_classes: int, fold: np.ndarray, ref
     rows = fold >= 0
     scores = {cand: log_loss(softmax(logits[rows]), y[rows]) for cand, logits in oof.items()}
     standardise, c = min(candidates, key=lambda cand: scores[cand])   # first of equals wins
-    weight, bias = refit(x, y, np.nonzero(refit_rows)[0], num_classes, c, standardise)
+    weight, bias = refit(x, y, np.nonzero(refit_rows)[0], num_classes, c, standardise, seed)
     return Probe(weight, bias, c, standardise, scores[(standardise, c)]), oof[(standardise, c)]
 
 

@@ -37,8 +37,10 @@ from sgmft.encoders.cache import (
 from sgmft.io import atomic_write, atomic_write_json, check_writable, folder_lock, sha256_file
 from sgmft.provenance import now, versions
 
-#: rows per chunk of an imported cache (large: ten million posts in 153 chunks)
-CHUNK_ROWS = 65_536
+#: rows per chunk of an imported cache: a chunk is copied twice while it is written, so its size
+#: (8,192 x 1,792 floats: 59 MB) bounds the import's memory; ten million posts make 1,221 chunks,
+#: memory-mapped at most `sgmft.encoders.chunks.OPEN_CHUNKS` at once
+CHUNK_ROWS = 8_192
 #: Parquet rows read at once
 READ_ROWS = 16_384
 COLUMNS = ("text", "image")

@@ -127,17 +127,17 @@ def warnings_for(metrics: dict[str, Any], majority: float, n: int) -> list[str]:
     found = []
     accuracy = metrics["accuracy"]
     if accuracy < majority:
-        found.append(f"the model ({accuracy:.3f}) is below always answering the training split's most "
-                     f"common class ({majority:.3f}) on these posts")
+        found.append(f"the model ({accuracy:.1%}) is below always answering the training split's most "
+                     f"common class ({majority:.1%}) on these posts")
     for name in ("text_only", "image_only"):
         alone = metrics[name]["accuracy"]
         if alone - accuracy >= 1 / max(n, 1) - 1e-12:
-            found.append(f"the {name.replace('_only', '')} probe alone ({alone:.3f}) is more accurate than "
-                         f"the model ({accuracy:.3f}) on these posts")
+            found.append(f"the {name.replace('_only', '')} probe alone ({alone:.1%}) is more accurate than "
+                         f"the model ({accuracy:.1%}) on these posts")
     low, high = metrics["accuracy_interval"]
     supports = [c["support"] for c in metrics["per_class"].values() if c["support"]]
     if n < SMALL_PART or min(supports, default=0) < SMALL_PER_LABEL:
         found.append(f"only {n} test post(s), {min(supports, default=0)} of the rarest label: accuracy "
-                     f"{accuracy:.3f} could be anywhere in [{low:.2f}, {high:.2f}] (95 % Wilson interval), "
+                     f"{accuracy:.1%} could be anywhere in [{low:.1%}, {high:.1%}] (95 % Wilson interval), "
                      "and the per-label scores say less still")
     return found

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from safetensors.torch import load_file, save_file
 
 from sgmft.data.folds import Folds
 from sgmft.decision.mixture import choose_mixture
+from sgmft.decision.offsets import balanced_offsets
 from sgmft.decision.probes import fit_unimodal_probes
+from sgmft.decision.temperature import choose_temperature
 from sgmft.io import atomic_write
-from sgmft.metrics.calibration import ece, fit_temperature, log_loss, softmax
-from sgmft.metrics.classification import balanced_offsets
+from sgmft.metrics.calibration import ece, log_loss, softmax
 from sgmft.models.model import MultimodalModel
 from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
@@ -97,35 +99,48 @@ def rows_of(tensors: Data, rows: np.ndarray) -> Data:
     return select(tensors, np.nonzero(rows)[0])
 
 
-def fit_fold(config: RunConfig, folder: Path, make_model, tensors: dict[str, torch.Tensor],
-             fold: np.ndarray, k: int, resume: bool, progress: bool, on_epoch_end,
-             parallel: Parallel, device: str | None) -> tuple[FitResult, torch.Tensor, MultimodalModel]:
+@dataclass
+class Training:
+    """What every model of a run is trained with: the configuration, a model factory (given the
+    rows it trains on), the training tensors, and how (resumed, shown, in which processes, on
+    which device)."""
+
+    config: RunConfig
+    make_model: Callable[[Data], MultimodalModel]
+    tensors: Data
+    resume: bool = False
+    progress: bool = True
+    parallel: Parallel = field(default_factory=Parallel)
+    device: str | None = None
+
+
+def fit_fold(job: Training, folder: Path, fold: np.ndarray, k: int,
+             on_epoch_end=None) -> tuple[FitResult, torch.Tensor, MultimodalModel]:
     """Train on the rows outside fold ``k``, early-stopped on fold ``k``, in ``folder``: the
     fit, the fused head's logits on the fold (n_k, C), and the model."""
-    train, val = rows_of(tensors, fold != k), rows_of(tensors, fold == k)
-    model = make_model(train)
-    result = fit(model, train, config.train, folder, val, resume, progress, on_epoch_end, parallel, device)
-    logits = predict(model, val, config.train.eval_batch_size)["head_logits"]
+    train, val = rows_of(job.tensors, fold != k), rows_of(job.tensors, fold == k)
+    model = job.make_model(train)
+    result = fit(model, train, job.config.train, folder, val, job.resume, job.progress, on_epoch_end,
+                 job.parallel, job.device)
+    logits = predict(model, val, job.config.train.eval_batch_size)["head_logits"]
     return result, logits, model
 
 
-def fit_folds(config: RunConfig, out: Path, make_model, tensors: dict[str, torch.Tensor], folds: Folds,
-              resume: bool, progress: bool, on_epoch_end, parallel: Parallel,
-              device: str | None) -> list[FoldResult]:
+def fit_folds(job: Training, out: Path, folds: Folds, on_epoch_end=None) -> list[FoldResult]:
     """Every fold's model (K >= 2), each in ``out/folds/fold-K``; a finished fold is read back
     when resuming. ``on_epoch_end`` (a study's pruning) sees the first fold's epochs."""
+    parallel = job.parallel
     fold = np.asarray(folds.fold)
     results = []
     for k in range(folds.k):
         folder = out / "folds" / f"fold-{k}"
         val_ids = [i for i, f in zip(folds.ids, folds.fold, strict=True) if f == k]
-        done = _load_fold(folder, val_ids) if resume else None
+        done = _load_fold(folder, val_ids) if job.resume else None
         if done is None:
             if parallel.is_main:
                 folder.mkdir(parents=True, exist_ok=True)
             log.info("fold %d of %d: %d posts held out", k + 1, folds.k, len(val_ids))
-            result, logits, _ = fit_fold(config, folder, make_model, tensors, fold, k, resume, progress,
-                                         on_epoch_end if k == 0 else None, parallel, device)
+            result, logits, _ = fit_fold(job, folder, fold, k, on_epoch_end if k == 0 else None)
             done = FoldResult(result.history, result.best_epoch, len(result.history), result.seconds, logits)
             if parallel.is_main:
                 _save_fold(folder, val_ids, done)
@@ -165,23 +180,6 @@ def _priors(labels: np.ndarray, fold: np.ndarray, refit: np.ndarray,
         out[fold == k] = counts / counts.sum()
     final = np.bincount(labels[refit], minlength=num_classes)
     return out, final / final.sum()
-
-
-def choose_temperature(mode: str, folds: Folds, log_probs: np.ndarray, labels: np.ndarray,
-                       fold: np.ndarray, errors: int) -> tuple[float, str]:
-    """The temperature for ``model.calibration`` and the rule that gave it, in words: the one
-    that holds on every fold, as the mixture. Without out-of-fold errors sharper is always
-    better, so it cannot be estimated (1). Under ``auto``, folds that could not hold out the
-    data's groups (images stood in) resemble training more than a test on new groups will: a
-    temperature that sharpens there makes confident mistakes on the new groups, so T >= 1."""
-    if mode == "off":
-        return 1.0, "off (model.calibration = off)"
-    if not errors:
-        return 1.0, "not fitted: no out-of-fold error to fit it on"
-    if mode == "auto" and not folds.shift_like:
-        return (fit_temperature(log_probs, labels, fold, lowest=1.0),
-                "fitted on the worst fold, softening only: the folds could not hold out the data's groups")
-    return fit_temperature(log_probs, labels, fold), "fitted on the worst fold"
 
 
 def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],

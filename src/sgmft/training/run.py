@@ -17,7 +17,7 @@ from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stal
 from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
-from sgmft.training.crossfit import final_config, finish_model, fit_fold, fit_folds, oof_logits
+from sgmft.training.crossfit import Training, final_config, finish_model, fit_fold, fit_folds, oof_logits
 from sgmft.training.data import Vocabulary, in_batches, post_tensors
 from sgmft.training.prepare import (
     PreparedData,
@@ -94,9 +94,9 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
         return model
 
     head_oof, fold_results = None, []
+    job = Training(config, make_model, tensors, resume, progress, parallel, device)
     if folds.k >= 2:
-        fold_results = fit_folds(config, out, make_model, tensors, folds, resume, progress, on_epoch_end,
-                                 parallel, device)
+        fold_results = fit_folds(job, out, folds, on_epoch_end)
         head_oof = oof_logits(folds, fold_results, len(manifest.labels))
         refit = final_config(config, fold_results)
         if parallel.is_main:
@@ -105,8 +105,7 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
         model = make_model(tensors)
         result = fit(model, tensors, refit.train, out, None, resume, progress, None, parallel, device)
     elif folds.k == 1:
-        result, logits, model = fit_fold(config, out, make_model, tensors, fold, 0, resume, progress,
-                                         on_epoch_end, parallel, device)
+        result, logits, model = fit_fold(job, out, fold, 0, on_epoch_end)
         head_oof = np.zeros((len(ids), len(manifest.labels)))
         head_oof[fold == 0] = logits.double().numpy()
     else:
@@ -172,8 +171,8 @@ def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: di
     if len(held) < SMALL_PART or per_label.min() < SMALL_PER_LABEL:
         low, high = wilson(round(validation["accuracy"] * len(held)), len(held))
         found.append(f"the validation part holds only {len(held)} post(s) ({per_label.min()} of the rarest "
-                     f"label): its accuracy {validation['accuracy']:.2f} could be anywhere in [{low:.2f}, "
-                     f"{high:.2f}] (95 %), and the epochs, mixture and temperature chosen on it are rough")
+                     f"label): its accuracy {validation['accuracy']:.1%} could be anywhere in [{low:.1%}, "
+                     f"{high:.1%}] (95 %), and the epochs, mixture and temperature chosen on it are rough")
     return found
 
 
@@ -189,7 +188,7 @@ def learning_warnings(result: FitResult, validation: dict[str, Any] | None, num_
                             f"{chance:.3f}): the model barely learned; try more epochs or a higher "
                             "learning rate (the default preset adapts both)")
     if validation is not None and validation["accuracy"] <= validation["majority_accuracy"]:
-        warnings.append(f"the validation accuracy ({validation['accuracy']:.3f}, out of fold) is no "
+        warnings.append(f"the validation accuracy ({validation['accuracy']:.1%}, out of fold) is no "
                         "better than always answering the most common class "
-                        f"({validation['majority_accuracy']:.3f})")
+                        f"({validation['majority_accuracy']:.1%})")
     return warnings
