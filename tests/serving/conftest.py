@@ -50,6 +50,7 @@ def fallback_run(demo_folder, tmp_path_factory) -> Path:
     temperature and conformal scores."""
     config = resolve_config("sgmft", [f"data.manifest={demo_folder / 'manifest.jsonl'}", "train.folds=3",
                                       "train.epochs=8", "train.min_steps=0", "train.early_stopping=3",
+                                      "train.calibration_min_posts=1",
                                       *TINY[1:]])
     return train_run(config, tmp_path_factory.mktemp("runs") / "fallback", progress=False)
 

@@ -28,7 +28,7 @@ def demo(tmp_path_factory):
 
 
 def config(demo, *extra):
-    return resolve_config("sgmft", [f"data.manifest={demo}", *TINY, *extra])
+    return resolve_config("sgmft", [f"data.manifest={demo}", *TINY, "train.calibration_min_posts=1", *extra])
 
 
 def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
@@ -157,3 +157,14 @@ def test_final_config_takes_the_median_of_the_kept_epochs():
     assert early.epochs == 8 and early.early_stopping == 0 and early.min_steps == 0   # best + 1: 4, 8, 13
     late = final_config(replace(base, train=replace(base.train, early_stopping=0)), results).train
     assert late.epochs == 20
+
+
+def test_a_calibration_part_too_small_to_calibrate_is_not_carved(demo):
+    from sgmft.training.prepare import calibration_part
+
+    prepared = prepare_data(config(demo), progress=False)
+    small = resolve_config("sgmft", [f"data.manifest={demo}"])            # 10 % of 51 posts < 200
+    assert calibration_part(small, prepared) == []
+    carved = calibration_part(config(demo), prepared)                      # the floor lowered to 1
+    assert carved and set(carved) <= set(prepared.split["train"])
+    assert len(carved) < 0.3 * len(prepared.split["train"])

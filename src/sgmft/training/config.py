@@ -59,6 +59,8 @@ class TrainConfig:
     calibration: float = 0.0          # the share of train held out, grouped as the folds, from the
                                       # folds, the decision layer and the refit, to calibrate the
                                       # prediction sets on the deployed model (0: no sets)
+    calibration_min_posts: int = 200  # ... only when that share holds this many posts: fewer
+                                      # calibrate sets poorly and cost a small training set dearly
     val_by: str = "auto"              # how: auto (a column that partitions the manifest's split,
                                       # else group_by, else user; near-duplicate images always
                                       # together) | stratified | group | user | image

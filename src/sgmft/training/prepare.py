@@ -71,9 +71,15 @@ def needs_validation(config: RunConfig) -> bool:
 def calibration_part(config: RunConfig, prepared: PreparedData) -> list[str]:
     """The training posts held out to calibrate prediction sets (``train.calibration`` of them,
     whole groups, as the folds group): no fold, no decision and not the final model sees them;
-    the deployed model scores them (`sgmft.training.run`). Empty when not asked or too few."""
+    the deployed model scores them (`sgmft.training.run`). Empty when not asked, or when the
+    share would hold fewer than ``train.calibration_min_posts`` (measured on me16-dev with
+    Hurricane Sandy held out: 111 of 856 training posts held out cost 4.7 points of accuracy)."""
     share = config.train.calibration
-    if not share:
+    if not share or share * len(prepared.split["train"]) < config.train.calibration_min_posts:
+        if share:
+            log.info("calibration: no posts held out for the prediction sets (%d training posts, fewer than "
+                     "%d would be held out); sets will be every label", len(prepared.split["train"]),
+                     config.train.calibration_min_posts)
         return []
     wanted = set(prepared.split["train"])
     posts = [p for p in prepared.manifest.posts if p.id in wanted]
