@@ -192,15 +192,15 @@ def report(results: dict[str, dict[str, dict]], out: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     lines = ["| stage | " + " | ".join(f"{n:,} posts" for n in sizes) + " | time ~ N^b | 10 M | 100 M |",
              "|---|" + "---|" * len(sizes) + "---|---|---|"]
-    for stage in STAGES:
+    for number, stage in enumerate(STAGES):
         have = [n for n in sizes if stage in results[str(n)]]
         if not have:
             continue
         seconds = [results[str(n)][stage]["seconds"] for n in have]
         memory = [results[str(n)][stage].get("anon_mib") for n in have]
-        left.loglog(have, seconds, "o-", label=stage)
+        left.loglog(have, seconds, "o-", label=stage, color=f"C{number}")
         if memory[0] is not None:
-            right.semilogx(have, memory, "o-", label=stage)
+            right.semilogx(have, memory, "o-", label=stage, color=f"C{number}")
         cells = [f"{s:,.0f} s" + (f", {m:,.0f} MiB" if m is not None else "") for s, m in
                  zip(seconds, memory, strict=True)]
         cells += [""] * (len(sizes) - len(cells))
@@ -229,10 +229,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/scale_posts"))
     parser.add_argument("--default-max", type=int, default=200_000)
     parser.add_argument("--hashes", default="1000000,10000000", help="sizes for the grouping of hashes alone")
+    parser.add_argument("--report-only", action="store_true",
+                        help="redraw the table and plot from results.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    if args.report_only:
+        report({k: v for k, v in results.items() if k.isdigit()}, args.out)
+        return
     for size in (int(s) for s in args.sizes.split(",") if s):
         print(f"{size:,} posts", flush=True)
         results.setdefault(str(size), {}).update(measure(size, args.work, tuple(args.stages.split(",")),

@@ -352,7 +352,8 @@ def test_version_and_clear_errors_for_devices_ports_and_full_disks(demo, tmp_pat
 def test_evaluate_reports_calibration_beside_its_floor_groups_and_warnings(demo, tmp_path):
     run = tmp_path / "run"
     trained = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), "--set", "train.folds=2",
-                                  "--set", "train.epochs=4", "--set", "train.min_steps=0"])
+                                  "--set", "train.epochs=4", "--set", "train.min_steps=0",
+                                  "--set", "train.calibration_min_posts=1"])
     assert trained.exit_code == 0, trained.output
     assert "temperature" in trained.output and "out-of-fold accuracy" in trained.output
     evaluated = runner.invoke(app, ["evaluate", str(run), "--coverage", "0.8"])

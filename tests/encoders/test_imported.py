@@ -116,6 +116,8 @@ def test_imported_features_feed_train_and_predict(posts, tmp_path):
     assert pq.read_table(out).num_rows == 30
     one = runner.invoke(app, ["predict", str(run), "--text", "今天在家"])
     assert one.exit_code == 1 and "imported features" in one.output and "--from" in one.output
+    served = runner.invoke(app, ["serve", str(run), "--port", "0"])
+    assert served.exit_code == 1 and "no encoder" in served.output
 
 
 def test_chunked_arrays_gather_rows_in_the_order_asked(posts, tmp_path):

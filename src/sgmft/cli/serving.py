@@ -210,6 +210,11 @@ def serve(
                    err=True)
         raise typer.Exit(1) from None
     predictor = _predictor(run, device, min_gain)
+    if predictor.imported:
+        typer.echo("error: this run was trained on imported features and has no encoder to read posts "
+                   "with; predict manifests of imported features instead (sgmft predict RUN --manifest "
+                   "MANIFEST --cache DIR)", err=True)
+        raise typer.Exit(1)
     uvicorn.run(create_app(predictor=predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                            coverage=coverage or None, min_confidence=min_confidence), host=host, port=port)
 

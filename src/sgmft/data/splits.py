@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def stratified_split(labels: list[str], test_fraction: float, seed: int,
-                     unit: str = "post") -> np.ndarray:
+                     unit: tuple[str, str] = ("post", "posts")) -> np.ndarray:
     """Boolean test mask of a stratified split (each class keeps its share in test).
 
     Small data is split as well as it can be: a class with a single post stays in training,
     and the test part grows to one post per class when its share would hold fewer (both
     logged). With no class of two posts there is no test part to make: ValueError. ``unit``
-    names what is split in the log ("post", or a group of them).
+    names what is split in the log, singular and plural (posts, or groups of them).
     """
     counts = Counter(labels)
     single = sorted(label for label, n in counts.items() if n < 2)
@@ -47,13 +47,13 @@ def stratified_split(labels: list[str], test_fraction: float, seed: int,
                          "posts, or give the manifest a 'split' column (train/test) to choose yourself")
     if single:
         log.warning("split: class(es) %s have a single %s, kept in training (not tested)",
-                    ", ".join(single), unit)
+                    ", ".join(single), unit[0])
     kept = [labels[i] for i in index]
     classes = len(set(kept))
     size = max(int(np.ceil(test_fraction * len(kept))), classes)
     if size > round(test_fraction * len(kept)):
-        log.warning("split: the test part has %d of %d %ss (more than %g) so that every class "
-                    "has one in it", size, len(labels), unit, test_fraction)
+        log.warning("split: the test part has %d of %d %s (more than %g) so that every class "
+                    "has one in it", size, len(labels), unit[1], test_fraction)
     from sklearn.model_selection import train_test_split  # here: scikit-learn takes seconds to import
 
     _, test = train_test_split(index, test_size=size, random_state=seed, stratify=kept)
@@ -72,8 +72,9 @@ def grouped_stratified_split(labels: Sequence[str], groups: Sequence[int], test_
         members.setdefault(group, []).append(i)
     order = list(members)
     group_labels = [Counter(labels[i] for i in members[g]).most_common(1)[0][0] for g in order]
-    unit = "post" if len(order) == len(labels) else \
-        "group of near-duplicate images (the same photo, resized, re-encoded or lightly cropped)"
+    copies = "(the same photo, resized, re-encoded or lightly cropped)"
+    unit = ("post", "posts") if len(order) == len(labels) else \
+        (f"group of near-duplicate images {copies}", f"groups of near-duplicate images {copies}")
     try:
         chosen = stratified_split(group_labels, test_fraction, seed, unit)
     except ValueError:

@@ -139,9 +139,9 @@ class Predictor:
         if self._encoder is None:
             if self.imported:
                 raise PredictionError(
-                    "this run was trained on imported features: import the features of the posts to "
-                    "predict (`sgmft extract MANIFEST --from FILE.parquet --out DIR`, then `sgmft predict "
-                    "RUN --manifest MANIFEST --cache DIR`), or name the encoder that made them (--encoder)")
+                    "this run was trained on imported features and has no encoder of its own: import "
+                    "the features of the posts to predict (`sgmft extract MANIFEST --from FILE.parquet "
+                    "--out DIR`, then `sgmft predict RUN --manifest MANIFEST --cache DIR`)")
             data = self.run.config.data
             self._encoder = create_encoder(data.encoder, device=self.device,
                                            precision=resolve_precision(data.precision, self.device),
