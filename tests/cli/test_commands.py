@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -366,7 +367,16 @@ def test_evaluate_reports_calibration_beside_its_floor_groups_and_warnings(demo,
     for key in ("log_loss", "brier", "ece", "ece_floor_p95", "uncalibrated", "reliability", "sets",
                 "selective"):
         assert key in metrics, key
-    assert metrics["sets"]["target"] == 0.8 and 0 < metrics["sets"]["mean_size"] <= 8
+    # the values agree with each other, not only exist
+    confusion = np.asarray(metrics["confusion"])
+    assert confusion.sum() == metrics["n"]
+    assert np.trace(confusion) / metrics["n"] == pytest.approx(metrics["accuracy"])
+    low, high = metrics["accuracy_interval"]
+    assert low <= metrics["accuracy"] <= high
+    assert sum(row["n"] for row in metrics["reliability"]) == metrics["n"]
+    assert 0 <= metrics["ece"] <= 1 and metrics["log_loss"] > 0 and 0 <= metrics["brier"] <= 2
+    assert metrics["sets"]["target"] == 0.8 and 1 <= metrics["sets"]["mean_size"] <= 8
+    assert 0 <= metrics["sets"]["coverage"] <= 1
     assert (run / "eval" / "reliability.png").is_file() and (run / "eval" / "selective.png").is_file()
     assert f"only {metrics['n']} test post(s)" in out     # a small test part says so
 

@@ -114,6 +114,18 @@ def test_uploads_of_anything_get_an_answer_never_a_server_error(client, data, co
     assert response.status_code in (200, 400, 413, 415), response.text
 
 
+def post_streamed(client, pieces: int):
+    """POST /predict an image part of ``pieces`` x 10 kB, streamed without a Content-Length."""
+    def chunks():
+        yield (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n")
+        for _ in range(pieces):
+            yield b"\0" * 10_000
+
+    return client.post("/predict", content=chunks(),
+                       headers={"content-type": "multipart/form-data; boundary=x"})
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_stored(predictor, monkeypatch):
     """Once a 1 GiB upload filled the temp folder before its 413: the body limit answers from
     the Content-Length before the form parser runs, or, for a body streamed without one, as
@@ -134,14 +146,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_stored(predictor, monkeyp
         assert refused.status_code == 413 and "request body exceeds" in refused.json()["detail"]
         assert stored == []
 
-        def chunks():
-            yield (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-                   b"Content-Type: image/png\r\n\r\n")
-            for _ in range(50):
-                yield b"\0" * 10_000
-
-        streamed = client.post("/predict", content=chunks(),
-                               headers={"content-type": "multipart/form-data; boundary=x"})
+        streamed = post_streamed(client, 50)
         assert streamed.status_code == 413
         assert client.post("/predict", data={"text": "在家"}).status_code == 200
 
@@ -218,14 +223,7 @@ def test_the_body_limit_of_one_post_follows_the_upload_limit(predictor, monkeypa
         refused = client.post("/predict", files={"image": big})
         assert refused.status_code == 413 and "--max-upload-mb" in refused.json()["detail"]
 
-        def chunks():
-            yield (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-                   b"Content-Type: image/png\r\n\r\n")
-            for _ in range(60):
-                yield b"\0" * 10_000
-
-        streamed = client.post("/predict", content=chunks(),
-                               headers={"content-type": "multipart/form-data; boundary=x"})
+        streamed = post_streamed(client, 60)
         assert streamed.status_code == 413 and stored == []
 
 

@@ -65,7 +65,7 @@ def test_page_predicts_a_post(server, browser, demo_folder, fallback_predictor, 
     from selenium.webdriver.support.ui import WebDriverWait
 
     labels = fallback_predictor.labels
-    browser.set_window_size(420, 1400)              # a narrow screen
+    browser.set_window_size(390, 1400)              # a phone's width
     browser.get(server + "/")
     wait = WebDriverWait(browser, 30)
     wait.until(lambda d: d.find_element(By.ID, "labels").text != "…")
@@ -90,6 +90,12 @@ def test_page_predicts_a_post(server, browser, demo_folder, fallback_predictor, 
     assert sorted(bar.get_attribute("data-label") for bar in bars) == sorted(labels)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar.in-set")) == size
     assert "alone" in browser.find_element(By.ID, "evidence").text
+    for name in browser.find_elements(By.CSS_SELECTOR, "#bars .bar .name"):   # no "restau..."
+        assert browser.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", name)
+    # clearing the chosen image hides the preview (no broken-image icon)
+    browser.execute_script("const i = document.getElementById('image'); i.value = '';"
+                           "i.dispatchEvent(new Event('change'));")
+    wait.until(lambda d: not preview.is_displayed())
     shot = tmp_path_factory.mktemp("screenshots") / "page.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:4] == b"\x89PNG"

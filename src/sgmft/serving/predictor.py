@@ -260,7 +260,7 @@ class Predictor:
                 prediction.best_guess, prediction.label = label, UNSURE
                 prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is below "
                                            f"the asked confidence {min_confidence:.1%}")
-            elif top - share < self.min_gain:
+            elif self.min_gain > 0 and top - share < self.min_gain:
                 prediction.best_guess, prediction.label = label, UNSURE
                 prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is hardly above "
                                            f"its share of the training posts, {share:.1%}: no better than "

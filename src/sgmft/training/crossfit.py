@@ -33,7 +33,7 @@ from sgmft.data.folds import Folds
 from sgmft.decision.mixture import choose_mixture
 from sgmft.decision.offsets import balanced_offsets
 from sgmft.decision.probes import fit_unimodal_probes
-from sgmft.decision.temperature import choose_temperature
+from sgmft.decision.temperature import choose_temperature, counted_folds
 from sgmft.io import atomic_write
 from sgmft.metrics.calibration import ece, log_loss, softmax
 from sgmft.models.model import MultimodalModel
@@ -216,8 +216,11 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
                                            fold[rows], errors)
     model.set_temperature(temperature)
     calibrated = softmax(log_probs / temperature)
+    worst = [max(log_loss(p[part], labels[rows][part]) for part in counted_folds(fold[rows]))
+             for p in (chosen, calibrated)]
     found["calibration"] = {
         "temperature": temperature, "rule": rule, "posts": int(rows.sum()), "errors": errors,
+        "worst_fold_log_loss": {"before": worst[0], "after": worst[1]},
         "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
         "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
     if config.model.decision == "balanced":
