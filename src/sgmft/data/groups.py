@@ -80,9 +80,11 @@ def _lsh_pairs(values: np.ndarray, max_bits: int, seed: int = 0, window: int = 3
     (M, 2) int64. Within a run of equal keys each hash meets the ``window`` hashes after it
     (degenerate runs of thousands, flat images say, cost N x window, not their square)."""
     k, tables = lsh_plan(len(values))
+    n = np.int64(len(values))
     rng = np.random.default_rng(seed)
-    found = []
-    for _ in range(tables):
+    found = np.zeros(0, np.int64)            # pairs as i * n + j (i < j), unique
+    fresh: list[np.ndarray] = []
+    for table in range(tables):
         mask = np.uint64(sum(1 << int(b) for b in rng.choice(64, k, replace=False)))
         order = np.argsort(values & mask, kind="stable")
         keys = (values & mask)[order]
@@ -91,13 +93,13 @@ def _lsh_pairs(values: np.ndarray, max_bits: int, seed: int = 0, window: int = 3
             if not len(same):
                 break
             i, j = order[same], order[same + offset]
-            close = np.bitwise_count(values[i] ^ values[j]) <= max_bits
-            found.append(np.stack([i[close], j[close]], 1))
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    pairs = np.sort(np.concatenate(found), axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return np.unique(pairs, axis=0)
+            close = (np.bitwise_count(values[i] ^ values[j]) <= max_bits) & (i != j)
+            low, high = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
+            fresh.append(low.astype(np.int64) * n + high)
+        if fresh and (table % 8 == 7 or table == tables - 1):   # a table finds mostly the same pairs
+            found = np.unique(np.concatenate([found, *fresh]))
+            fresh = []
+    return np.stack([found // n, found % n], 1)
 
 
 def near_duplicate_pairs(hashes: Sequence[str] | np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS,
