@@ -249,7 +249,7 @@ def test_a_batch_of_large_images_does_not_hold_every_decoding_thread(predictor, 
 
     def slow(data, max_pixels, predictor_):
         started.append(len(data))
-        time.sleep(0.3)
+        time.sleep(0.5)
         return real(data, max_pixels, predictor_)
 
     monkeypatch.setattr(app_module, "_decode_and_resize", slow)
