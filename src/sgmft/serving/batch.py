@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sgmft.data.images import ImageError, load_image
-from sgmft.data.manifest import Block, Post, iter_manifest
+from sgmft.data.manifest import Block, Post, RowProblem, iter_manifest
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
 from sgmft.io import atomic_write_json
@@ -148,7 +148,8 @@ def _encoded(predictor: Predictor, posts: list[Post]) -> tuple[list[Post], Featu
         return [], None, errors + [_error(p, str(exc)) for p in ready]
 
 
-def _error(post: Post, message: str) -> dict[str, Any]:
+def _error(post: Post | RowProblem, message: str) -> dict[str, Any]:
+    """The error record of a post or a bad row (both know their id, row, user and label)."""
     return _record(post.id, post.row, user=post.user, true_label=post.label, error=message)
 
 
@@ -168,23 +169,31 @@ class BlockPredictor:
 
 
 def _problem_records(block: Block, skip_invalid: bool) -> list[dict[str, Any]]:
-    return [] if skip_invalid else [_record(p.id, p.row, user=p.user, true_label=p.label, error=p.problem)
-                                    for p in block.problems]
+    return [] if skip_invalid else [_error(p, p.problem) for p in block.problems]
 
 
 def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[FeatureCache],
                    in_split: dict[str, str], options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    order, cached = _cached(predictor, caches, posts)
-    rest = [p for i, p in enumerate(posts) if i not in set(order)]
-    ready, encoded, records = _encoded(predictor, rest) if rest else ([], None, [])
-    for chosen, features in (([posts[i] for i in order], cached), (ready, encoded)):
+    records: list[dict[str, Any]] = []
+
+    def answer(chosen: list[Post], features: Features | None) -> None:
         if features is None:
-            continue
+            return
         predictions = predictor.predict_features(features, [p.id for p in chosen], options["coverage"],
                                                  options["min_confidence"])
         for post, prediction in zip(chosen, predictions, strict=True):
             records.append(_record(post.id, post.row, user=post.user, true_label=post.label,
                                    split=in_split.get(post.id), **prediction.to_dict()))
+
+    order, cached = _cached(predictor, caches, posts)
+    answer([posts[i] for i in order], cached)
+    taken = set(order)
+    rest = [p for i, p in enumerate(posts) if i not in taken]
+    size = predictor.batch_size
+    for start in range(0, len(rest), size):       # images decoded a batch at a time, not a block
+        ready, encoded, errors = _encoded(predictor, rest[start:start + size])
+        records += errors
+        answer(ready, encoded)
     return records, len(order)
 
 
@@ -242,7 +251,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
         _count(summary, block, records, skip_invalid)
         last = max([p.row for p in block.posts] + [p.row for p in block.problems])
         atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
-                                          "state": writer.checkpoint(), "summary": _summary_state(summary)})
+                                          "state": writer.checkpoint(), "summary": asdict(summary)})
         bar.update(len(block.posts) + len(block.problems))
     bar.close()
     writer.finish()
@@ -280,11 +289,6 @@ def _count(summary: BatchSummary, block: Block, records: list[dict[str, Any]], s
     for problem in block.problems:
         kind = problem_kind(problem.problem)
         summary.kinds[kind] = summary.kinds.get(kind, 0) + 1
-
-
-def _summary_state(summary: BatchSummary) -> dict[str, Any]:
-    return {"predicted": summary.predicted, "errors": summary.errors, "left_out": summary.left_out,
-            "from_cache": summary.from_cache, "kinds": summary.kinds}
 
 
 def _saved_progress(path: Path, settings: str) -> dict[str, Any] | None:

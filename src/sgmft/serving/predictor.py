@@ -129,8 +129,7 @@ class Predictor:
     @property
     def imported(self) -> bool:
         """Whether the run was trained on features imported from a file (no encoder of its own)."""
-        return self.run.config.data.encoder == IMPORTED or \
-            (self.run.info["features"].get("encoder") or {}).get("name") == IMPORTED
+        return (self.run.info["features"].get("encoder") or {}).get("name") == IMPORTED
 
     @property
     def encoder(self) -> Encoder:
