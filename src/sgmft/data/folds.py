@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from sgmft.data.groups import post_groups
-from sgmft.data.manifest import Manifest, Post
+from sgmft.data.manifest import Manifest
+from sgmft.data.posts import Post, subset, values_of
 
 log = logging.getLogger(__name__)
 #: a class with this many training posts or fewer stays in training in every fold
@@ -89,16 +90,15 @@ def partitioning_column(manifest: Manifest, split: dict[str, Any]) -> str | None
     if not train or not test:
         return None
     found = []
+    sides = ["train" if i in train else "test" if i in test else None for i in manifest.ids]
     for column in manifest.columns:
         if column in ("label", "split"):
             continue
-        values = {"train": set(), "test": set()}
+        values: dict[str, set[str]] = {"train": set(), "test": set()}
         complete = True
-        for post in manifest.posts:
-            side = "train" if post.id in train else "test" if post.id in test else None
+        for side, value in zip(sides, manifest.posts.column(column), strict=True):
             if side is None:
                 continue
-            value = post.value(column)
             if value is None:
                 complete = False
                 break
@@ -126,8 +126,9 @@ def validation_column(manifest: Manifest, split: dict[str, Any], by: str = "auto
     if split.get("kind") in ("group", "user"):
         column = group_by if split["kind"] == "group" else "user"
         return column, True, f"by {column}, as the test split"
+    present = manifest.columns
     for column in (group_by, "user"):
-        if any(p.value(column) for p in manifest.posts):
+        if column in present:
             return column, True, f"by {column}"
     return None, True, "by near-duplicate images"
 
@@ -138,26 +139,26 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     module docstring); ``why`` says how the grouping was chosen, for the record."""
     from sklearn.model_selection import StratifiedGroupKFold  # here: scikit-learn takes seconds to import
 
-    ids = [p.id for p in posts]
+    ids, labels = values_of(posts, "id"), [str(label) for label in values_of(posts, "label")]
     fold = [-1] * len(posts)
-    counts = Counter(p.label for p in posts)
-    rare = sorted(str(label) for label, n in counts.items() if n <= MIN_TRAIN_PER_CLASS)
+    counts = Counter(labels)
+    rare = sorted(label for label, n in counts.items() if n <= MIN_TRAIN_PER_CLASS)
     if rare:
         log.warning("validation: class(es) %s have too few posts to spare any; they stay in training",
                     ", ".join(rare))
-    eligible = [i for i, p in enumerate(posts) if str(p.label) not in rare]
-    groups, kept = _groups(posts, eligible, column, images)
+    eligible = [i for i, label in enumerate(labels) if label not in rare]
+    groups, kept = _groups(posts, ids, eligible, column, images)
     why = why or "by near-duplicate images"
-    problem = _unusable(posts, eligible, [i for i in eligible if groups[i] is not None], groups, column)
+    problem = _unusable(labels, eligible, [i for i in eligible if groups[i] is not None], groups, column)
     if problem is not None:    # the column's groups cannot validate: the images alone
         column = None
-        groups, kept = _groups(posts, eligible, None, images)
+        groups, kept = _groups(posts, ids, eligible, None, images)
     pool = [i for i in eligible if groups[i] is not None]
     notes = [f"{problem}: grouped by near-duplicate images instead"] if problem is not None else []
     notes += [f"{value} ({n} posts) stays in training in every fold" for value, n in kept.items()]
     shift_like = problem is None
     distinct = len({groups[i] for i in pool})
-    per_class = Counter(posts[i].label for i in pool)
+    per_class = Counter(labels[i] for i in pool)
     largest = max(per_class.values(), default=0)
     if distinct < 2 or largest < 2 or len(pool) < 2 * len(per_class):
         return Folds(ids, fold, 0, "none (too few posts to hold any out)", column, kept)
@@ -171,8 +172,7 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():   # small classes: balanced as far as they allow
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        labels = [str(posts[i].label) for i in pool]
-        for number, (_, held) in enumerate(splitter.split(np.zeros(len(pool)), labels,
+        for number, (_, held) in enumerate(splitter.split(np.zeros(len(pool)), [labels[i] for i in pool],
                                                           [groups[i] for i in pool])):
             for j in held:
                 fold[pool[j]] = number
@@ -192,7 +192,7 @@ def _without_empty_folds(fold: list[int], k: int) -> tuple[list[int], int]:
     return [number[f] for f in fold], len(used)
 
 
-def _unusable(posts: Sequence[Post], eligible: list[int], pool: list[int], groups: list[object | None],
+def _unusable(labels: list[str], eligible: list[int], pool: list[int], groups: list[object | None],
              column: str | None) -> str | None:
     """Why the groups of ``column`` cannot make validation folds, or None: fewer than two of
     them can be held out, or those that can hold a single label while training holds several
@@ -201,22 +201,23 @@ def _unusable(posts: Sequence[Post], eligible: list[int], pool: list[int], group
         return None
     if len({groups[i] for i in pool}) < 2:
         return f"fewer than two {column} groups can be held out"
-    held = {posts[i].label for i in pool}
-    if len(held) < 2 <= len({posts[i].label for i in eligible}):
+    held = {labels[i] for i in pool}
+    if len(held) < 2 <= len({labels[i] for i in eligible}):
         return (f"the {column} groups that can be held out hold only {', '.join(map(str, held))!s} posts, "
                 "so validation could not tell the labels apart")
     return None
 
 
-def _groups(posts: Sequence[Post], pool: list[int], column: str | None,
+def _groups(posts: Sequence[Post], post_ids: list[str], pool: list[int], column: str | None,
             images: bool) -> tuple[list[object | None], dict[str, int]]:
     """Group ids for the posts of ``pool`` (None elsewhere, and for a dominant group's posts),
     and the dominant groups: value (or a name) -> posts."""
-    chosen = [posts[i] for i in pool]
+    chosen = subset(posts, pool)
     if images:
         ids: list[object] = list(post_groups(chosen, column))
     elif column is not None:
-        ids = [f"{column}:{p.value(column)}" if p.value(column) else f"post:{p.id}" for p in chosen]
+        ids = [f"{column}:{value}" if value else f"post:{post_ids[i]}"
+               for i, value in zip(pool, values_of(chosen, column), strict=True)]
     else:
         ids = list(range(len(chosen)))
     groups: list[object | None] = [None] * len(posts)
@@ -226,20 +227,20 @@ def _groups(posts: Sequence[Post], pool: list[int], column: str | None,
     kept = {}
     for group, n in sizes.items():
         if n > len(posts) / 2:
-            first = next(posts[i] for i in pool if groups[i] == group)
-            kept[_name(group, column, first)] = n
+            first = next(i for i in pool if groups[i] == group)
+            kept[_name(group, column, post_ids[first])] = n
             for i in pool:
                 if groups[i] == group:
                     groups[i] = None
     return groups, kept
 
 
-def _name(group: object, column: str | None, first: Post) -> str:
+def _name(group: object, column: str | None, first: str) -> str:
     """A group in words: its column value, else "the images of post ID"."""
     prefix = f"{column}:"
     if column is not None and isinstance(group, str) and group.startswith(prefix):
         return group.removeprefix(prefix)
-    return f"the images of post {first.id}"
+    return f"the images of post {first}"
 
 
 def carve_validation(posts: Sequence[Post], fraction: float, seed: int, column: str | None = None,

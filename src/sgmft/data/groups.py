@@ -33,8 +33,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 
-from sgmft.data.manifest import Post
+from sgmft.data.posts import Post, arrow_of, values_of
 
 #: the largest Hamming distance (of 64 bits) between the perceptual hashes of near duplicates
 NEAR_DUPLICATE_BITS = 12
@@ -136,27 +137,31 @@ def star_groups(n: int, pairs: np.ndarray) -> np.ndarray:
     return group
 
 
-def _layouts(posts: Sequence[Post]) -> np.ndarray | None:
-    """(N, 32) uint8 colour layouts, or None when any post lacks one (then the hash alone)."""
-    if any(p.image_layout is None for p in posts):
+def _layouts(layouts: Sequence[str | None]) -> np.ndarray | None:
+    """(N, 32) uint8 colour layouts from their hex, or None when any image lacks one (then the
+    hash alone)."""
+    if any(layout is None for layout in layouts):
         return None
-    return np.frombuffer(bytes.fromhex("".join(p.image_layout for p in posts)),  # type: ignore[misc]
-                         np.uint8).reshape(len(posts), -1)
+    return np.frombuffer(bytes.fromhex("".join(layouts)),  # type: ignore[arg-type]
+                         np.uint8).reshape(len(layouts), -1)
 
 
 def image_groups(posts: Sequence[Post], max_bits: int = NEAR_DUPLICATE_BITS) -> list[int]:
     """Per post, the index of the first post of its image group: the same image bytes, or a
     near-duplicate image (a star around a representative, see the module docstring)."""
-    first: dict[str, int] = {}
-    unit = [first.setdefault(p.image_sha256, i) for i, p in enumerate(posts)]
-    distinct = list(first.values())                       # post index of each distinct image
-    hashed = [i for i in distinct if posts[i].image_phash]
-    chosen = [posts[i] for i in hashed]
-    pairs = near_duplicate_pairs([p.image_phash for p in chosen], max_bits,  # type: ignore[misc]
-                                 _layouts(chosen)) if len(chosen) > 1 else np.zeros((0, 2), np.int64)
-    representative = star_groups(len(hashed), pairs)
-    root = {i: i for i in distinct} | {hashed[a]: hashed[int(r)] for a, r in enumerate(representative)}
-    return [root[u] for u in unit]
+    sha = arrow_of(posts, "image_sha256")
+    code = pc.index_in(sha, value_set=pc.unique(sha)).to_numpy()   # (N,) distinct image of each post
+    _, first = np.unique(code, return_index=True)                  # (U,) its first post
+    phashes = arrow_of(posts, "image_phash").take(first)
+    hashed = np.flatnonzero(pc.fill_null(pc.not_equal(phashes, ""), False).to_numpy(zero_copy_only=False))
+    if len(hashed) > 1:
+        layouts = arrow_of(posts, "image_layout").take(first[hashed]).to_pylist()
+        pairs = near_duplicate_pairs(phashes.take(hashed).to_pylist(), max_bits, _layouts(layouts))
+    else:
+        pairs = np.zeros((0, 2), np.int64)
+    root = first.copy()
+    root[hashed] = first[hashed[star_groups(len(hashed), pairs)]]
+    return root[code].tolist()
 
 
 def post_groups(posts: Sequence[Post], column: str | None = None,
@@ -175,8 +180,7 @@ def post_groups(posts: Sequence[Post], column: str | None = None,
     if column is None:
         return [f"image:{i}" for i in images]
     votes: dict[int, Counter] = {}
-    for post, image in zip(posts, images, strict=True):
-        value = post.value(column)
+    for value, image in zip(values_of(posts, column), images, strict=True):
         if value is not None:
             votes.setdefault(image, Counter())[value] += 1
     winner = {image: min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]

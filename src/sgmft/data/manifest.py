@@ -36,48 +36,11 @@ from sgmft.data.fields import (
 )
 from sgmft.data.image_checks import ImageChecks, Outcome
 from sgmft.data.images import ImageError, colour_layout, decode_image, perceptual_hash, read_image_bytes
+from sgmft.data.posts import Post, PostTable
 from sgmft.data.readers import read_rows
 from sgmft.text.cleaning import TextConfig, preprocess_text
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Post:
-    """One valid row. ``tokens`` is the cleaned, segmented text (interned: a word is held once
-    however many posts use it); ``image_sha256`` its image's hash."""
-
-    id: str
-    text: str
-    image: Path
-    label: str | None
-    user: str | None
-    split: str | None
-    row: int
-    tokens: tuple[str, ...]
-    image_sha256: str
-    group: str | None = None    # an event, topic or any unit that should not straddle a split
-    image_phash: str | None = None     # perceptual hash of the image (hex): near duplicates
-    image_layout: str | None = None    # its colour layout (hex, `sgmft.data.images.colour_layout`)
-    meta: tuple[tuple[str, str], ...] = ()   # every other column of the row, (name, value) sorted
-
-    @property
-    def clean_text(self) -> str:
-        """Tokens joined by spaces: the text the encoders see."""
-        return " ".join(self.tokens)
-
-    def digest(self) -> int:
-        """64 bits of the SHA-256 of what the encoders see of this post (its id, cleaned text and
-        image bytes): what tells a feature cache's row is this post's."""
-        data = f"{self.id}\x1f{self.clean_text}\x1f{self.image_sha256}".encode()
-        return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
-
-    def value(self, column: str) -> str | None:
-        """The post's value in ``column``: ``user``, ``group``, ``label``, ``split`` or any
-        metadata column (``event``, say); None when the row has none."""
-        if column in ("user", "group", "label", "split"):
-            return getattr(self, column)
-        return dict(self.meta).get(column)
 
 
 @dataclass(frozen=True)
@@ -111,30 +74,39 @@ class ManifestError(ValueError):
 
 @dataclass
 class Manifest:
-    """The valid posts of a manifest file, its label set, and the rows skipped."""
+    """The valid posts of a manifest file (as columns: `PostTable`; a list given is turned into
+    one), its label set, and the rows skipped."""
 
     path: Path
-    posts: list[Post]
+    posts: PostTable
     labels: tuple[str, ...]
     skipped: list[RowProblem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.posts, PostTable):
+            self.posts = PostTable.from_posts(self.posts)
 
     def __len__(self) -> int:
         return len(self.posts)
 
     @property
     def ids(self) -> list[str]:
-        return [post.id for post in self.posts]
+        return self.posts.column("id")
+
+    def by_id(self, column: str) -> dict[str, Any]:
+        """Post id -> its value of ``column`` (a field of `Post`, or a metadata column)."""
+        return dict(zip(self.ids, self.posts.column(column), strict=True))
 
     def label_indices(self) -> list[int]:
         """Class index of every post (posts must be labelled)."""
         index = {label: i for i, label in enumerate(self.labels)}
-        return [index[post.label] for post in self.posts]  # type: ignore[index]
+        return [index[label] for label in self.posts.column("label")]
 
     def content_hash(self) -> str:
         """SHA-256 over what the encoders see: ids, cleaned texts and image bytes (not labels)."""
         digest = hashlib.sha256()
-        for post in self.posts:
-            digest.update(f"{post.id}\x1f{post.clean_text}\x1f{post.image_sha256}\x1e".encode())
+        for post_id, tokens, sha in self.posts.rows("id", "tokens", "image_sha256"):
+            digest.update(f"{post_id}\x1f{' '.join(tokens)}\x1f{sha}\x1e".encode())
         return digest.hexdigest()
 
     def post_digests(self) -> dict[str, str]:
@@ -149,15 +121,17 @@ class Manifest:
     def columns(self) -> list[str]:
         """The columns any post has a value in, beyond id, text and image: ``label``, ``user``,
         ``group``, ``split`` and the metadata columns, in that order."""
-        found = [c for c in ("label", "user", "group", "split") if any(p.value(c) for p in self.posts)]
-        return found + sorted({name for p in self.posts for name, _ in p.meta})
+        table = self.posts.table
+        found = [c for c in ("label", "user", "group", "split") if table.column(c).null_count < len(table)]
+        meta = table.column("meta")
+        return found + sorted({name for chunk in meta.chunks for name in chunk.keys.unique().to_pylist()})
 
     def data_hash(self) -> str:
         """SHA-256 of the content hash plus every label, user and split: the data of a result."""
         digest = hashlib.sha256(self.content_hash().encode())
-        for post in self.posts:
-            fields = (post.id, post.label, post.user, post.split) + ((post.group,) if post.group else ()) \
-                + post.meta
+        columns = ("id", "label", "user", "split", "group", "meta")
+        for post_id, label, user, split, group, meta in self.posts.rows(*columns):
+            fields = (post_id, label, user, split) + ((group,) if group else ()) + tuple(meta)
             digest.update(("\x1f".join(map(str, fields)) + "\x1e").encode())
         return digest.hexdigest()
 
@@ -328,12 +302,13 @@ def load_manifest(
         prediction manifest's posts may carry labels the run never learned).
     """
     path = Path(path)
-    posts: list[Post] = []
+    parts: list[PostTable] = []
     problems: list[RowProblem] = []
     for block in iter_manifest(path, image_root, labels, require_labels, read_labels, text_config, workers,
                                any_label):
-        posts += block.posts
+        parts.append(PostTable.from_posts(block.posts))
         problems += block.problems
+    posts = PostTable.concat(parts)
     if not posts and not problems:
         raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
     if problems and not skip_invalid:

@@ -114,37 +114,39 @@ def resolve_kind(manifest: Manifest, kind: str) -> str:
     """``auto``: the manifest's own ``split`` column when its rows have one, else stratified."""
     if kind != "auto":
         return kind
-    return "manifest" if any(p.split is not None for p in manifest.posts) else "stratified"
+    return "manifest" if "split" in manifest.columns else "stratified"
 
 
 def make_split(manifest: Manifest, kind: str = "stratified", test_fraction: float = 0.2,
                seed: int = 0, group_by: str = "group") -> dict[str, list[str]]:
     """``{"train": ids, "test": ids}`` (and ``"val"`` from a manifest) for a split of ``kind``;
     ``group_by`` is the column of the ``group`` kind."""
-    posts = manifest.posts
+    posts, ids = manifest.posts, manifest.ids
     kind = resolve_kind(manifest, kind)
     if kind == "manifest":
-        missing = [p for p in posts if p.split is None]
+        parts = posts.column("split")
+        missing = [row for row, part in zip(posts.column("row"), parts, strict=True) if part is None]
         if missing:
-            rows = ", ".join(str(p.row) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            rows = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
             raise ValueError(f"the manifest's split column is empty in {len(missing)} row(s) ({rows}); "
                              "give every row a split (train, val or test), or none to let sgmft split")
-        return {name: [p.id for p in posts if p.split == name] for name in ("train", "val", "test")
-                if any(p.split == name for p in posts)}
-    labels = [p.label or "" for p in posts]
+        named = {name: [i for i, part in zip(ids, parts, strict=True) if part == name]
+                 for name in ("train", "val", "test")}
+        return {name: chosen for name, chosen in named.items() if chosen}
+    labels = [label or "" for label in posts.column("label")]
     if kind == "stratified":
         mask = grouped_stratified_split(labels, post_groups(posts), test_fraction, seed)
     elif kind in ("user", "group"):
         column = "user" if kind == "user" else group_by
-        missing = [p.id for p in posts if p.value(column) is None]
+        missing = [i for i, value in zip(ids, posts.column(column), strict=True) if value is None]
         if missing:
             raise ValueError(f"a per-{column} split needs a {column!r} value on every row; "
                              f"{missing[0]!r} has none")
         mask = group_split(labels, post_groups(posts, column), test_fraction, seed, column)
     else:
         raise ValueError(f"unknown split kind {kind!r}; expected one of {KINDS}")
-    return {"train": [p.id for p, t in zip(posts, mask, strict=True) if not t],
-            "test": [p.id for p, t in zip(posts, mask, strict=True) if t]}
+    return {"train": [i for i, t in zip(ids, mask, strict=True) if not t],
+            "test": [i for i, t in zip(ids, mask, strict=True) if t]}
 
 
 def describe(split: dict[str, Any]) -> str:

@@ -60,21 +60,25 @@ def imported_identity(path: Path, digest: str) -> dict[str, Any]:
 
 
 def _positions(file: pq.ParquetFile, manifest: Manifest, path: Path) -> np.ndarray:
-    """Per Parquet row, its row in the manifest; errors for missing, extra and repeated ids."""
-    ids = file.read(columns=["id"]).column("id").cast(pa.string()).to_pylist()
-    index = {post.id: i for i, post in enumerate(manifest.posts)}
-    seen: dict[str, int] = {}
-    repeated = [i for k, i in enumerate(ids) if i is not None and seen.setdefault(i, k) != k]
-    if repeated:
+    """Per Parquet row, its row in the manifest; errors for missing, extra and repeated ids
+    (found with Arrow's hash tables: no Python object an id)."""
+    ids = file.read(columns=["id"]).column("id").cast(pa.string())
+    posts = manifest.posts.table.column("id")
+    code = pc.index_in(ids, value_set=pc.unique(ids)).to_numpy(zero_copy_only=False)
+    _, first = np.unique(code, return_index=True)
+    again = np.flatnonzero(first[code] != np.arange(len(code)))
+    if len(again):
+        repeated = ids.take(again).to_pylist()
         raise FeatureImportError(f"{path}: id(s) appear more than once: {_named(repeated)}")
-    extra = [i for i in ids if i not in index]
-    missing = [post.id for post in manifest.posts if post.id not in seen]
+    where = pc.index_in(ids, value_set=posts)
+    extra = ids.filter(pc.is_null(where)).to_pylist()
+    missing = posts.filter(pc.invert(pc.is_in(posts, value_set=ids))).to_pylist()
     if missing or extra:
         parts = ([f"{len(missing)} post(s) of {manifest.path} have no features: {_named(missing)}"]
                  if missing else []) + ([f"{len(extra)} id(s) are not posts of {manifest.path}: "
                                          f"{_named(extra)}"] if extra else [])
         raise FeatureImportError(f"{path}: " + "; ".join(parts))
-    return np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids))
+    return where.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _width(file: pq.ParquetFile, column: str, path: Path) -> int:

@@ -41,14 +41,14 @@ class Job:
 @dataclass
 class Plan:
     chunk_size: int
-    chunks: list[list[Post]]
+    chunks: list[Sequence[Post]]    # slices of the posts (of a `PostTable`: no post objects held)
     jobs: dict[int, list[Job]]
     first: dict[tuple[str, str], int] = field(default_factory=dict)   # (modality, key) -> chunk
 
 
 def make_plan(posts: Sequence[Post], chunk_size: int, batch_size: int) -> Plan:
     """The jobs of every chunk (see the module docstring)."""
-    chunks = [list(posts[i:i + chunk_size]) for i in range(0, max(1, len(posts)), chunk_size)]
+    chunks = [posts[i:i + chunk_size] for i in range(0, max(1, len(posts)), chunk_size)]
     plan = Plan(chunk_size, chunks, {})
     for index, chunk in enumerate(chunks):
         plan.jobs[index] = []

@@ -57,14 +57,14 @@ def changed_rows(run: LoadedRun, prepared: PreparedData, shown: int = 10) -> str
     if run.split is None:
         return "the data hash differs from the one recorded at training"
     before = run.split["posts"]
-    now_posts = {p.id: p for p in prepared.manifest.posts}
+    row_of = prepared.manifest.by_id("row")
     after = prepared.manifest.post_digests()
     parts = []
     for what, ids in (("changed", [i for i in after if i in before and before[i] != after[i]]),
                       ("added", [i for i in after if i not in before]),
                       ("removed", [i for i in before if i not in after])):
         if ids:
-            names = ", ".join(f"row {now_posts[i].row} (id {i!r})" if i in now_posts else repr(i)
+            names = ", ".join(f"row {row_of[i]} (id {i!r})" if i in row_of else repr(i)
                               for i in ids[:shown])
             parts.append(f"{len(ids)} {what}: {names}" + (" ..." if len(ids) > shown else ""))
     return "; ".join(parts) or "the data hash differs from the one recorded at training"
@@ -83,15 +83,15 @@ def shared_photos(run: LoadedRun, prepared: PreparedData, test: list[str]) -> in
     trained = {i for i, part in parts.items() if part == "train"} or \
         set(recorded_split(run, prepared, "train"))
     wanted = trained | set(test)
-    posts = [p for p in prepared.manifest.posts if p.id in wanted]
-    groups = dict(zip((p.id for p in posts), image_groups(posts), strict=True))
+    posts = prepared.manifest.posts.having(wanted)
+    groups = dict(zip(posts.column("id"), image_groups(posts), strict=True))
     seen = {groups[i] for i in trained if i in groups}
     return sum(groups.get(i) in seen for i in test)
 
 
 def test_ids(run: LoadedRun, prepared: PreparedData) -> list[str]:
     """The run's recorded test posts that the manifest still holds."""
-    present = {p.id for p in prepared.manifest.posts}
+    present = set(prepared.manifest.ids)
     return [i for i in recorded_split(run, prepared, "test") if i in present]
 
 
@@ -117,7 +117,8 @@ def _training_majority(run: LoadedRun, prepared: PreparedData) -> int:
     """The most common class of the posts the run trained on."""
     ids = set(recorded_split(run, prepared, "train"))
     index = {label: i for i, label in enumerate(run.labels)}
-    counts = Counter(index[p.label] for p in prepared.manifest.posts if p.id in ids and p.label in index)
+    counts = Counter(index[label] for post_id, label in prepared.manifest.posts.rows("id", "label")
+                     if post_id in ids and label in index)
     return counts.most_common(1)[0][0] if counts else 0
 
 
@@ -126,7 +127,7 @@ def grouping_column(run: LoadedRun, prepared: PreparedData, group_by: str | None
     grouped by, else the run's ``group_by``; None when no post has a value in it."""
     folds = run.info.get("folds") or {}
     for column in (group_by, folds.get("column"), run.config.data.group_by):
-        if column and any(p.value(column) is not None for p in prepared.manifest.posts):
+        if column and column in prepared.manifest.columns:
             return column
     return None
 
@@ -173,13 +174,9 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     curve = selective(probs, y_true, predicted)
     calibration = run.conformal_posts()
     if sets_by is not None and calibration:
-        by_id = {p.id: p for p in prepared.manifest.posts}
-
-        def value_of(post_id: str) -> str | None:
-            return by_id[post_id].value(sets_by) if post_id in by_id else None
-
-        values = [value_of(i) for i in ids]
-        calibration_values = [value_of(p["id"]) for p in calibration]
+        by_id = prepared.manifest.by_id(sets_by)
+        values = [by_id.get(i) for i in ids]
+        calibration_values = [by_id.get(p["id"]) for p in calibration]
         metrics["sets_by"] = mondrian_report(probs, y_true, predicted, run.labels, values, calibration,
                                              calibration_values, sets_by, coverage)
     metrics["selective"] = {"area": curve["area"]}
@@ -187,8 +184,8 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     metrics["majority_accuracy"] = float((y_true == majority).mean())
     column = grouping_column(run, prepared, group_by)
     if column is not None:
-        by_id = {p.id: p for p in prepared.manifest.posts}
-        values = [by_id[i].value(column) for i in ids]
+        by_id = prepared.manifest.by_id(column)
+        values = [by_id[i] for i in ids]
         metrics["groups"] = {"column": column, "table": per_group(values, y_true, predicted, run.labels)}
     metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
     shared = shared_photos(run, prepared, ids)

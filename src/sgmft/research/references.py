@@ -32,10 +32,10 @@ def reference_scores(prepared: PreparedData, seed: int = 0) -> dict[str, dict[st
     """Row label -> {"accuracy", "macro_f1", ...} on the test split (deterministic: no seeds)."""
     labels = list(prepared.manifest.labels)
     index = {label: i for i, label in enumerate(labels)}
-    by_id = {p.id: p for p in prepared.manifest.posts}
+    label_of = prepared.manifest.by_id("label")
     train, test = prepared.split["train"], prepared.split["test"]
-    y_train = np.asarray([index[by_id[i].label] for i in train])
-    y_test = np.asarray([index[by_id[i].label] for i in test])
+    y_train = np.asarray([index[label_of[i]] for i in train])
+    y_test = np.asarray([index[label_of[i]] for i in test])
     majority = Counter(y_train.tolist()).most_common(1)[0][0]
     scores = {"majority class": classification_metrics(y_test, np.full_like(y_test, majority), labels)}
     for row, names in FEATURES.items():

@@ -57,8 +57,7 @@ def study_split(prepared: PreparedData, fraction: float, seed: int, by: str,
     """The data a trial sees: train = the training split less the study validation part,
     test = the study validation part, grouped as a run's validation is. The real test split
     is left out altogether."""
-    wanted = set(prepared.split["train"])
-    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    posts = prepared.manifest.posts.having(prepared.split["train"])
     column, images, why = validation_column(prepared.manifest, prepared.split, by, group_by)
     folds = carve_validation(posts, fraction, seed, column, images, why)
     train, val = folds.parts(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class Vocabulary:
     tokens: list[str]
 
     @classmethod
-    def build(cls, token_lists: list[tuple[str, ...]], max_size: int = 30000,
+    def build(cls, token_lists: Iterable[Sequence[str]], max_size: int = 30000,
               min_count: int = 1) -> Vocabulary:
         counts = Counter(tok for tokens in token_lists for tok in tokens)
         ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
@@ -37,7 +38,7 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def encode(self, token_lists: list[tuple[str, ...]], length: int,
+    def encode(self, token_lists: Sequence[Sequence[str]], length: int,
                dtype: torch.dtype = torch.long) -> torch.Tensor:
         """Token lists -> (N, length) ids (int64, or ``dtype``), truncated or padded with 0."""
         index = self.index
@@ -107,13 +108,11 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
     "label": (N,) int64} for ``ids``, and with ``sequences`` the token states "text_tokens",
     "image_tokens" (float16, as cached) as `Rows`."""
     rows = cache.rows(ids)
-    wanted = dict.fromkeys(ids)
-    for post in manifest.posts:
-        if post.id in wanted:
-            wanted[post.id] = post
-    posts = list(wanted.values())
+    posts = manifest.posts.in_order(ids)
+    tokens = [vocab.encode(part.column("tokens"), max_tokens, torch.int32)
+              for part in (posts[start:start + 8192] for start in range(0, len(posts), 8192))]
     tensors: Data = {"text": Rows(cache.text, rows), "image": Rows(cache.image, rows),
-                     "tokens": vocab.encode([p.tokens for p in posts], max_tokens, torch.int32)}
+                     "tokens": torch.cat(tokens) if tokens else torch.zeros(0, max_tokens, dtype=torch.int32)}
     if sequences:
         if cache.text_tokens is None or cache.image_tokens is None:
             raise ValueError("the feature cache holds no token sequences: sgmft extract --sequences")
@@ -121,7 +120,7 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
         tensors["image_tokens"] = Rows(cache.image_tokens, rows)
     if with_labels:
         index = {label: i for i, label in enumerate(manifest.labels)}
-        tensors["label"] = torch.tensor([index[p.label] for p in posts], dtype=torch.long)
+        tensors["label"] = torch.tensor([index[label] for label in posts.column("label")], dtype=torch.long)
     return tensors
 
 

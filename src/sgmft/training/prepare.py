@@ -53,7 +53,7 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
 def labels_with_posts(manifest: Manifest) -> Manifest:
     """The manifest with the default label set cut to the labels its posts carry (in their
     order), said in the log; a label set given with ``--labels`` is kept as given."""
-    present = {p.label for p in manifest.posts}
+    present = set(manifest.posts.column("label"))
     kept = tuple(label for label in manifest.labels if label in present)
     if len(kept) == len(manifest.labels) or len(kept) < 2:
         return manifest
@@ -81,8 +81,7 @@ def calibration_part(config: RunConfig, prepared: PreparedData) -> list[str]:
                      "%d would be held out); sets will be every label", len(prepared.split["train"]),
                      config.train.calibration_min_posts)
         return []
-    wanted = set(prepared.split["train"])
-    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    posts = prepared.manifest.posts.having(prepared.split["train"])
     column, images, why = validation_column(prepared.manifest, prepared.split, config.train.val_by,
                                             config.data.group_by)
     carved = carve_validation(posts, share, config.train.seed + 7919, column, images, why)
@@ -101,8 +100,7 @@ def validation_folds(config: RunConfig, prepared: PreparedData, kept_out: set[st
     if split.get("val"):
         return Folds(ids + split["val"], [-1] * len(ids) + [0] * len(split["val"]), 1,
                      "the manifest's val rows")
-    wanted = set(ids)
-    posts = [p for p in prepared.manifest.posts if p.id in wanted]
+    posts = prepared.manifest.posts.having(ids)
     column, images, why = validation_column(prepared.manifest, split, train.val_by, config.data.group_by)
     if train.folds == 1:
         return carve_validation(posts, train.val_fraction, train.seed, column, images, why)

@@ -78,7 +78,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
                  "prediction sets", len(calibration))
     ids, fold = folds.ids, np.asarray(folds.fold)
     wanted = set(ids)
-    vocab = Vocabulary.build([p.tokens for p in manifest.posts if p.id in wanted])
+    vocab = Vocabulary.build(tokens for post_id, tokens in manifest.posts.rows("id", "tokens")
+                             if post_id in wanted)
     if parallel.is_main:
         atomic_write_json(out / "split.json", {
             "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,

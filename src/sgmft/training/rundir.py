@@ -76,13 +76,16 @@ def write_examples(out: Path, manifest, ids: list[str], per_label: int = 2) -> N
     import hashlib
 
     wanted = set(ids)
-    chosen: dict[str, list[str]] = {label: [] for label in manifest.labels}
-    posts = sorted((p for p in manifest.posts if p.id in wanted and 6 <= len(p.text.strip()) <= 120),
-                   key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
-    for post in posts:
-        if post.label in chosen and len(chosen[post.label]) < per_label:
-            chosen[post.label].append(post.text.strip())
-    atomic_write_json(out / EXAMPLES, chosen)
+    found: dict[str, list[tuple[str, str]]] = {label: [] for label in manifest.labels}
+    for post_id, text, label in manifest.posts.rows("id", "text", "label"):
+        if post_id in wanted and label in found and 6 <= len(text.strip()) <= 120:
+            best = found[label]
+            best.append((hashlib.sha256(post_id.encode()).hexdigest(), text.strip()))
+            if len(best) > 8 * per_label:     # the first in the seeded order are all that is kept
+                best.sort()
+                del best[per_label:]
+    atomic_write_json(out / EXAMPLES, {label: [text for _, text in sorted(best)[:per_label]]
+                                       for label, best in found.items()})
 
 
 def write_conformal_scores(out: Path, posts: list[dict[str, Any]]) -> dict[str, Any]:
