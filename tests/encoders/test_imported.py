@@ -47,8 +47,9 @@ def column(values: np.ndarray, fixed: bool) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def write_parquet(path, ids, text, image, fixed=True):
-    pq.write_table(pa.table({"id": ids, "text": column(text, fixed), "image": column(image, fixed)}), path)
+def write_parquet(path, ids, text, image, fixed=True, row_group_size=None):
+    pq.write_table(pa.table({"id": ids, "text": column(text, fixed), "image": column(image, fixed)}), path,
+                   row_group_size=row_group_size)
     return path
 
 
@@ -65,6 +66,18 @@ def test_an_import_in_any_order_is_the_cache_of_the_manifest(posts, tmp_path):
                                                                                                "image": 6}
     again = import_features(load_manifest(posts), source, tmp_path / "cache", chunk_rows=8)
     assert again.header["created"] == cache.header["created"]          # the same file: reused
+
+
+def test_a_file_of_many_row_groups_is_read_a_group_at_a_time(posts, tmp_path, monkeypatch):
+    monkeypatch.setattr("sgmft.encoders.imported.READ_ROWS", 4)       # batches smaller than a group
+    ids, text, image = features()
+    order = np.random.default_rng(2).permutation(30)
+    source = write_parquet(tmp_path / "f.parquet", [ids[k] for k in order], text[order], image[order],
+                           row_group_size=7)
+    assert pq.ParquetFile(source).num_row_groups == 5
+    cache = import_features(load_manifest(posts), source, tmp_path / "cache", chunk_rows=8)
+    np.testing.assert_array_equal(np.asarray(cache.text), text)
+    np.testing.assert_array_equal(np.asarray(cache.image), image)
 
 
 @pytest.mark.parametrize("fault, message", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ def imported_identity(path: Path, digest: str) -> dict[str, Any]:
 def _positions(file: pq.ParquetFile, manifest: Manifest, path: Path) -> np.ndarray:
     """Per Parquet row, its row in the manifest; errors for missing, extra and repeated ids
     (found with Arrow's hash tables: no Python object an id)."""
-    ids = file.read(columns=["id"]).column("id").cast(pa.string())
+    ids = pa.chunked_array([batch.column(0).cast(pa.string()) for batch in _batches(file, ["id"])],
+                           pa.string())
     posts = manifest.posts.table.column("id")
     code = pc.index_in(ids, value_set=pc.unique(ids)).to_numpy(zero_copy_only=False)
     _, first = np.unique(code, return_index=True)
@@ -90,7 +92,7 @@ def _width(file: pq.ParquetFile, column: str, path: Path) -> int:
         return kind.list_size
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
         raise FeatureImportError(f"{path}: column {column!r} holds {kind}, not lists of floats")
-    first = next(file.iter_batches(batch_size=1, columns=[column])).column(0)
+    first = next(file.iter_batches(batch_size=1, row_groups=[0], columns=[column])).column(0)
     return int(pc.list_value_length(first)[0].as_py() or 0)
 
 
@@ -109,6 +111,17 @@ def _values(batch: pa.RecordBatch, column: str, width: int, ids: list[str], path
         raise FeatureImportError(f"{path}: the {column} features of id(s) {_named(bad)} hold NaN or "
                                  "infinite values")
     return array
+
+
+def _batches(file: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's rows, ``READ_ROWS`` at a time, one row group after another: a reader over the
+    whole file holds the row groups it has read (measured: 2 GB for ten row groups of 143 MB,
+    against 0.44 GB a row group at a time); what the decoded row group held goes back to the
+    system after it (Arrow's allocator would keep it)."""
+    for group in range(file.num_row_groups):
+        yield from file.iter_batches(batch_size=READ_ROWS, row_groups=[group], columns=columns,
+                                     use_threads=False)
+        pa.default_memory_pool().release_unused()
 
 
 def import_features(manifest: Manifest, path: str | Path, out: str | Path, overwrite: bool = False,
@@ -140,7 +153,7 @@ def import_features(manifest: Manifest, path: str | Path, out: str | Path, overw
                                                         shape=(len(manifest.posts), widths[column]))
                       for column in COLUMNS}
             start = 0
-            for batch in file.iter_batches(batch_size=READ_ROWS, columns=["id", *COLUMNS]):
+            for batch in _batches(file, ["id", *COLUMNS]):
                 ids = batch.column("id").cast(pa.string()).to_pylist()
                 rows = where[start:start + len(ids)]
                 for column in COLUMNS:
