@@ -63,7 +63,7 @@ def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
 
     loaded = load_run(run)
     prepared = prepare_data(config(demo), progress=False)
-    tensors = post_tensors(prepared.manifest, prepared.cache, calibration, loaded.vocab, 64)
+    tensors = post_tensors(prepared.manifest, prepared.cache, calibration, loaded.vocab, loaded.config.model)
     probs = torch.softmax(predict(loaded.model, tensors)["logits"], -1)
     expected = 1 - probs[torch.arange(len(calibration)), tensors["label"]]
     assert np.allclose([p["score"] for p in conformal["posts"]], expected.numpy(), atol=2e-6)

@@ -101,9 +101,7 @@ def test_outputs(run: LoadedRun, prepared: PreparedData,
     ids = test_ids(run, prepared) if ids is None else ids
     if not ids:
         raise ValueError(f"{run.folder}: the run has no test posts to evaluate")
-    tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab,
-                           run.config.model.max_tokens,
-                           sequences=run.config.model.reading == "sequence")
+    tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab, run.config.model)
     outputs = predict(run.model, tensors, run.config.train.eval_batch_size)
     return {k: v.numpy() for k, v in outputs.items()}, tensors["label"].numpy()
 

@@ -18,6 +18,7 @@ import torch
 from sgmft.data.manifest import Manifest
 from sgmft.encoders.cache import FeatureCache
 from sgmft.io import atomic_write_json
+from sgmft.models.config import ModelConfig
 
 PAD, UNK = 0, 1
 
@@ -103,17 +104,20 @@ def in_batches(value: torch.Tensor | Rows, size: int = 8192):
 
 
 def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab: Vocabulary,
-                 max_tokens: int, with_labels: bool = True, sequences: bool = False) -> Data:
-    """{"text": (N, D_t), "image": (N, D_i) as `Rows` of the cache, "tokens": (N, T) int32,
-    "label": (N,) int64} for ``ids``, and with ``sequences`` the token states "text_tokens",
+                 model: ModelConfig, with_labels: bool = True) -> Data:
+    """{"text": (N, D_t), "image": (N, D_i) as `Rows` of the cache, "label": (N,) int64} for
+    ``ids``; "tokens" (N, T) int32 word ids for a model that reads words (``text_input``
+    word_mean or textcnn); with the sequence reading the token states "text_tokens",
     "image_tokens" (float16, as cached) as `Rows`."""
     rows = cache.rows(ids)
     posts = manifest.posts.in_order(ids)
-    tokens = [vocab.encode(part.column("tokens"), max_tokens, torch.int32)
-              for part in (posts[start:start + 8192] for start in range(0, len(posts), 8192))]
-    tensors: Data = {"text": Rows(cache.text, rows), "image": Rows(cache.image, rows),
-                     "tokens": torch.cat(tokens) if tokens else torch.zeros(0, max_tokens, dtype=torch.int32)}
-    if sequences:
+    tensors: Data = {"text": Rows(cache.text, rows), "image": Rows(cache.image, rows)}
+    if model.text_input != "features":
+        length = model.max_tokens
+        tokens = [vocab.encode(part.column("tokens"), length, torch.int32)
+                  for part in (posts[start:start + 8192] for start in range(0, len(posts), 8192))]
+        tensors["tokens"] = torch.cat(tokens) if tokens else torch.zeros(0, length, dtype=torch.int32)
+    if model.reading == "sequence":
         if cache.text_tokens is None or cache.image_tokens is None:
             raise ValueError("the feature cache holds no token sequences: sgmft extract --sequences")
         tensors["text_tokens"] = Rows(cache.text_tokens, rows)

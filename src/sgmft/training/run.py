@@ -78,16 +78,15 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
                  "prediction sets", len(calibration))
     ids, fold = folds.ids, np.asarray(folds.fold)
     wanted = set(ids)
-    vocab = Vocabulary.build(tokens for post_id, tokens in manifest.posts.rows("id", "tokens")
-                             if post_id in wanted)
+    words = (tokens for post_id, tokens in manifest.posts.rows("id", "tokens") if post_id in wanted)
+    vocab = Vocabulary.build(words if config.model.text_input != "features" else ())  # word-level input only
     if parallel.is_main:
         atomic_write_json(out / "split.json", {
             "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,
             "calibration": calibration, "test": prepared.split["test"], "posts": manifest.post_digests()})
         vocab.save(out / "vocab.json")
         atomic_write_json(out / "labels.json", list(manifest.labels))
-    tensors = post_tensors(manifest, prepared.cache, ids, vocab, config.model.max_tokens,
-                           sequences=config.model.reading == "sequence")
+    tensors = post_tensors(manifest, prepared.cache, ids, vocab, config.model)
 
     def make_model(part: dict[str, torch.Tensor]) -> MultimodalModel:
         model = build_model(config, prepared.cache, len(manifest.labels), len(vocab))
@@ -141,8 +140,7 @@ def conformal_posts(model: MultimodalModel, config: RunConfig, prepared: Prepare
     with)."""
     if not ids:
         return []
-    tensors = post_tensors(prepared.manifest, prepared.cache, ids, vocab, config.model.max_tokens,
-                           sequences=config.model.reading == "sequence")
+    tensors = post_tensors(prepared.manifest, prepared.cache, ids, vocab, config.model)
     probs = torch.softmax(predict(model, tensors, config.train.eval_batch_size)["logits"], -1).double()
     labels = tensors["label"]
     scores = (1 - probs[torch.arange(len(ids)), labels]).tolist()
