@@ -1,11 +1,11 @@
 """Posts: one valid manifest row (`Post`), and many of them held as columns (`PostTable`).
 
 A stage that needs every post of a large manifest (training, its split and folds) holds them
-as a `PostTable`: thirteen Arrow arrays, not one Python object a post (a `Post` with its
-strings, path and tokens is about 1.7 KB; ten million of them would not fit a 24 GiB
-machine). A table is a `Sequence[Post]`: iterating or indexing it makes `Post` objects as they
-are asked for, ``ROWS_AT_A_TIME`` at a time, so code written for a list of posts runs on it
-unchanged; `PostTable.column` and `PostTable.rows` give fields without making posts at all.
+as a `PostTable`: thirteen Arrow arrays, not one Python object a post (measured on 200,000
+synthetic posts: 1.43 KB a post as `Post` objects with their strings, path and tokens, 0.30 KB
+in the table's arrays). A table is a `Sequence[Post]`: iterating or indexing it makes `Post`
+objects as they are asked for, ``ROWS_AT_A_TIME`` at a time, so code written for a list of
+posts runs on it unchanged; `PostTable.column` and `PostTable.rows` give fields without making posts at all.
 """
 
 from __future__ import annotations
