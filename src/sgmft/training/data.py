@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sgmft.data.manifest import Manifest
+from sgmft.data.posts import PostTable
 from sgmft.encoders.cache import FeatureCache
 from sgmft.io import atomic_write_json
 from sgmft.models.config import ModelConfig
@@ -109,13 +110,16 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
     ``ids``; "tokens" (N, T) int32 word ids for a model that reads words (``text_input``
     word_mean or textcnn); with the sequence reading the token states "text_tokens",
     "image_tokens" (float16, as cached) as `Rows`."""
-    rows = cache.rows(ids)
-    posts = manifest.posts.in_order(ids)
+    rows, where = cache.rows(ids), manifest.posts.positions(ids)
+
+    def parts() -> Iterator[PostTable]:
+        """The posts of ``ids``, in order, 8,192 at a time (never all of them copied at once)."""
+        return (manifest.posts.take(where[start:start + 8192]) for start in range(0, len(where), 8192))
+
     tensors: Data = {"text": Rows(cache.text, rows), "image": Rows(cache.image, rows)}
     if model.text_input != "features":
         length = model.max_tokens
-        tokens = [vocab.encode(part.column("tokens"), length, torch.int32)
-                  for part in (posts[start:start + 8192] for start in range(0, len(posts), 8192))]
+        tokens = [vocab.encode(part.column("tokens"), length, torch.int32) for part in parts()]
         tensors["tokens"] = torch.cat(tokens) if tokens else torch.zeros(0, length, dtype=torch.int32)
     if model.reading == "sequence":
         if cache.text_tokens is None or cache.image_tokens is None:
@@ -124,7 +128,8 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
         tensors["image_tokens"] = Rows(cache.image_tokens, rows)
     if with_labels:
         index = {label: i for i, label in enumerate(manifest.labels)}
-        tensors["label"] = torch.tensor([index[label] for label in posts.column("label")], dtype=torch.long)
+        tensors["label"] = torch.tensor([index[label] for part in parts() for label in part.column("label")],
+                                        dtype=torch.long)
     return tensors
 
 
