@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow.compute as pc
 
-from sgmft.data.posts import Post, arrow_of, values_of
+from sgmft.data.posts import Post, arrow_of, first_seen, values_of
 
 #: the largest Hamming distance (of 64 bits) between the perceptual hashes of near duplicates
 NEAR_DUPLICATE_BITS = 12
@@ -149,9 +149,7 @@ def _layouts(layouts: Sequence[str | None]) -> np.ndarray | None:
 def image_groups(posts: Sequence[Post], max_bits: int = NEAR_DUPLICATE_BITS) -> list[int]:
     """Per post, the index of the first post of its image group: the same image bytes, or a
     near-duplicate image (a star around a representative, see the module docstring)."""
-    sha = arrow_of(posts, "image_sha256")
-    code = pc.index_in(sha, value_set=pc.unique(sha)).to_numpy()   # (N,) distinct image of each post
-    _, first = np.unique(code, return_index=True)                  # (U,) its first post
+    code, first = first_seen(arrow_of(posts, "image_sha256"))   # distinct image of each post, its first post
     phashes = arrow_of(posts, "image_phash").take(first)
     hashed = np.flatnonzero(pc.fill_null(pc.not_equal(phashes, ""), False).to_numpy(zero_copy_only=False))
     if len(hashed) > 1:

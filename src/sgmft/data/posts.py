@@ -167,9 +167,18 @@ def values_of(posts: Sequence[Post], name: str) -> list[Any]:
     ``posts`` is one, else post by post."""
     if isinstance(posts, PostTable):
         return posts.column(name)
-    if name in SCHEMA.names and name not in OWN_COLUMNS:
+    if name in SCHEMA.names:
         return [getattr(post, name) for post in posts]
     return [post.value(name) for post in posts]
+
+
+def first_seen(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) which distinct value each item holds (numbered in order of first appearance), and
+    (U,) the index of each distinct value's first item: Arrow's hash table, no Python object an
+    item."""
+    code = pc.index_in(values, value_set=pc.unique(values)).to_numpy(zero_copy_only=False)
+    _, first = np.unique(code, return_index=True)
+    return code, first
 
 
 def arrow_of(posts: Sequence[Post], name: str) -> pa.Array | pa.ChunkedArray:

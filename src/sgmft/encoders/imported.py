@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from safetensors.numpy import save_file
 
 from sgmft.data.manifest import Manifest
+from sgmft.data.posts import first_seen
 from sgmft.encoders.cache import (
     FORMAT_VERSION,
     HEADER,
@@ -69,8 +70,7 @@ def _positions(file: pq.ParquetFile, manifest: Manifest, path: Path) -> np.ndarr
     ids = pa.chunked_array([batch.column(0).cast(pa.string()) for batch in _batches(file, ["id"])],
                            pa.string())
     posts = manifest.posts.table.column("id")
-    code = pc.index_in(ids, value_set=pc.unique(ids)).to_numpy(zero_copy_only=False)
-    _, first = np.unique(code, return_index=True)
+    code, first = first_seen(ids)
     again = np.flatnonzero(first[code] != np.arange(len(code)))
     if len(again):
         repeated = ids.take(again).to_pylist()

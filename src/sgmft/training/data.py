@@ -64,6 +64,12 @@ class Vocabulary:
         return cls(json.loads(path.read_text(encoding="utf-8")))
 
 
+def tokens_of(manifest: Manifest, ids: list[str]) -> Iterator[list[str]]:
+    """The cleaned tokens of the posts ``ids``, in manifest order (for `Vocabulary.build`)."""
+    wanted = set(ids)
+    return (tokens for post_id, tokens in manifest.posts.rows("id", "tokens") if post_id in wanted)
+
+
 class Rows:
     """Rows ``rows`` (N,) of an array-like ``source`` (M, ...) (a memory-mapped feature): a
     split's features without a copy. ``rows_view[index]`` gathers those rows into a tensor;

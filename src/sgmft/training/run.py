@@ -18,7 +18,7 @@ from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 from sgmft.training.crossfit import Training, final_config, finish_model, fit_fold, fit_folds, oof_logits
-from sgmft.training.data import Vocabulary, in_batches, post_tensors
+from sgmft.training.data import Vocabulary, in_batches, post_tensors, tokens_of
 from sgmft.training.prepare import (
     PreparedData,
     build_model,
@@ -77,9 +77,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
         log.info("calibration: %d training posts held out from training and every choice, for the "
                  "prediction sets", len(calibration))
     ids, fold = folds.ids, np.asarray(folds.fold)
-    wanted = set(ids)
-    words = (tokens for post_id, tokens in manifest.posts.rows("id", "tokens") if post_id in wanted)
-    vocab = Vocabulary.build(words if config.model.text_input != "features" else ())  # word-level input only
+    words = config.model.text_input != "features"     # a word-level text input (Table 2's baseline)
+    vocab = Vocabulary.build(tokens_of(manifest, ids) if words else ())
     if parallel.is_main:
         atomic_write_json(out / "split.json", {
             "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,
