@@ -134,3 +134,47 @@ def test_a_fold_left_empty_by_large_groups_is_dropped():
     sizes = folds.record()["fold_sizes"]
     assert folds.k == 2 and sorted(sizes) == [16, 28] and set(folds.fold) == {0, 1}
     assert "2 fold(s), not 3" in folds.how
+
+
+def _event_posts(sizes_and_labels: list[tuple[str, int, float]]) -> list:
+    """Posts of events: (event, posts, share labelled b)."""
+    from sgmft.data.manifest import Post
+
+    posts = []
+    for event, n, share in sizes_and_labels:
+        for j in range(n):
+            i = len(posts)
+            label = "b" if j < round(share * n) else "a"
+            posts.append(Post(f"p{i}", "t", f"i{i}.png", label, None, None, i + 1, ("t",), f"sha{i}",
+                              meta=(("event", event),)))
+    return posts
+
+
+def test_the_calibration_part_is_whole_groups_near_its_share_and_moves_with_the_seed():
+    # the review's case: one 300-post event (80/20) among 25 of 20-50 posts; the first fold of a
+    # stratified splitter was that event, 25 % of the posts, for every seed
+    from sgmft.data.folds import carve_groups
+
+    sizes = [20 + (7 * k) % 31 for k in range(25)]
+    posts = _event_posts([("big", 300, 0.2)] + [(f"e{k}", n, 0.5) for k, n in enumerate(sizes)])
+    target = 0.1 * len(posts)
+    parts = []
+    for seed in range(5):
+        carved = carve_groups(posts, 0.1, seed, column="event", images=False, why="by event")
+        held = [p for p, f in zip(posts, carved.fold, strict=True) if f == 0]
+        events = {dict(p.meta)["event"] for p in held}
+        assert "big" not in events and carved.k == 1 and carved.shift_like
+        assert abs(len(held) - target) <= 25                 # nearest the share, whole events
+        assert all(sum(dict(p.meta)["event"] == e for p in posts) == sum(dict(p.meta)["event"] == e
+                                                                             for p in held) for e in events)
+        parts.append(frozenset(events))
+    assert len(set(parts)) >= 4                              # the seed draws the part
+
+
+def test_folds_record_the_events_as_bootstrap_units_even_when_images_stand_in():
+    # the event of both labels is most of the posts and stays in training, the others hold one
+    # label: the folds cannot group by event, posts stand alone; the units stay the events
+    posts = _event_posts([("mixed", 60, 0.5), ("x", 14, 0.0), ("y", 13, 0.0), ("z", 13, 0.0)])
+    folds = make_folds(posts, 3, seed=0, column="event", images=False, why="by event")
+    assert not folds.shift_like and folds.units_by_column
+    assert set(folds.units) == {"mixed", "x", "y", "z"}

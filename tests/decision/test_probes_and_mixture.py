@@ -63,21 +63,32 @@ def test_a_part_that_fails_one_fold_loses_to_one_that_holds_on_every_fold():
 
 
 def test_cross_fitted_probe_chooses_by_out_of_fold_log_loss_and_refits():
-    from sgmft.decision.probes import CANDIDATES, cross_fitted_probe
+    from sgmft.decision.earned import Units
+    from sgmft.decision.probes import CANDIDATES, DEFAULT, cross_fitted_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 4))
     y = (x[:, 0] > 0).astype(int)
     fold = np.repeat([0, 1, 2], 30)
     fold[:10] = -1                                            # kept in training in every fold
-    probe, oof = cross_fitted_probe(x, y, 2, fold, np.ones(90, bool))
+    units = Units(np.arange(80) % 20, 20, "twenty users")
+    probe, oof, earned = cross_fitted_probe(x, y, 2, fold, np.ones(90, bool), units)
     assert (probe.standardise, probe.c) in [(s, c) for s, cs in CANDIDATES.items() for c in cs]
+    assert [probe.standardise, probe.c] == earned["choice"]
     assert np.all(oof[:10] == 0) and (oof[10:].argmax(1) == y[10:]).mean() > 0.85
     assert probe.score == pytest.approx(-np.mean(np.log(probs(oof[10:])[np.arange(80), y[10:]])))
     # the final probe is refitted on the rows asked for
     refit = fold == -1
-    small, _ = cross_fitted_probe(x, y, 2, fold, refit)
+    small, _, _ = cross_fitted_probe(x, y, 2, fold, refit, units)
     assert not np.allclose(small.weight, probe.weight)
+    # one informative group earns nothing: the default stays, whatever the out-of-fold scores
+    wide = np.c_[x[:, :1] * 0.3, rng.normal(size=(90, 60))]           # 60 noise features, noisy labels:
+    noisy = y ^ (rng.random(90) < 0.3)                                 # C = 1 overfits
+    _, _, record = cross_fitted_probe(wide, noisy, 2, fold, np.ones(90, bool), units)
+    assert record["earned"] and record["choice"] == [True, 0.01]
+    alone = Units(np.zeros(80, int), 1, "one event")
+    one, _, record = cross_fitted_probe(wide, noisy, 2, fold, np.ones(90, bool), alone)
+    assert (one.standardise, one.c) == DEFAULT and not record["earned"] and "informative" in record["why"]
 
 
 def test_probe_folds_standardisation_into_one_linear_map():

@@ -153,3 +153,33 @@ def test_fallback_mixture_by_hand():
     assert torch.equal(cooled.logits.argmax(-1), out.logits.argmax(-1))
     with pytest.raises(ValueError, match="temperature"):
         model.set_temperature(0.0)
+
+
+def test_the_cross_fit_ensemble_averages_its_members_fused_heads():
+    torch.manual_seed(1)
+    model, members = build("sg-mft", dropout=0.0), [build("sg-mft", dropout=0.0) for _ in range(2)]
+    for m in (model, *members):
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+    batch = make_batch()
+    model.eval()
+    alone = [torch.softmax(m.eval()(batch).head_logits, -1) for m in (model, *members)]
+    model.add_members(members)
+    out = model(batch)
+    torch.testing.assert_close(torch.softmax(out.head_logits, -1), sum(alone) / 3, rtol=1e-5, atol=1e-6)
+    model.use_members = False
+    torch.testing.assert_close(torch.softmax(model(batch).head_logits, -1), alone[0])
+    model.use_members = True
+    model.train()                       # training fits the model's own head, never the mean
+    torch.testing.assert_close(torch.softmax(model(batch).head_logits, -1), alone[0])
+    assert len([k for k in model.state_dict() if k.startswith("members.1.")]) > 0
+
+
+def test_the_answer_is_unsure_when_hardly_above_the_label_share():
+    model = build("sg-mft")
+    model.probes.set_mixture((1.0, 0.0, 0.0, 0.0), torch.tensor([0.5, 0.3, 0.2]))
+    probs = torch.tensor([[0.52, 0.28, 0.20], [0.20, 0.70, 0.10], [0.30, 0.30, 0.40]])
+    answers = model.answer(torch.log(probs))
+    assert answers.tolist() == [-1, 1, 2]           # gains over the shares: 0.02, 0.4, 0.2
+    assert model.answer(torch.log(probs), min_gain=0.0).tolist() == [0, 1, 2]
+    assert model.answer(torch.log(probs), min_gain=0.3).tolist() == [-1, 1, -1]

@@ -37,7 +37,12 @@ def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
     folds = info["folds"]
     assert folds["k"] == 3 and len(folds["models"]) == 3 and sum(folds["fold_sizes"]) == info["split"]["val"]
     kept = [m["best_epoch"] + 1 for m in folds["models"]]
-    assert len(info["history"]) == int(np.ceil(np.median(kept)))       # the refit's epochs
+    epochs = info["decisions"]["epochs"]                                # the refit's epochs, earned or not
+    assert epochs["candidate"] == int(np.ceil(np.median(kept))) and epochs["default"] == 12
+    assert len(info["history"]) == epochs["choice"]
+    for name in ("probe_text", "probe_image", "mixture", "temperature", "decision_offsets", "epochs"):
+        choice = info["decisions"][name]
+        assert choice["choice"] == (choice["candidate"] if choice["earned"] else choice["default"])
     assert info["split"]["train"] == len(json.loads((run / "split.json").read_text())["train"])
     state = load_file(run / "model.safetensors")
     weights = info["mixture"]["weights"]
@@ -150,15 +155,23 @@ def test_without_early_stopping_the_refit_trains_the_epochs_the_folds_trained(de
     assert len(info["history"]) == 9
 
 
-def test_final_config_takes_the_median_of_the_kept_epochs():
+def test_final_config_takes_the_median_of_the_kept_epochs_only_when_earned():
+    from sgmft.decision.earned import Units
     from sgmft.training.crossfit import FoldResult, final_config
 
-    results = [FoldResult([], best, 20, 1.0, torch.zeros(1, 2)) for best in (3, 7, 12)]
-    base = resolve_config("sgmft", [])
-    early = final_config(base, results).train
-    assert early.epochs == 8 and early.early_stopping == 0 and early.min_steps == 0   # best + 1: 4, 8, 13
-    late = final_config(replace(base, train=replace(base.train, early_stopping=0)), results).train
-    assert late.epochs == 20
+    def history(best, worse_by):     # validation losses that fall to the best epoch, then rise
+        return [{"val_loss": 1.0 - 0.01 * min(e, best) + worse_by * max(0, e - best)} for e in range(20)]
+
+    results = [FoldResult(history(best, 0.02), best, 20, 1.0, torch.zeros(1, 2)) for best in (3, 5, 7, 9, 12)]
+    base = resolve_config("sgmft", ["train.epochs=20"])
+    informed = Units(np.arange(30) % 10, 10, "ten events")
+    early, record = final_config(base, results, informed)
+    assert record["earned"] and record["candidate"] == 8                 # best + 1: 4, 6, 8, 10, 13
+    assert early.train.epochs == 8 and early.train.early_stopping == 0 and early.train.min_steps == 0
+    kept, record = final_config(base, results, Units(np.zeros(30, int), 1, "one event"))
+    assert not record["earned"] and kept.train.epochs == 20 and kept.train.early_stopping == 0
+    flat = [FoldResult(history(best, 0.0), best, 20, 1.0, torch.zeros(1, 2)) for best in (3, 7, 12)]
+    assert not final_config(base, flat, informed)[1]["earned"]           # no loss to gain: the default
 
 
 def test_a_calibration_part_too_small_to_calibrate_is_not_carved(demo):
@@ -166,7 +179,7 @@ def test_a_calibration_part_too_small_to_calibrate_is_not_carved(demo):
 
     prepared = prepare_data(config(demo), progress=False)
     small = resolve_config("sgmft", [f"data.manifest={demo}"])            # 10 % of 51 posts < 200
-    assert calibration_part(small, prepared) == []
-    carved = calibration_part(config(demo), prepared)                      # the floor lowered to 1
+    assert calibration_part(small, prepared) is None
+    carved = calibration_part(config(demo), prepared).validated            # the floor lowered to 1
     assert carved and set(carved) <= set(prepared.split["train"])
     assert len(carved) < 0.3 * len(prepared.split["train"])

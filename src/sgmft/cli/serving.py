@@ -24,11 +24,16 @@ MinGain = Annotated[float, typer.Option(
          "training posts (no better than guessing from the label counts; 0 turns it off).")]
 
 
-def _predictor(run: Path, device: str = "cpu", min_gain: float = 0.05):
+NovelUnsure = Annotated[bool, typer.Option(
+    help="Answer 'unsure' (with the best guess) for a post unlike the training posts in both its text "
+         "and its image.")]
+
+
+def _predictor(run: Path, device: str = "cpu", min_gain: float = 0.05, novel_unsure: bool = True):
     from sgmft.serving.predictor import Predictor
 
     with reported():
-        return Predictor(run, device=device, min_gain=min_gain)
+        return Predictor(run, device=device, min_gain=min_gain, novel_unsure=novel_unsure)
 
 
 def print_prediction(result: dict) -> None:
@@ -39,6 +44,11 @@ def print_prediction(result: dict) -> None:
         members = result["set"]
         typer.echo(f"set ({result['coverage']:.0%} coverage): "
                    + (members[0] if len(members) == 1 else "one of: " + ", ".join(members)))
+    if result.get("unlike_training"):
+        typer.echo("unlike the posts this model was trained on: "
+                   + ", ".join(f"{name} p = {p:.3f}" for name, p in result["novelty"].items()
+                               if p is not None)
+                   + " (p-values of looking like the training posts)")
     width = max(len(label) for label in result["probabilities"])
     for label, p in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {label:{width}s} {p:6.3f}  {'#' * round(40 * p)}")
@@ -79,6 +89,7 @@ def predict(
     coverage: Coverage = None,
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
+    novel_unsure: NovelUnsure = True,
     resume: Annotated[bool, typer.Option(
         help="With --manifest: continue a killed prediction into the same --out where it stopped.")] = False,
     cache: CacheDirs = None,
@@ -99,7 +110,7 @@ def predict(
 
         if out is None or out.suffix.lower() not in FORMATS:
             raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json, .csv or .parquet)")
-        predictor = _predictor(run, device, min_gain)
+        predictor = _predictor(run, device, min_gain, novel_unsure)
         extra = {}
         if ray is not None:
             from sgmft.serving.ray_predict import RayWindows
@@ -115,12 +126,14 @@ def predict(
                    f"{result.left_out} invalid row(s) left out -> {out}"
                    + (f" (features of {result.from_cache} from a feature cache)" if result.from_cache else "")
                    + (f" (resumed after row {result.resumed_rows})" if result.resumed_rows else ""))
+        if result.drift and "words" in result.drift:
+            typer.echo(result.drift["words"] + f" -> {out.name}.drift.json")
         return
     if text is None and image is None:
         raise typer.BadParameter("give --text and/or --image, or --manifest")
     with reported(ImageError):
         pil = load_image(image) if image is not None else None
-    predictor = _predictor(run, device, min_gain)
+    predictor = _predictor(run, device, min_gain, novel_unsure)
     with reported(PredictionError):
         result = predictor.predict([PostInput(text, pil)], coverage, min_confidence)[0].to_dict()
     if json_output:
@@ -144,6 +157,7 @@ def profile(
     device: Device = "cpu",
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
+    novel_unsure: NovelUnsure = True,
     cache: CacheDirs = None,
     shown: Annotated[int, typer.Option(help="Users printed (the most active); all are in the files.")] = 40,
 ) -> None:
@@ -152,7 +166,7 @@ def profile(
     from sgmft.serving.batch import predict_manifest
     from sgmft.serving.profiles import row_errors, user_profiles, write_profiles
 
-    predictor = _predictor(run, device, min_gain)
+    predictor = _predictor(run, device, min_gain, novel_unsure)
     predictions = out / "predictions.parquet"
     with reported():
         out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +180,10 @@ def profile(
         raise typer.Exit(1)
     errors = row_errors(predictions)
     with reported():
-        write_profiles(profiles, labels_shown, {"count": result.left_out, "kinds": result.kinds}, errors, out)
+        write_profiles(profiles, labels_shown, {"count": result.left_out, "kinds": result.kinds}, errors, out,
+                       result.drift)
+    if result.drift and "words" in result.drift:
+        typer.echo(result.drift["words"])
     width = max(8, *(len(label) for label in labels_shown))
     typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in labels_shown))
     busiest = sorted(profiles, key=lambda u: (-profiles[u]["posts"], u))
@@ -193,6 +210,7 @@ def serve(
         help="Coverage of the prediction sets given when a request does not ask (0: none).")] = 0.9,
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
+    novel_unsure: NovelUnsure = True,
 ) -> None:
     """Serve the run over HTTP (FastAPI + uvicorn): /predict, /predict/batch, /health, /labels,
     /docs, and a web page at /."""
@@ -209,7 +227,7 @@ def serve(
         typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port",
                    err=True)
         raise typer.Exit(1) from None
-    predictor = _predictor(run, device, min_gain)
+    predictor = _predictor(run, device, min_gain, novel_unsure)
     if predictor.imported:
         typer.echo("error: this run was trained on imported features and has no encoder to read posts "
                    "with; predict manifests of imported features instead (sgmft predict RUN --manifest "

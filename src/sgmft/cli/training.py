@@ -127,13 +127,18 @@ def evaluate(
     sets_by: Annotated[str | None, typer.Option(
         help="Also group-conditional (Mondrian) prediction sets: a threshold per value of this column "
              "(label: per class), with the coverage of each group.")] = None,
+    novel_unsure: Annotated[bool, typer.Option(
+        help="Count a post unlike the training posts in both text and image as unsure (not "
+             "answered).")] = True,
 ) -> None:
-    """Accuracy, macro-F1, per-class scores, confusion matrix and t-SNE on the test split."""
+    """Accuracy, macro-F1, per-class scores, calibration, prediction sets (weighted for a shift too),
+    drift from the training posts, answered posts, confusion matrix and t-SNE on the test split."""
     from sgmft.evaluation.evaluate import evaluate_run
 
     with reported():
         metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device,
-                               coverage=coverage, group_by=group_by, sets_by=sets_by)
+                               coverage=coverage, group_by=group_by, sets_by=sets_by,
+                               novel_unsure=novel_unsure)
     print_evaluation(run, metrics)
 
 
@@ -166,6 +171,19 @@ def print_evaluation(run: Path, metrics: dict) -> None:
                    f"{sets['mean_size']:.2f} labels on average")
     else:
         typer.echo(f"prediction sets: none ({sets['note']})")
+    weighted = sets.get("weighted")
+    if weighted:
+        typer.echo(f"  weighted for the shift (density ratios of these posts against the calibration posts): "
+                   f"{weighted['coverage']:.3f} covered, {weighted['mean_size']:.2f} labels on average"
+                   + (f"; {weighted['every_label']:.0%} of posts got every label"
+                      if weighted["every_label"] else ""))
+    if metrics.get("drift"):
+        typer.echo(metrics["drift"]["words"])
+    answered = metrics.get("answered")
+    if answered and answered["accuracy"] is not None:
+        typer.echo(f"answered (not unsure): {answered['share']:.1%} of posts, accuracy "
+                   f"{answered['accuracy']:.4f} on "
+                   f"them ({answered['accuracy_all']:.4f} on all)")
     if metrics.get("sets_by"):
         by = metrics["sets_by"]
         typer.echo(f"sets by {by['by']} (a threshold per group): {by['coverage']:.3f} covered, "

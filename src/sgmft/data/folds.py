@@ -59,6 +59,12 @@ class Folds:
     #: False when the column's groups could not be held out and near-duplicate images stood in:
     #: the folds then resemble the training posts more than a test on new groups will
     shift_like: bool = True
+    #: each post's bootstrap unit for the decision layer's noise (`sgmft.decision.earned`): its
+    #: value of the grouping column asked for (events, users; even where images stood in for it),
+    #: else its near-duplicate image group; None: a unit of its own
+    units: list = field(default_factory=list)
+    #: whether ``units`` are a grouping column's values (then only units of two labels inform)
+    units_by_column: bool = False
 
     @property
     def how(self) -> str:
@@ -148,6 +154,8 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                     ", ".join(rare))
     eligible = [i for i, label in enumerate(labels) if label not in rare]
     groups, kept = _groups(posts, ids, eligible, column, images)
+    units = list(values_of(posts, column)) if column is not None else list(groups)
+    units_by_column = column is not None
     why = why or "by near-duplicate images"
     problem = _unusable(labels, eligible, [i for i in eligible if groups[i] is not None], groups, column)
     if problem is not None:    # the column's groups cannot validate: the images alone
@@ -181,7 +189,7 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
         notes.append(f"{filled} fold(s), not {folds}: the groups' sizes left {folds - filled} empty")
     if filled < 2:
         return Folds(ids, [-1] * len(posts), 0, "none (the groups fill fewer than two folds)", column, kept)
-    return Folds(ids, fold, filled, why, column, kept, notes, shift_like)
+    return Folds(ids, fold, filled, why, column, kept, notes, shift_like, units, units_by_column)
 
 
 def _without_empty_folds(fold: list[int], k: int) -> tuple[list[int], int]:
@@ -252,4 +260,38 @@ def carve_validation(posts: Sequence[Post], fraction: float, seed: int, column: 
         return folds
     fold = [0 if f == 0 else -1 for f in folds.fold]
     return Folds(folds.ids, fold, 1, f"one part of {fraction:.0%} {folds.why}", folds.column, folds.kept,
-                 [n for n in folds.notes if "folds, not" not in n], folds.shift_like)
+                 [n for n in folds.notes if "folds, not" not in n], folds.shift_like, folds.units,
+                 folds.units_by_column)
+
+
+def carve_groups(posts: Sequence[Post], share: float, seed: int, column: str | None = None,
+                 images: bool = True, why: str = "") -> Folds:
+    """One part of whole groups (grouped as the folds are) whose size is nearest ``share`` of
+    ``posts``: the groups in an order drawn from ``seed``, each taken when it brings the part
+    closer to its target size. Unlike the first fold of a stratified splitter, which places the
+    groups of most uneven labels first whatever the seed, the part differs from seed to seed and
+    is never one large group bigger than twice the target. Returns a `Folds` of one fold (0: the
+    part, -1: the rest), ``k`` 0 when nothing could be carved; ``shift_like`` False when the
+    column's groups could not be used and images stood in for them."""
+    ids, labels = values_of(posts, "id"), [str(label) for label in values_of(posts, "label")]
+    counts = Counter(labels)
+    eligible = [i for i, label in enumerate(labels) if counts[label] > MIN_TRAIN_PER_CLASS]
+    groups, kept = _groups(posts, ids, eligible, column, images)
+    problem = _unusable(labels, eligible, [i for i in eligible if groups[i] is not None], groups, column)
+    if problem is not None:
+        groups, kept = _groups(posts, ids, eligible, None, images)
+    sizes = Counter(g for g in groups if g is not None)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    names = list(sizes)
+    target, total, chosen = share * len(posts), 0, set()
+    for j in order:
+        n = sizes[names[j]]
+        if abs(total + n - target) < abs(total - target):
+            chosen.add(names[j])
+            total += n
+    fold = [0 if g is not None and g in chosen else -1 for g in groups]
+    notes = [f"{problem}: grouped by near-duplicate images instead"] if problem is not None else []
+    how = (f"{len(chosen)} whole group(s) {why or 'by near-duplicate images'}, {total} posts "
+           f"(target {share:.0%}: {target:.0f})")
+    return Folds(ids, fold, 1 if total else 0, how, None if problem else column, kept, notes,
+                 problem is None)

@@ -34,6 +34,7 @@ from sgmft.evaluation.report import (
     set_report,
     warnings_for,
 )
+from sgmft.evaluation.shift import shift_report
 from sgmft.io import atomic_write_json
 from sgmft.metrics.calibration import softmax
 from sgmft.metrics.classification import classification_metrics
@@ -133,7 +134,7 @@ def grouping_column(run: LoadedRun, prepared: PreparedData, group_by: str | None
 def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figures: bool = True,
                  progress: bool = True, allow_data_change: bool = False, device: str = "cpu",
                  coverage: float = 0.9, group_by: str | None = None,
-                 sets_by: str | None = None) -> dict[str, Any]:
+                 sets_by: str | None = None, novel_unsure: bool = True) -> dict[str, Any]:
     """Write ``eval/metrics.json``, ``eval/confusion.{json,png}``, ``eval/reliability.png``,
     ``eval/selective.png`` and ``eval/tsne.png``; the model runs on ``device`` whatever it was
     trained on. ``coverage``: the prediction sets' target; ``group_by``: the per-group table's
@@ -155,10 +156,13 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     ids = test_ids(run, prepared)
     outputs, y_true = test_outputs(run, prepared, ids)
     probs = softmax(outputs["logits"])
-    predicted = run.model.decide(torch.from_numpy(outputs["logits"])).numpy()
+    logits = torch.from_numpy(outputs["logits"])
+    predicted = run.model.decide(logits).numpy()
     metrics = classification_metrics(y_true, predicted, run.labels)
     metrics["accuracy_interval"] = accuracy_interval(int((predicted == y_true).sum()), len(y_true))
     metrics["fused_head"] = _accuracy(outputs["head_logits"], y_true, run.labels)
+    if len(run.model.members):
+        metrics["refit_alone"] = _refit_alone(run, prepared, ids, y_true)
     for name in ("text", "image"):
         metrics[f"{name}_only"] = _accuracy(outputs[f"probe_{name}"], y_true, run.labels) | {
             "source": "the run's unimodal probe"}
@@ -181,10 +185,20 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     majority = _training_majority(run, prepared)
     metrics["majority_accuracy"] = float((y_true == majority).mean())
     column = grouping_column(run, prepared, group_by)
+    values = None
     if column is not None:
         by_id = prepared.manifest.by_id(column)
         values = [by_id[i] for i in ids]
         metrics["groups"] = {"column": column, "table": per_group(values, y_true, predicted, run.labels)}
+    tensors = post_tensors(prepared.manifest, prepared.cache, ids, run.vocab, run.config.model)
+    shift = shift_report(run, tensors, probs, y_true, predicted, run.model.answer(logits).numpy(), coverage,
+                         values, novel_unsure)
+    metrics["answered"] = shift.pop("answered")
+    if "weighted_sets" in shift:
+        metrics["sets"]["weighted"] = shift.pop("weighted_sets")
+    metrics |= shift
+    if "drift" in metrics:
+        log.info("%s", metrics["drift"]["words"])
     metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
     shared = shared_photos(run, prepared, ids)
     if shared:
@@ -203,6 +217,21 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "confusion.json", {"labels": run.labels, "matrix": metrics["confusion"]})
     return metrics
+
+
+def _refit_alone(run: LoadedRun, prepared: PreparedData, ids: list[str],
+                 y_true: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 of the run's answers with the refit's fused head alone (the
+    ensemble's members left out): what the cross-fit ensemble adds."""
+    run.model.use_members = False
+    try:
+        outputs, _ = test_outputs(run, prepared, ids)
+    finally:
+        run.model.use_members = True
+    decided = run.model.decide(torch.from_numpy(outputs["logits"])).numpy()
+    scores = classification_metrics(y_true, decided, run.labels)
+    return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+            "fused_head": _accuracy(outputs["head_logits"], y_true, run.labels)["accuracy"]}
 
 
 def _figures(out: Path, run: LoadedRun, metrics: dict[str, Any], outputs: dict[str, Any],

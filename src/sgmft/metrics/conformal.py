@@ -67,3 +67,34 @@ def set_coverage(sets: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Empirical coverage and mean set size of prediction sets on labelled posts."""
     return {"coverage": float(sets[np.arange(len(labels)), labels].mean()),
             "mean_size": float(sets.sum(1).mean())}
+
+
+def weighted_thresholds(scores: np.ndarray, weights: np.ndarray, test_weights: np.ndarray,
+                        coverage: float) -> np.ndarray:
+    """Weighted split-conformal thresholds under a covariate shift (Tibshirani, Barber, Candès
+    and Ramdas 2019): for each test post j, the ``coverage`` quantile of the distribution that puts
+    mass w_i / (W + w_j) on calibration score s_i and w_j / (W + w_j) on +infinity, W = sum w_i.
+    scores (n,), weights (n,) the calibration posts' density ratios, test_weights (m,). A test post
+    whose quantile falls on +infinity (its weight leaves the calibration posts too little mass)
+    gets 1.0: every label. With equal weights this is `threshold_from_scores`."""
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage {coverage}; expected a value in (0, 1)")
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = np.asarray(scores, np.float64)[order]
+    cumulative = np.cumsum(np.asarray(weights, np.float64)[order])
+    total = cumulative[-1] if len(cumulative) else 0.0
+    need = coverage * (total + np.asarray(test_weights, np.float64))
+    at = np.searchsorted(cumulative, need * (1 - 1e-12), side="left")
+    out = np.ones(len(need))
+    inside = at < len(sorted_scores)
+    out[inside] = sorted_scores[at[inside]]
+    return out
+
+
+def sets_of_thresholds(probs: np.ndarray, thresholds: np.ndarray,
+                       decided: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) boolean prediction sets with a threshold per post (N,): p_ic >= 1 - q_i, the decided
+    label always inside."""
+    sets = probs >= 1.0 - np.asarray(thresholds)[:, None] - 1e-12
+    sets[np.arange(len(probs)), probs.argmax(1) if decided is None else decided] = True
+    return sets

@@ -60,6 +60,9 @@ class ModelConfig:
     decision: str = "argmax"          # the label: argmax of the probabilities (the paper; the most
                                       # accurate) | balanced (with per-label offsets chosen out of
                                       # fold for macro-F1, at no cost in accuracy there)
+    ensemble: bool = False            # answer with the mean of the refit's and the fold models' fused
+                                      # heads (the cross-fit ensemble: the fold models are trained
+                                      # anyway; it narrows the spread over seeds on new events)
     calibration: str = "auto"         # the temperature, fitted out of fold: fit (any T) | auto (fit, but
                                       # never sharpen, T >= 1, when the folds could not hold out the
                                       # data's groups) | off (T = 1)

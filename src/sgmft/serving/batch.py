@@ -25,9 +25,10 @@ import torch
 
 from sgmft.data.images import ImageError, load_image
 from sgmft.data.manifest import Block, Post, RowProblem, iter_manifest
+from sgmft.decision.novelty import DriftSample
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
-from sgmft.io import atomic_write_json
+from sgmft.io import atomic_write, atomic_write_json
 from sgmft.progress import progress_bar
 from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
 from sgmft.serving.writers import open_writer
@@ -50,6 +51,7 @@ class BatchSummary:
     from_cache: int = 0
     resumed_rows: int = 0
     kinds: dict[str, int] = field(default_factory=dict)   # problems by kind
+    drift: dict[str, Any] | None = None   # the batch's drift report (`write_drift`)
 
 
 def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
@@ -241,6 +243,8 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     writer = open_writer(out, predictor.labels, saved["state"] if saved else None)
     predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
                              options)
+    drift_file = out.with_name(out.name + ".drift-sample.npz")
+    predictor.drift = _drift_sample(predictor, drift_file if saved else None)
     bar = progress_bar(_lines(manifest_path), "predict", "row", disable=not progress, initial=done_rows)
     blocks = iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
                            any_label=True, block_rows=block_rows, skip_through=done_rows)
@@ -250,13 +254,51 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
         writer.write(records)
         _count(summary, block, records, skip_invalid)
         last = max([p.row for p in block.posts] + [p.row for p in block.problems])
+        if predictor.drift is not None:
+            sample = predictor.drift.state()
+            atomic_write(drift_file, lambda tmp, sample=sample: _save_npz(tmp, sample))
         atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
                                           "state": writer.checkpoint(), "summary": asdict(summary)})
         bar.update(len(block.posts) + len(block.problems))
     bar.close()
     writer.finish()
+    summary.drift = write_drift(predictor, out.with_name(out.name + ".drift.json"))
+    predictor.drift = None
     progress_file.unlink(missing_ok=True)
+    drift_file.unlink(missing_ok=True)
     return summary
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _drift_sample(predictor: Predictor, saved: Path | None) -> DriftSample | None:
+    """The batch's drift sample: none for a run without a novelty index; on resume, the one the
+    killed run saved."""
+    if predictor.run.novelty is None:
+        return None
+    if saved is not None and saved.is_file():
+        with np.load(saved) as state:
+            return DriftSample.from_state(dict(state))
+    return DriftSample()
+
+
+def write_drift(predictor: Predictor, path: Path) -> dict[str, Any] | None:
+    """``<out>.drift.json``: the batch's two-sample test per modality and its flagged shares
+    (`sgmft.decision.novelty.DriftSample.report`), said in one line; None without an index."""
+    index = predictor.run.novelty
+    if index is None or predictor.drift is None:
+        return None
+    if not predictor.drift.counts[0]:
+        report = {"posts": 0, "note": "no post predicted here (on Ray the actors' posts are not sampled)"}
+    else:
+        report = predictor.drift.report(index, predictor.run.config.train.seed)
+    atomic_write_json(path, report)
+    if "words" in report:
+        log.info("%s", report["words"])
+    return report
 
 
 def _checked(blocks: Iterator[Block], path: Path) -> Iterator[Block]:

@@ -9,8 +9,12 @@ modality's features are replaced by their training mean in the graph (pass anyth
 and the fallback mixture gives its probe's weight to the other one, as `sgmft predict` does;
 outputs ``probabilities`` (B, C;
 calibrated: the run's temperature is in the graph), ``logits`` (B, C), ``fused`` (M_fuse, B, F),
-``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities, and ``label`` (B,)
-int64, the predicted label's index (with the run's decision offsets).
+``text_only`` and ``image_only`` (B, C), the unimodal probes' probabilities, ``best_guess`` (B,)
+int64, the decided label's index (with the run's decision offsets), and ``label`` (B,) int64, the
+same index or -1 for "unsure" by the rule of `sgmft predict` and `evaluate`
+(`MultimodalModel.answer`: less than the run's ``min_gain`` above the label's training share).
+The novelty flags (a post unlike the training posts is unsure too) need the run's nearest-neighbour
+index and are not in the graph.
 """
 
 from __future__ import annotations
@@ -53,10 +57,10 @@ class ExportHead(nn.Module):
         out = self.model({**batch, "present": keep})
         return (torch.softmax(out.logits, dim=-1), out.logits, out.fused,
                 torch.softmax(out.probes["text"], -1), torch.softmax(out.probes["image"], -1),
-                self.model.decide(out.logits))
+                self.model.answer(out.logits), self.model.decide(out.logits))
 
 
-OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only", "label"]
+OUTPUTS = ["probabilities", "logits", "fused", "text_only", "image_only", "label", "best_guess"]
 
 
 def example_inputs(run: LoadedRun, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -32,12 +32,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sgmft.decision.novelty import DriftSample
 from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
 from sgmft.encoders.cache import IMPORTED
 from sgmft.encoders.features import encoder_options
 from sgmft.metrics.conformal import prediction_sets
-from sgmft.models.fallback import COMPONENTS, present_weights
+from sgmft.models.fallback import COMPONENTS, MODALITIES, present_weights
+from sgmft.models.model import UNSURE_MIN_GAIN
 from sgmft.text.cleaning import preprocess_text
 from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
@@ -65,7 +67,7 @@ class PostInput:
 UNINFORMATIVE_ENTROPY = 0.95
 UNSURE = "unsure"
 #: an answer must be this much more probable than its share of the training posts
-MIN_GAIN = 0.05
+MIN_GAIN = UNSURE_MIN_GAIN
 
 
 @dataclass
@@ -78,6 +80,9 @@ class Prediction:
     best_guess: str | None = None       # the top label, when ``label`` is "unsure"
     set: list[str] | None = None        # the prediction set, when a coverage was asked
     coverage: float | None = None
+    novelty: dict[str, float | None] | None = None   # per modality, the conformal p-value of
+                                                      # being like the training posts (None: absent)
+    unlike_training: bool | None = None              # flagged (p <= alpha) in a modality it has
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "probabilities": self.probabilities}
@@ -85,6 +90,8 @@ class Prediction:
             out["best_guess"] = self.best_guess
         if self.set is not None:
             out |= {"set": self.set, "coverage": self.coverage}
+        if self.novelty is not None:
+            out |= {"novelty": self.novelty, "unlike_training": self.unlike_training}
         out |= {"evidence": self.evidence, "warnings": self.warnings}
         return {"id": self.id, **out} if self.id is not None else out
 
@@ -110,7 +117,8 @@ class Predictor:
     """Predicts posts with a trained run; ``encoder`` defaults to the run's own encoder."""
 
     def __init__(self, run: str | Path | LoadedRun, encoder: Encoder | None = None,
-                 device: str = "cpu", batch_size: int = 64, min_gain: float = MIN_GAIN):
+                 device: str = "cpu", batch_size: int = 64, min_gain: float = MIN_GAIN,
+                 novel_unsure: bool = True):
         self.run = run if isinstance(run, LoadedRun) else load_run(run, device)
         self.labels = self.run.labels
         self.batch_size = batch_size
@@ -118,9 +126,11 @@ class Predictor:
         if not 0.0 <= min_gain < 1.0:
             raise ValueError(f"min_gain {min_gain}: expected a number in [0, 1)")
         self.min_gain = min_gain
+        self.novel_unsure = novel_unsure   # a post unlike the training posts in both modalities: unsure
+        self.drift: DriftSample | None = None   # set by a batch that reports its drift
         self.prior = self.run.model.probes.prior.detach().cpu()
         self.notes = run_notes(self.run.info)
-        self._thresholds: dict[float, float] = {}
+        self._thresholds: dict[tuple[float, str], float] = {}
         self._calibrated: set[float] = set()   # the coverages calibrated on held-out posts
         self._encoder = encoder
         if encoder is not None or not self.imported:
@@ -237,29 +247,28 @@ class Predictor:
         coverages = coverage if isinstance(coverage, list) else [coverage] * n
         confidences = min_confidence if isinstance(min_confidence, list) else [min_confidence] * n
         decided = self.run.model.decide(outputs["logits"]).tolist()
+        gained = self.run.model.answer(outputs["logits"], self.min_gain).tolist()
+        novelty = self._novelty(features, ids)
         found = []
         for i in range(n):
             _, distribution = _distribution(probabilities[i], self.labels)
             label = self.labels[decided[i]]
             evidence = self._evidence(outputs, features, i)
             prediction = Prediction(label, distribution, evidence, list(features.warnings[i]), ids[i])
+            unlike = self._flag(prediction, novelty, i)
             top = float(probabilities[i, decided[i]])
-            threshold = self.set_threshold(coverages[i])
-            if threshold is not None:
-                members = prediction_sets(probabilities[i:i + 1].numpy(), threshold,
-                                          np.array([decided[i]]))[0]
-                prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
-                prediction.coverage = coverages[i]
-                if coverages[i] not in self._calibrated:
-                    prediction.warnings.append("this run kept no held-out posts to calibrate prediction "
-                                               "sets on: the set is every label")
+            self._add_set(prediction, probabilities[i], decided[i], coverages[i], features, i, unlike)
             min_confidence = confidences[i]
             share = float(self.prior[decided[i]])
-            if min_confidence is not None and top < min_confidence:
+            if self.novel_unsure and unlike is not None and unlike.all():
+                prediction.best_guess, prediction.label = label, UNSURE
+                prediction.warnings.append("unsure: this post is unlike the posts this model was trained on, "
+                                           f"in text and image alike; {label} is only a best guess")
+            elif min_confidence is not None and top < min_confidence:
                 prediction.best_guess, prediction.label = label, UNSURE
                 prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is below "
                                            f"the asked confidence {min_confidence:.1%}")
-            elif self.min_gain > 0 and top - share < self.min_gain:
+            elif gained[i] < 0:
                 prediction.best_guess, prediction.label = label, UNSURE
                 prediction.warnings.append(f"unsure: the probability of {label}, {top:.1%}, is hardly above "
                                            f"its share of the training posts, {share:.1%}: no better than "
@@ -269,19 +278,75 @@ class Predictor:
             found.append(prediction)
         return found
 
-    def set_threshold(self, coverage: float | None) -> float | None:
-        """The conformal threshold of ``coverage`` (None when not asked). A run that kept no
-        held-out posts to calibrate on can promise a coverage only with every label: 1.0."""
+    def _novelty(self, features: Features, ids: list | None = None) -> dict[str, Any] | None:
+        """The run's novelty flags of a batch (`sgmft.decision.novelty`), or None without an index."""
+        index = self.run.novelty
+        if index is None:
+            return None
+        present = np.asarray([features.has_text, features.has_image]).T
+        raw = {name: features.tensors[name].numpy() for name in MODALITIES}
+        flags = index.flags(raw, present)
+        if self.drift is not None and ids is not None:
+            self.drift.add([str(i) for i in ids], index.reduced(raw), flags["unlike"])
+        return flags
+
+    def _flag(self, prediction: Prediction, novelty: dict[str, Any] | None, i: int) -> np.ndarray | None:
+        """Fill the post's novelty fields and warning; (2,) its flags per modality, or None."""
+        if novelty is None:
+            return None
+        p = {name: None if np.isnan(novelty["p"][name][i]) else round(float(novelty["p"][name][i]), 4)
+             for name in MODALITIES}
+        unlike = novelty["unlike"][i]
+        prediction.novelty, prediction.unlike_training = p, bool(unlike.any())
+        if unlike.any():
+            parts = " and ".join(f"its {name} (p = {p[name]:.3f})"
+                                 for name, flag in zip(MODALITIES, unlike, strict=True) if flag)
+            prediction.warnings.append(f"unlike the posts this model was trained on: {parts}; its "
+                                       "probabilities and set rest on posts like the training posts")
+        return unlike
+
+    def _add_set(self, prediction: Prediction, probabilities: torch.Tensor, decided: int,
+                 coverage: float | None, features: Features, i: int, unlike: np.ndarray | None) -> None:
+        """The prediction set of the post's presence pattern (its calibration posts scored that
+        way), widened when the post is flagged unlike the training posts: in one modality, the set
+        of half the miss rate (coverage 1 - (1 - c) / 2); in both, every label."""
+        threshold = self.set_threshold(coverage, _pattern(features.has_text[i], features.has_image[i]))
+        if threshold is None:
+            return
+        flagged = 0 if unlike is None else int(unlike.sum())
+        if flagged == 1:
+            threshold = self.set_threshold(1 - (1 - coverage) / 2,
+                                           _pattern(features.has_text[i], features.has_image[i]))
+        elif flagged == 2:
+            threshold = 1.0
+        members = prediction_sets(probabilities[None].numpy(), threshold, np.array([decided]))[0]
+        prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
+        prediction.coverage = coverage
+        if coverage not in self._calibrated:
+            prediction.warnings.append("this run kept no held-out posts to calibrate prediction sets on: the "
+                                       "set is every label")
+        elif flagged:
+            widened = "every label" if flagged == 2 else f"coverage {1 - (1 - coverage) / 2:.0%}"
+            prediction.warnings.append(f"the set is widened because the post is unlike the training posts "
+                                       f"({widened} asked of it)")
+        elif (self.run.conformal or {}).get("shift_like") is False:
+            prediction.warnings.append("the set's calibration posts could not be held out by group (images "
+                                       "stood in), so on posts of a new group it may cover less than asked")
+
+    def set_threshold(self, coverage: float | None, pattern: str = "both") -> float | None:
+        """The conformal threshold of ``coverage`` for posts of a presence ``pattern`` (both,
+        text_only, image_only; None when not asked). A run that kept no held-out posts to
+        calibrate on can promise a coverage only with every label: 1.0."""
         if coverage is None:
             return None
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage {coverage}: expected a number between 0 and 1")
-        if coverage not in self._thresholds:
-            threshold = self.run.conformal_threshold(coverage)
-            self._thresholds[coverage] = 1.0 if threshold is None else threshold
+        if (coverage, pattern) not in self._thresholds:
+            threshold = self.run.conformal_threshold(coverage, pattern)
+            self._thresholds[(coverage, pattern)] = 1.0 if threshold is None else threshold
             if threshold is not None:
                 self._calibrated.add(coverage)
-        return self._thresholds[coverage]
+        return self._thresholds[(coverage, pattern)]
 
     def _evidence(self, outputs: dict[str, torch.Tensor], features: Features, i: int) -> dict[str, Any]:
         evidence: dict[str, Any] = {}
@@ -318,6 +383,11 @@ class Predictor:
             self.encode(posts), [p.id for p in posts],
             [p.coverage if p.coverage is not None else coverage for p in posts],
             [p.min_confidence if p.min_confidence is not None else min_confidence for p in posts])
+
+
+def _pattern(has_text: bool, has_image: bool) -> str:
+    """The presence pattern of a post: both, text_only or image_only."""
+    return "both" if has_text and has_image else "text_only" if has_text else "image_only"
 
 
 def run_notes(info: dict[str, Any]) -> list[str]:

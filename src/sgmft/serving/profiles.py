@@ -70,11 +70,12 @@ def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: 
 
 
 def write_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], skipped: dict[str, Any],
-                   errors: list[dict[str, Any]], out: Path) -> None:
-    """``profiles.json`` (with the rows that could not be predicted), ``profiles.csv`` and
-    ``profiles.png``."""
+                   errors: list[dict[str, Any]], out: Path, drift: dict[str, Any] | None = None) -> None:
+    """``profiles.json`` (with the rows that could not be predicted and the batch's drift report:
+    when the posts are unlike the training posts, the shares rest on answers whose error rates
+    were measured on other posts), ``profiles.csv`` and ``profiles.png``."""
     atomic_write_json(out / "profiles.json", {"users": profiles, "row_errors": len(errors),
-                                              "errors": errors, "skipped_rows": skipped})
+                                              "errors": errors, "skipped_rows": skipped, "drift": drift})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["user", "posts", *labels])

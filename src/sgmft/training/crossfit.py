@@ -30,12 +30,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sgmft.data.folds import Folds
+from sgmft.decision.earned import Earned, Units, judge, judge_log_loss
 from sgmft.decision.mixture import choose_mixture
-from sgmft.decision.offsets import balanced_offsets
+from sgmft.decision.offsets import balanced_offsets, judge_offsets
 from sgmft.decision.probes import fit_unimodal_probes
 from sgmft.decision.temperature import choose_temperature, counted_folds
 from sgmft.io import atomic_write
 from sgmft.metrics.calibration import ece, log_loss, softmax
+from sgmft.models.fallback import COMPONENTS
 from sgmft.models.model import MultimodalModel
 from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
@@ -43,6 +45,8 @@ from sgmft.training.data import Data, select
 from sgmft.training.trainer import FitResult, Parallel, fit, predict
 
 log = logging.getLogger(__name__)
+#: the mixture every run starts from: the fused head alone
+DEFAULT_MIXTURE = (1.0, 0.0, 0.0, 0.0)
 FOLD_FILE = "fold.safetensors"
 
 
@@ -56,6 +60,7 @@ class FoldResult:
     epochs: int               # epochs it trained
     seconds: float
     logits: torch.Tensor      # (n_fold, C) the fused head's logits on the fold's posts
+    state: dict[str, torch.Tensor] = field(default_factory=dict)   # the fold model's weights
 
     @property
     def kept_epochs(self) -> int:
@@ -82,14 +87,19 @@ def _load_fold(folder: Path, val_ids: list[str]) -> FoldResult | None:
         meta = json.loads(handle.metadata()["record"])
     if meta["posts"] != _digest(val_ids):
         return None
+    tensors = load_file(path)
+    state = {key.removeprefix("model."): value for key, value in tensors.items() if key.startswith("model.")}
     return FoldResult(meta["history"], meta["best_epoch"], meta["epochs"], meta["seconds"],
-                      load_file(path)["logits"])
+                      tensors["logits"], state)
 
 
 def _save_fold(folder: Path, val_ids: list[str], result: FoldResult) -> None:
+    """The fold's predictions, record and weights (``model.*``), atomically."""
     meta = {"posts": _digest(val_ids), "history": result.history, "best_epoch": result.best_epoch,
             "epochs": result.epochs, "seconds": result.seconds}
-    atomic_write(folder / FOLD_FILE, lambda tmp: save_file({"logits": result.logits.contiguous()}, str(tmp),
+    tensors = {"logits": result.logits.contiguous()} | {
+        f"model.{key}": value.detach().cpu().contiguous() for key, value in result.state.items()}
+    atomic_write(folder / FOLD_FILE, lambda tmp: save_file(tensors, str(tmp),
                                                            metadata={"record": json.dumps(meta)}))
     (folder / CHECKPOINT).unlink(missing_ok=True)
 
@@ -140,8 +150,10 @@ def fit_folds(job: Training, out: Path, folds: Folds, on_epoch_end=None) -> list
             if parallel.is_main:
                 folder.mkdir(parents=True, exist_ok=True)
             log.info("fold %d of %d: %d posts held out", k + 1, folds.k, len(val_ids))
-            result, logits, _ = fit_fold(job, folder, fold, k, on_epoch_end if k == 0 else None)
-            done = FoldResult(result.history, result.best_epoch, len(result.history), result.seconds, logits)
+            result, logits, model = fit_fold(job, folder, fold, k, on_epoch_end if k == 0 else None)
+            state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+            done = FoldResult(result.history, result.best_epoch, len(result.history), result.seconds, logits,
+                              state)
             if parallel.is_main:
                 _save_fold(folder, val_ids, done)
             parallel.barrier()
@@ -149,15 +161,52 @@ def fit_folds(job: Training, out: Path, folds: Folds, on_epoch_end=None) -> list
     return results
 
 
-def final_config(config: RunConfig, results: list[FoldResult]) -> RunConfig:
-    """The refit's settings: the median of the epochs of the weights the folds kept (the best
-    epoch's with early stopping, the last without), no early stopping, no stretching (the
-    folds' epochs were stretched already). The refit trains on 1 / (1 - 1/K) times the posts of
-    a fold's model for the same epochs, so it takes that many more steps: the convention of
-    scikit-learn's and LightGBM's refits after cross-validated early stopping."""
+def epochs_choice(config: RunConfig, results: list[FoldResult], units: Units) -> Earned:
+    """The refit's epochs, earned like every other choice: the default is the configured
+    ``train.epochs``; the candidate the median of the epochs of the weights the folds kept (the
+    best epoch's with early stopping). Each fold's gain is its validation log-loss at the default
+    epoch (at its last epoch when it stopped before: a lower bound) less the loss at its best;
+    earned when the folds' 95 % t-interval of the mean gain is above zero and the held-out units
+    inform (`sgmft.decision.earned.judge`)."""
+    default = config.train.epochs
     kept = [r.kept_epochs if config.train.early_stopping else r.epochs for r in results]
-    epochs = max(1, int(np.ceil(np.median(kept))))
-    return replace(config, train=replace(config.train, epochs=epochs, early_stopping=0, min_steps=0))
+    candidate = max(1, int(np.ceil(np.median(kept))))
+    gains = []
+    for result in results:
+        losses = [h.get("val_loss") for h in result.history]
+        if result.best_epoch is None or not losses or losses[0] is None:
+            continue
+        at_default = losses[min(default, len(losses)) - 1]
+        gains.append(at_default - losses[result.best_epoch])
+    if len(gains) >= 2:
+        from scipy.stats import t
+
+        mean, spread = float(np.mean(gains)), float(np.std(gains, ddof=1) / np.sqrt(len(gains)))
+        low, high = mean - t.ppf(0.975, len(gains) - 1) * spread, mean + t.ppf(0.975, len(gains) - 1) * spread
+    else:
+        mean, low, high = 0.0, 0.0, 0.0
+    earned = judge("epochs", default, candidate, mean, low, high, units,
+                   "the folds' validation log-loss at the default epoch less at their best (over folds)")
+    if len(gains) < 2 and earned.earned:
+        earned.earned, earned.why = False, "not earned: fewer than two folds recorded their validation losses"
+    return earned
+
+
+def final_config(config: RunConfig, results: list[FoldResult],
+                 units: Units | None = None) -> tuple[RunConfig, dict]:
+    """The refit's settings and the record of its epochs (`epochs_choice`): the candidate's
+    epochs without stretching (the folds' epochs were stretched already), or the default's as the
+    configuration asks (stretched by ``train.min_steps`` on the refit's posts); no early stopping.
+    The refit trains on 1 / (1 - 1/K) times the posts of a fold's model for the same epochs, so
+    it takes that many more steps: the convention of scikit-learn's and LightGBM's refits after
+    cross-validated early stopping."""
+    units = units or Units(np.zeros(0, np.int64), 0, "none")
+    earned = epochs_choice(config, results, units)
+    if earned.earned:
+        train = replace(config.train, epochs=earned.candidate, early_stopping=0, min_steps=0)
+    else:
+        train = replace(config.train, early_stopping=0)
+    return replace(config, train=train), earned.record()
 
 
 def oof_logits(folds: Folds, results: list[FoldResult], num_classes: int) -> np.ndarray:
@@ -182,10 +231,24 @@ def _priors(labels: np.ndarray, fold: np.ndarray, refit: np.ndarray,
     return out, final / final.sum()
 
 
+def validation_units(folds: Folds, labels: np.ndarray) -> Units:
+    """The bootstrap units (`sgmft.decision.earned.Units`) of the validated posts, in ``ids``
+    order: the grouping column's values asked for (events, users) when the data has it, else the
+    near-duplicate image groups."""
+    fold = np.asarray(folds.fold)
+    rows = np.nonzero(fold >= 0)[0]
+    values = [folds.units[i] for i in rows] if folds.units else [None] * len(rows)
+    how = "held-out values of its grouping column" if folds.units_by_column else "held-out image groups"
+    return Units.of(values, labels[rows], folds.units_by_column, how)
+
+
 def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],
                  folds: Folds, head_oof: np.ndarray | None, memo: dict | None = None) -> dict[str, Any]:
-    """After training: fit the probes, and from out-of-fold predictions choose the mixture
-    (with ``fallback``) and the temperature; install them in ``model``. Returns the record."""
+    """After training: fit the probes, and from out-of-fold predictions the mixture (with
+    ``fallback``), the temperature and the decision offsets (``decision = balanced``), each kept
+    at its default (`sgmft.decision.probes.DEFAULT`, the fused head alone, T = 1, no offsets)
+    unless its gain is earned (`sgmft.decision.earned`); install them in ``model``. Returns the
+    record, ``decisions`` holding every choice's default, candidate, gain and interval."""
     model.cpu()
     fold, labels = np.asarray(folds.fold), tensors["label"].numpy()
     num_classes = model.probes.prior.shape[0]
@@ -195,36 +258,54 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
     if folds.k == 0 or head_oof is None:
         probes, _ = fit_unimodal_probes(model, tensors, None, seed=config.train.seed, memo=memo)
         return {"probes": probes}
-    probes, probe_oof = fit_unimodal_probes(model, tensors, fold, refit, config.train.seed, memo)
+    units = validation_units(folds, labels)
+    seed = config.train.seed
+    probes, probe_oof = fit_unimodal_probes(model, tensors, fold, refit, units, seed, memo)
     rows = fold >= 0
+    y = labels[rows]
     components = np.stack([softmax(head_oof[rows]), softmax(probe_oof["text"][rows]),
                            softmax(probe_oof["image"][rows]), fold_prior[rows]])
-    found: dict[str, Any] = {"probes": probes}
+    decisions: dict[str, Any] = {"units": {"count": units.count, "informative": units.informative,
+                                           "how": units.how},
+                                 "probe_text": probes["text"]["earned"],
+                                 "probe_image": probes["image"]["earned"]}
+    found: dict[str, Any] = {"probes": probes, "decisions": decisions}
     chosen = components[0]
     if config.model.fallback:
-        weights, record = choose_mixture(components, labels[rows], fold[rows])
-        model.probes.set_mixture(weights, torch.from_numpy(prior).float())
-        chosen = np.tensordot(np.asarray(weights), components, axes=1)
-        found["mixture"] = record
+        weights, record = choose_mixture(components, y, fold[rows])
+        candidate = np.tensordot(np.asarray(weights), components, axes=1)
+        earned = judge_log_loss("mixture", list(DEFAULT_MIXTURE), list(weights), components[0], candidate, y,
+                                units, seed)
+        decisions["mixture"] = earned.record()
+        model.probes.set_mixture(tuple(earned.choice), torch.from_numpy(prior).float())
+        chosen = candidate if earned.earned else components[0]
+        found["mixture"] = record | {"weights": dict(zip(COMPONENTS, earned.choice, strict=True)),
+                                     "candidate": record["weights"]}
     majority = prior.argmax()     # the most common class of the rows the final model trains on
-    found["validation"] = {"posts": int(rows.sum()),
-                           "accuracy": float((chosen.argmax(1) == labels[rows]).mean()),
-                           "majority_accuracy": float((labels[rows] == majority).mean())}
+    found["validation"] = {"posts": int(rows.sum()), "accuracy": float((chosen.argmax(1) == y).mean()),
+                           "majority_accuracy": float((y == majority).mean())}
     log_probs = np.log(np.clip(chosen, 1e-12, 1.0))
-    errors = int((chosen.argmax(1) != labels[rows]).sum())
-    temperature, rule = choose_temperature(config.model.calibration, folds, log_probs, labels[rows],
-                                           fold[rows], errors)
+    errors = int((chosen.argmax(1) != y).sum())
+    candidate_t, rule = choose_temperature(config.model.calibration, folds, log_probs, y, fold[rows], errors)
+    earned = judge_log_loss("temperature", 1.0, round(candidate_t, 6), chosen,
+                            softmax(log_probs / candidate_t), y, units, seed)
+    decisions["temperature"] = earned.record()
+    temperature = float(earned.choice)
+    if not earned.earned and candidate_t != 1.0:
+        rule = f"the default T = 1 ({earned.why}; candidate: {rule})"
     model.set_temperature(temperature)
     calibrated = softmax(log_probs / temperature)
-    worst = [max(log_loss(p[part], labels[rows][part]) for part in counted_folds(fold[rows]))
-             for p in (chosen, calibrated)]
+    parts = counted_folds(fold[rows])
+    worst = [max(log_loss(p[part], y[part]) for part in parts) for p in (chosen, calibrated)]
     found["calibration"] = {
-        "temperature": temperature, "rule": rule, "posts": int(rows.sum()), "errors": errors,
-        "worst_fold_log_loss": {"before": worst[0], "after": worst[1]},
-        "before": {"log_loss": log_loss(chosen, labels[rows]), "ece": ece(chosen, labels[rows])},
-        "after": {"log_loss": log_loss(calibrated, labels[rows]), "ece": ece(calibrated, labels[rows])}}
+        "temperature": temperature, "rule": rule, "candidate": candidate_t, "posts": int(rows.sum()),
+        "errors": errors, "worst_fold_log_loss": {"before": worst[0], "after": worst[1]},
+        "before": {"log_loss": log_loss(chosen, y), "ece": ece(chosen, y)},
+        "after": {"log_loss": log_loss(calibrated, y), "ece": ece(calibrated, y)}}
     if config.model.decision == "balanced":
-        offsets, record = balanced_offsets(calibrated, labels[rows])
-        model.decision_bias.copy_(torch.from_numpy(offsets).float())
-        found["decision"] = {"offsets": [round(float(v), 2) for v in offsets], **record}
+        offsets, record = balanced_offsets(calibrated, y)
+        earned = judge_offsets(calibrated, y, offsets, units, seed)
+        decisions["decision_offsets"] = earned.record()
+        model.decision_bias.copy_(torch.tensor(earned.choice, dtype=torch.float32))
+        found["decision"] = {"offsets": [round(float(v), 2) for v in earned.choice], "candidate": record}
     return found

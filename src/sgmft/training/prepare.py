@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sgmft.data.folds import Folds, carve_validation, make_folds, validation_column
+from sgmft.data.folds import Folds, carve_groups, carve_validation, make_folds, validation_column
 from sgmft.data.manifest import Manifest, load_manifest, report_skipped
 from sgmft.data.splits import load_or_make_split
 from sgmft.encoders.cache import FeatureCache
@@ -68,24 +68,26 @@ def needs_validation(config: RunConfig) -> bool:
     return bool(config.train.early_stopping) or config.model.fallback
 
 
-def calibration_part(config: RunConfig, prepared: PreparedData) -> list[str]:
-    """The training posts held out to calibrate prediction sets (``train.calibration`` of them,
-    whole groups, as the folds group): no fold, no decision and not the final model sees them;
-    the deployed model scores them (`sgmft.training.run`). Empty when not asked, or when the
-    share would hold fewer than ``train.calibration_min_posts`` (measured on me16-dev with
-    Hurricane Sandy held out: 111 of 856 training posts held out cost 4.7 points of accuracy)."""
+def calibration_part(config: RunConfig, prepared: PreparedData) -> Folds | None:
+    """The training posts held out to calibrate prediction sets and novelty (``train.calibration``
+    of them, whole groups as the folds group, `sgmft.data.folds.carve_groups`): no fold, no
+    decision and not the final model sees them; the deployed model scores them
+    (`sgmft.training.run`). None when not asked, or when the part holds fewer than
+    ``train.calibration_min_posts`` posts (measured on me16-dev with Hurricane Sandy held out: 111
+    of 856 training posts held out cost 4.7 points of accuracy)."""
     share = config.train.calibration
-    if not share or share * len(prepared.split["train"]) < config.train.calibration_min_posts:
-        if share:
-            log.info("calibration: no posts held out for the prediction sets (%d training posts, fewer than "
-                     "%d would be held out); sets will be every label", len(prepared.split["train"]),
-                     config.train.calibration_min_posts)
-        return []
+    if not share:
+        return None
     posts = prepared.manifest.posts.having(prepared.split["train"])
     column, images, why = validation_column(prepared.manifest, prepared.split, config.train.val_by,
                                             config.data.group_by)
-    carved = carve_validation(posts, share, config.train.seed + 7919, column, images, why)
-    return carved.validated if carved.k else []
+    carved = carve_groups(posts, share, config.train.seed + 7919, column, images, why)
+    held = len(carved.validated)
+    if held < config.train.calibration_min_posts:
+        log.info("calibration: no posts held out for the prediction sets (the part would hold %d, fewer than "
+                 "%d); sets will be every label", held, config.train.calibration_min_posts)
+        return None
+    return carved
 
 
 def validation_folds(config: RunConfig, prepared: PreparedData, kept_out: set[str] | None = None) -> Folds:

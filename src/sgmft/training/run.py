@@ -13,11 +13,21 @@ import numpy as np
 import torch
 
 from sgmft.data.manifest import skipped_summary
+from sgmft.decision.novelty import MODALITIES, NOVELTY_FILE, fit_novelty
+from sgmft.decision.probes import gather
 from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
 from sgmft.metrics.intervals import SMALL_PART, SMALL_PER_LABEL, wilson
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
-from sgmft.training.crossfit import Training, final_config, finish_model, fit_fold, fit_folds, oof_logits
+from sgmft.training.crossfit import (
+    Training,
+    final_config,
+    finish_model,
+    fit_fold,
+    fit_folds,
+    oof_logits,
+    validation_units,
+)
 from sgmft.training.data import Vocabulary, in_batches, post_tensors, tokens_of
 from sgmft.training.prepare import (
     PreparedData,
@@ -68,14 +78,15 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
 def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, progress: bool,
            on_epoch_end, parallel: Parallel, device: str | None) -> Path:
     manifest = prepared.manifest
-    calibration = calibration_part(config, prepared)
+    carved = calibration_part(config, prepared)
+    calibration = carved.validated if carved is not None else []
     folds = validation_folds(config, prepared, set(calibration))
     if needs_validation(config) and parallel.is_main:
         log.info("validation: %s (%d of the %d training posts held out)", folds.how, len(folds.validated),
                  len(folds.ids))
     if calibration and parallel.is_main:
-        log.info("calibration: %d training posts held out from training and every choice, for the "
-                 "prediction sets", len(calibration))
+        log.info("calibration: %s, held out from training and every choice, for the prediction sets and "
+                 "the novelty flags", carved.how)
     ids, fold = folds.ids, np.asarray(folds.fold)
     words = config.model.text_input != "features"     # a word-level text input (Table 2's baseline)
     vocab = Vocabulary.build(tokens_of(manifest, ids) if words else ())
@@ -97,12 +108,16 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     if folds.k >= 2:
         fold_results = fit_folds(job, out, folds, on_epoch_end)
         head_oof = oof_logits(folds, fold_results, len(manifest.labels))
-        refit = final_config(config, fold_results)
+        refit, epochs_record = final_config(config, fold_results,
+                                            validation_units(folds, tensors["label"].numpy()))
         if parallel.is_main:
-            log.info("refit on all %d training posts for %d epoch(s), the folds' median", len(ids),
-                     refit.train.epochs)
+            log.info("refit on all %d training posts for %d epoch(s) (%s)", len(ids), refit.train.epochs,
+                     "the folds' median, earned" if epochs_record["earned"] else "the configured epochs")
         model = make_model(tensors)
         result = fit(model, tensors, refit.train, out, None, resume, progress, None, parallel, device)
+        if config.model.ensemble:
+            model.add_members([member(config, prepared, len(manifest.labels), len(vocab), r.state)
+                               for r in fold_results])
     elif folds.k == 1:
         result, logits, model = fit_fold(job, out, fold, 0, on_epoch_end)
         head_oof = np.zeros((len(ids), len(manifest.labels)))
@@ -114,8 +129,15 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     if not parallel.is_main:
         return out
     after = finish_model(model, config, tensors, folds, head_oof, prepared.memo)
-    scored = conformal_posts(model, config, prepared, vocab, calibration)
-    after["conformal"] = write_conformal_scores(out, scored)
+    if folds.k >= 2:
+        after.setdefault("decisions", {})["epochs"] = epochs_record
+    after["ensemble"] = {"members": len(model.members), "how": (
+        f"the refit and its {len(model.members)} fold models, their fused heads' probabilities averaged"
+        if len(model.members) else "the refit alone")}
+    held = post_tensors(manifest, prepared.cache, calibration, vocab, config.model) if calibration else None
+    scored = conformal_posts(model, config, held, calibration, manifest.labels)
+    after["conformal"] = write_conformal_scores(out, scored, None if carved is None else carved.shift_like)
+    after["novelty"] = write_novelty(out, tensors, held, fold if folds.k >= 1 else None, config.train.seed)
     write_examples(out, manifest, ids)
     save_model(out, model)
     did_not_learn = learning_warnings(result, after.get("validation"), len(manifest.labels))
@@ -132,19 +154,70 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     return out
 
 
-def conformal_posts(model: MultimodalModel, config: RunConfig, prepared: PreparedData, vocab: Vocabulary,
-                    ids: list[str]) -> list[dict[str, Any]]:
-    """Each calibration post's id, label and conformal score: 1 - the deployed model's
+def member(config: RunConfig, prepared: PreparedData, num_classes: int, vocab_size: int,
+           state: dict[str, torch.Tensor]) -> MultimodalModel:
+    """A fold model of the cross-fit ensemble, from its saved weights."""
+    model = build_model(config, prepared.cache, num_classes, vocab_size)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+#: the presence patterns calibration posts are scored in: (name, has text, has image)
+PATTERNS = (("both", True, True), ("text_only", True, False), ("image_only", False, True))
+
+
+def conformal_posts(model: MultimodalModel, config: RunConfig, tensors: dict[str, Any] | None,
+                    ids: list[str], labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each calibration post's id, label and conformal scores: 1 - the deployed model's
     probability of its true label (the mixture, the temperature, everything the run answers
-    with)."""
-    if not ids:
+    with), as the post is (``score``), and as if it had only its text (``score_text_only``, the
+    image replaced by its training mean, as `sgmft predict` does) or only its image."""
+    if not ids or tensors is None:
         return []
-    tensors = post_tensors(prepared.manifest, prepared.cache, ids, vocab, config.model)
-    probs = torch.softmax(predict(model, tensors, config.train.eval_batch_size)["logits"], -1).double()
-    labels = tensors["label"]
-    scores = (1 - probs[torch.arange(len(ids)), labels]).tolist()
-    return [{"id": i, "label": prepared.manifest.labels[int(y)], "score": round(s, 6)}
-            for i, y, s in zip(ids, labels.tolist(), scores, strict=True)]
+    y = tensors["label"]
+    scores = {}
+    for name, has_text, has_image in PATTERNS:
+        batch = dict(tensors)
+        for modality, has in (("text", has_text), ("image", has_image)):
+            if not has:
+                batch |= missing_modality(model, modality, len(ids))
+        batch["present"] = torch.tensor([[has_text, has_image]], dtype=torch.bool).expand(len(ids), 2)
+        probs = torch.softmax(predict(model, batch, config.train.eval_batch_size)["logits"], -1).double()
+        scores[name] = (1 - probs[torch.arange(len(ids)), y]).tolist()
+    return [{"id": i, "label": labels[int(label)], "score": round(scores["both"][j], 6),
+             "score_text_only": round(scores["text_only"][j], 6),
+             "score_image_only": round(scores["image_only"][j], 6)}
+            for j, (i, label) in enumerate(zip(ids, y.tolist(), strict=True))]
+
+
+def missing_modality(model: MultimodalModel, name: str, count: int) -> dict[str, torch.Tensor]:
+    """The training-mean features of a missing modality for ``count`` posts: pooled (the probes'
+    mean) and, for the sequence reading, token states (the input statistics' mean)."""
+    out = {name: getattr(model.probes, f"{name}_mean").detach().cpu().expand(count, -1).clone()}
+    if model.config.reading == "sequence":
+        mean = getattr(model.inputs, f"{name}_stats").mean.detach().cpu()
+        length = getattr(model.inputs, f"{name}_length").map.in_features
+        out[f"{name}_tokens"] = mean.expand(count, length, -1).clone()
+    return out
+
+
+def write_novelty(out: Path, tensors: dict[str, Any], held: dict[str, Any] | None, fold: np.ndarray | None,
+                  seed: int) -> dict[str, Any]:
+    """Fit the run's novelty index (`sgmft.decision.novelty`) on the posts it trained on, calibrated
+    on ``held`` (the calibration part's tensors) or else on the validation ``fold``s; write it
+    beside the model. Returns what run.json records."""
+    def rows(name: str, index: np.ndarray) -> np.ndarray:
+        return gather(tensors[name], index).numpy()
+
+    calibration = None if held is None else {name: held[name].float().numpy() if torch.is_tensor(held[name])
+                                             else gather(held[name], np.arange(len(held["label"]))).numpy()
+                                             for name in MODALITIES}
+    index = fit_novelty(rows, len(tensors["label"]), calibration, fold, seed)
+    if index is None:
+        (out / NOVELTY_FILE).unlink(missing_ok=True)
+        return {"how": "none: no posts were held out to calibrate novelty on; no post is flagged"}
+    index.save(out / NOVELTY_FILE)
+    return {"how": index.how, "alpha": index.alpha, "references": len(index.refs["text"])}
 
 
 def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: dict[str, Any] | None,

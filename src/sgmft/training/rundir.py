@@ -36,7 +36,7 @@ class RunExistsError(ValueError):
 
 
 RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json",
-             "conformal.json", "examples.json")
+             "conformal.json", "examples.json", "novelty.safetensors")
 CONFORMAL = "conformal.json"
 
 
@@ -88,17 +88,28 @@ def write_examples(out: Path, manifest, ids: list[str], per_label: int = 2) -> N
                                        for label, best in found.items()})
 
 
-def write_conformal_scores(out: Path, posts: list[dict[str, Any]]) -> dict[str, Any]:
-    """``conformal.json``: the calibration posts (id, label, score: 1 - the deployed model's
-    probability of the true label) and their scores sorted; none for a run without them.
-    Returns what run.json records."""
+#: the score fields of conformal.json's posts, per presence pattern (the post as it is, its text
+#: alone, its image alone)
+SCORE_FIELDS = {"both": "score", "text_only": "score_text_only", "image_only": "score_image_only"}
+
+
+def write_conformal_scores(out: Path, posts: list[dict[str, Any]],
+                           shift_like: bool | None = None) -> dict[str, Any]:
+    """``conformal.json``: the calibration posts (id, label, scores: 1 - the deployed model's
+    probability of the true label, as they are and with one modality only) and each pattern's
+    scores sorted; none for a run without them. ``shift_like``: whether the part holds out whole
+    groups of the data's grouping column (False: images stood in, and the sets may under-cover
+    posts of new groups). Returns what run.json records."""
     if not posts:
         (out / CONFORMAL).unlink(missing_ok=True)
         return {"posts": 0, "how": "none: the run held out no calibration posts (train.calibration), so "
                                    "prediction sets can only be every label"}
-    atomic_write_json(out / CONFORMAL, {"scores": sorted(p["score"] for p in posts), "posts": posts})
-    return {"posts": len(posts), "how": "split conformal (LAC) on posts held out from training and from "
-                                        "every choice, scored by the deployed model"}
+    sorted_scores = {"scores" if name == "both" else f"scores_{name}":
+                     sorted(p[key] for p in posts if key in p) for name, key in SCORE_FIELDS.items()}
+    atomic_write_json(out / CONFORMAL, {**sorted_scores, "shift_like": shift_like, "posts": posts})
+    return {"posts": len(posts), "shift_like": shift_like,
+            "how": "split conformal (LAC) on posts held out from training and from every choice, scored by "
+                   "the deployed model as they are, text only and image only"}
 
 
 def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
@@ -133,6 +144,9 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "calibration": info.get("calibration"),
         "decision": info.get("decision"),
         "conformal": info.get("conformal"),
+        "novelty": info.get("novelty"),
+        "ensemble": info.get("ensemble"),
+        "decisions": info.get("decisions"),
         "did_not_learn": info.get("did_not_learn", []),
         "warnings": info["warnings"],
         "history": result.history,
@@ -173,15 +187,30 @@ class LoadedRun:
         path = self.folder / CONFORMAL
         return json.loads(path.read_text(encoding="utf-8")).get("posts", []) if path.is_file() else []
 
-    def conformal_threshold(self, coverage: float) -> float | None:
-        """The LAC threshold of prediction sets at ``coverage``, calibrated on the run's
-        out-of-fold predictions; None for a run without them."""
+    @functools.cached_property
+    def conformal(self) -> dict[str, Any] | None:
+        """``conformal.json``, read once; None for a run without calibration posts."""
+        path = self.folder / CONFORMAL
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def conformal_threshold(self, coverage: float, pattern: str = "both") -> float | None:
+        """The LAC threshold of prediction sets at ``coverage`` for posts of a presence
+        ``pattern`` (both, text_only, image_only: its calibration posts scored that way; older
+        runs scored both only), calibrated on the run's held-out posts; None without them."""
         from sgmft.metrics.conformal import threshold_from_scores
 
-        path = self.folder / CONFORMAL
-        if not path.is_file():
+        if self.conformal is None:
             return None
-        return threshold_from_scores(json.loads(path.read_text(encoding="utf-8"))["scores"], coverage)
+        key = "scores" if pattern == "both" else f"scores_{pattern}"
+        return threshold_from_scores(self.conformal.get(key) or self.conformal["scores"], coverage)
+
+    @functools.cached_property
+    def novelty(self):
+        """The run's novelty index (`sgmft.decision.novelty.NoveltyIndex`), or None."""
+        from sgmft.decision.novelty import NOVELTY_FILE, NoveltyIndex
+
+        path = self.folder / NOVELTY_FILE
+        return NoveltyIndex.load(path) if path.is_file() else None
 
 
 def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
@@ -191,7 +220,7 @@ def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
     if mixture is not None and mixture.shape[0] == 3:
         state["probes.mixture"] = torch.cat([mixture, mixture.new_zeros(1)])
     current = model.state_dict()
-    for key in ("probes.prior", "temperature", "decision_bias"):
+    for key in ("probes.prior", "temperature", "decision_bias", "min_gain"):
         state.setdefault(key, current[key])
     return state
 
@@ -209,10 +238,17 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     vocab = Vocabulary.load(folder / "vocab.json")
     info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     dims = info["features"]["dims"]
-    model = MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
-                            info["features"]["shared_space"], token_lengths(info["features"]))
+
+    def build() -> MultimodalModel:
+        return MultimodalModel(config.model, dims["text"], dims["image"], len(labels), len(vocab),
+                               info["features"]["shared_space"], token_lengths(info["features"]))
+
+    model = build()
+    state = load_file(folder / "model.safetensors")
+    members = {int(key.split(".")[1]) for key in state if key.startswith("members.")}
+    model.add_members([build() for _ in range(len(members))])
     try:
-        model.load_state_dict(_upgrade(load_file(folder / "model.safetensors"), model))
+        model.load_state_dict(_upgrade(state, model))
     except RuntimeError as exc:
         raise ValueError(f"{folder}: the saved weights do not fit the model its config.json "
                          f"describes (written by another sgmft version?): {exc}") from None

@@ -1,0 +1,136 @@
+"""A run whose validation cannot speak for new groups keeps its defaults and says why; its
+answers carry novelty flags, its sets follow each post's presence pattern, a batch reports its
+drift, and evaluate counts the answered posts."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sgmft.cli import app
+from sgmft.data.demo import make_demo
+from sgmft.training.config import resolve_config
+from sgmft.training.run import train_run
+from tests.conftest import write_jsonl
+
+runner = CliRunner()
+TINY = [
+    "model.dim=16",
+    "model.heads=2",
+    "model.head_dim=4",
+    "model.ffn_hidden=16",
+    "model.classifier_hidden=[16,16,16,16]",
+    "train.epochs=6",
+    "train.min_steps=0",
+    "train.early_stopping=2",
+    "train.batch_size=16",
+    "train.folds=3",
+    "train.lr=0.005",
+    "train.calibration=0.2",
+    "train.calibration_min_posts=1",
+]
+
+
+@pytest.fixture(scope="module")
+def one_event_run(tmp_path_factory):
+    """The demo posts with a ``group`` column in which one event holds every label and the other
+    events one label each (the shape of me16-dev): one informative group."""
+    folder = tmp_path_factory.mktemp("earned")
+    manifest = make_demo(folder / "data", posts_per_class=8)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["group"] = "mixed" if i % 3 == 0 else f"only-{row['label']}-{i % 2}"
+    write_jsonl(manifest, rows)
+    config = resolve_config("sgmft", [f"data.manifest={manifest}", *TINY])
+    return train_run(config, folder / "run", progress=False), manifest
+
+
+def test_with_one_informative_group_the_defaults_are_kept(one_event_run):
+    run, _ = one_event_run
+    info = json.loads((run / "run.json").read_text())
+    decisions = info["decisions"]
+    assert decisions["units"]["informative"] == 1
+    for name in ("probe_text", "probe_image", "mixture", "temperature", "decision_offsets", "epochs"):
+        assert decisions[name]["choice"] == decisions[name]["default"] and not decisions[name]["earned"]
+        assert "informative" in decisions[name]["why"] or "default is the best" in decisions[name]["why"]
+    assert info["mixture"]["weights"] == {"fused": 1.0, "text": 0.0, "image": 0.0, "prior": 0.0}
+    assert info["temperature"] == 1.0 and info["probes"]["text"]["C"] == 1.0
+    assert len(info["history"]) == 6  # the configured epochs
+    assert info["ensemble"]["members"] == 3 and info["novelty"]["references"] > 0
+
+
+def test_answers_carry_novelty_and_sets_of_their_presence_pattern(one_event_run, tmp_path):
+    run, manifest = one_event_run
+    conformal = json.loads((run / "conformal.json").read_text())
+    assert {"scores", "scores_text_only", "scores_image_only"} <= set(conformal)
+    assert conformal["scores_text_only"] != conformal["scores"]
+    image = manifest.parent / json.loads(manifest.read_text().splitlines()[0])["image"]
+    both = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            "--text",
+            "今天在健身房跑步",
+            "--image",
+            str(image),
+            "--coverage",
+            "0.8",
+            "--json",
+        ],
+    )
+    body = json.loads(both.output[both.output.index("{") :])
+    assert set(body["novelty"]) == {"text", "image"} and isinstance(body["unlike_training"], bool)
+    assert 0 < body["novelty"]["text"] <= 1 and body["set"]
+    text_only = runner.invoke(
+        app, ["predict", str(run), "--text", "今天在健身房跑步", "--json", "--coverage", "0.8"]
+    )
+    body = json.loads(text_only.output[text_only.output.index("{") :])
+    assert body["novelty"]["image"] is None and body["set"]
+    # a post unlike anything seen, in both modalities: unsure, its set every label
+    noise = tmp_path / "noise.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise)
+    odd = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            "--text",
+            "quantum chromodynamics lattice gauge theory",
+            "--image",
+            str(noise),
+            "--coverage",
+            "0.8",
+            "--json",
+        ],
+    )
+    body = json.loads(odd.output[odd.output.index("{") :])
+    if all(p <= 0.05 for p in body["novelty"].values()):
+        assert body["label"] == "unsure" and len(body["set"]) == len(body["probabilities"])
+        assert any("unlike the posts this model was trained on" in w for w in body["warnings"])
+
+
+def test_a_batch_reports_its_drift_and_evaluate_counts_the_answered(one_event_run, tmp_path):
+    run, manifest = one_event_run
+    out = tmp_path / "pred.jsonl"
+    result = runner.invoke(app, ["predict", str(run), "--manifest", str(manifest), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    drift = json.loads(out.with_name("pred.jsonl.drift.json").read_text())
+    assert drift["text"]["posts"] == len(manifest.read_text().splitlines()) and 0 <= drift["text"]["auc"] <= 1
+    assert not out.with_name("pred.jsonl.drift-sample.npz").exists()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all("unlike_training" in r and set(r["novelty"]) == {"text", "image"} for r in records)
+    assert drift["text"]["flagged"] == pytest.approx(
+        np.mean([r["novelty"]["text"] <= 0.05 for r in records]), abs=1e-3
+    )
+    assert runner.invoke(app, ["evaluate", str(run), "--no-figures"]).exit_code == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    answered = metrics["answered"]
+    assert 0 <= answered["share"] <= 1 and answered["accuracy_all"] == pytest.approx(metrics["accuracy"])
+    assert {"flagged", "unlike_both"} <= set(metrics["novelty"]) and "auc" in metrics["drift"]["text"]
+    weighted = metrics["sets"]["weighted"]
+    assert 0 <= weighted["coverage"] <= 1 and weighted["mean_size"] >= 1
+    assert metrics["refit_alone"]["accuracy"] >= 0
