@@ -10,7 +10,8 @@ With ``--column``/``--hold`` the manifest gets a ``split`` column (the held-out 
 test, the rest: train; `leave_one_group_out.write_manifest`); without, the data's own split (the
 stratified 80/20 of seed 0). Each seed trains and evaluates in its own process (one thread), so
 a run that fails or an older checkout (``--src``) cannot disturb the others. Writes
-``results.json`` (every seed's record, resumable: finished seeds are kept) and ``summary.md``.
+``results-LABEL.json`` (every seed's record, resumable: finished seeds are kept; one file a label, so
+labels can run side by side) and ``summary.md`` (every label found).
 Nothing is chosen on the test posts.
 """
 
@@ -46,6 +47,8 @@ KEPT = {
     "answered_accuracy": ("answered", "accuracy"),
     "drift_text_auc": ("drift", "text", "auc"),
     "drift_image_auc": ("drift", "image", "auc"),
+    "refit_alone": ("refit_alone", "accuracy"),
+    "refit_alone_macro_f1": ("refit_alone", "macro_f1"),
 }
 
 
@@ -55,6 +58,18 @@ def dig(record: dict, path: tuple[str, ...]):
             return None
         record = record[key]
     return record
+
+
+def record_of(run: Path) -> dict:
+    """What one finished and evaluated run folder says (`KEPT`, the majority class, the choices)."""
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    info = json.loads((run / "run.json").read_text())
+    choices = ("decisions", "mixture", "calibration", "probes", "decision", "ensemble")
+    return {
+        **{name: dig(metrics, path) for name, path in KEPT.items()},
+        "majority": metrics.get("majority_accuracy"),
+        "choices": {key: info.get(key) for key in choices if key in info},
+    }
 
 
 def one_run(
@@ -76,18 +91,8 @@ def one_run(
     started = time.perf_counter()
     train_run(resolve_config(preset, overrides), out, progress=False, overwrite=True)
     seconds = time.perf_counter() - started
-    metrics = evaluate_run(out, figures=False, progress=False, coverage=0.9)
-    info = json.loads((out / "run.json").read_text())
-    return {
-        **{name: dig(metrics, path) for name, path in KEPT.items()},
-        "seconds": round(seconds, 1),
-        "majority": metrics.get("majority_accuracy"),
-        "choices": {
-            key: info.get(key)
-            for key in ("decisions", "mixture", "calibration", "probes", "decision", "ensemble")
-            if key in info
-        },
-    }
+    evaluate_run(out, figures=False, progress=False, coverage=0.9)
+    return {**record_of(out), "seconds": round(seconds, 1)}
 
 
 def _mean_std(values: list) -> str:
@@ -102,8 +107,10 @@ def summary(title: str, runs: dict[str, list[dict]]) -> str:
     columns = (
         "accuracy",
         "macro_f1",
+        "refit_alone",
         "fused_head",
         "text_only",
+        "image_only",
         "ece",
         "coverage",
         "set_size",
@@ -152,6 +159,11 @@ def main() -> None:
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--one", nargs=3, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="re-read every finished seed's run folder (after a change to what is kept)",
+    )
     args = parser.parse_args()
     if args.one:
         manifest, seed, run = args.one
@@ -164,9 +176,14 @@ def main() -> None:
         )
         return
     manifest = write_manifest(args.data, args.column, args.hold, args.out) if args.column else args.data
-    results_file = args.out / "results.json"
+    results_file = args.out / f"results-{args.label}.json"  # one file a label: labels may run side by side
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     runs = results.setdefault(args.label, [])
+    if args.collect:
+        runs[:] = [
+            {**run, **record_of(args.out / "runs" / args.label / f"seed{run['seed']}")} for run in runs
+        ]
+        results_file.write_text(json.dumps(results, indent=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.src:
         env["PYTHONPATH"] = str(Path(args.src).resolve())
@@ -195,7 +212,10 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(results, indent=1))
     title = f"{args.data}" + (f", {args.column} {args.hold!r} held out" if args.column else "")
-    (args.out / "summary.md").write_text(summary(title, results), encoding="utf-8")
+    merged = {}
+    for path in sorted(args.out.glob("results*.json")):
+        merged |= json.loads(path.read_text())
+    (args.out / "summary.md").write_text(summary(title, merged), encoding="utf-8")
     print((args.out / "summary.md").read_text())
 
 

@@ -15,12 +15,14 @@ from sgmft.decision.earned import (
 from sgmft.decision.offsets import judge_offsets
 
 
-def test_units_count_the_groups_that_hold_two_labels():
-    units = Units.of(["a", "a", "b", "b", "c", None], np.array([0, 1, 0, 0, 1, 1]), True, "by event")
-    assert units.count == 4 and units.informative == 1  # "a" alone has both labels
-    assert units.unit.tolist() == [0, 0, 1, 1, 2, 3]  # a missing value is a unit of its own
-    photos = Units.of([7, 7, 8], np.array([0, 0, 0]), False, "by images")
-    assert photos.informative == 2  # photo groups of one population all inform
+def test_units_inform_as_far_as_the_label_shown_by_fewest_units():
+    # the shape of me16-dev: "real" posts in one event only, beside fake-only events
+    units = Units.of(["a", "a", "b", "b", "c", None], np.array([0, 1, 0, 0, 0, 0]), "by event")
+    assert units.count == 4 and units.informative == 1          # label 1 is shown by event "a" alone
+    assert units.unit.tolist() == [0, 0, 1, 1, 2, 3]             # a missing value is a unit of its own
+    # one label per event, but many events of each label (the shift demo): they inform
+    spread = Units.of([f"e{i}" for i in range(12)], np.arange(12) % 3, "by event")
+    assert spread.informative == 4
 
 
 def test_a_constant_gain_has_an_interval_of_one_point():
@@ -42,7 +44,7 @@ def test_the_interval_is_over_units_not_posts():
 def test_nothing_is_earned_with_fewer_than_three_informative_units():
     few = Units(np.arange(100) % 2, MIN_INFORMATIVE - 1, "two events")
     verdict = judge("mixture", [1, 0], [0, 1], 0.5, 0.4, 0.6, few, "log-loss")
-    assert not verdict.earned and verdict.choice == [1, 0] and "informative" in verdict.why
+    assert not verdict.earned and verdict.choice == [1, 0] and "per label" in verdict.why
     many = Units(np.arange(100) % 20, 20, "twenty events")
     assert judge("mixture", [1, 0], [0, 1], 0.5, 0.4, 0.6, many, "log-loss").choice == [0, 1]
     assert not judge("mixture", [1, 0], [0, 1], 0.5, -0.1, 0.6, many, "log-loss").earned

@@ -4,17 +4,8 @@ training posts and far more on shifted ones; the domain classifier's AUC; the st
 import numpy as np
 import pytest
 
-from sgmft.decision.novelty import (
-    ALPHA,
-    DriftSample,
-    NoveltyIndex,
-    Reduction,
-    drift_in_words,
-    drift_report,
-    fit_novelty,
-    hanley_mcneil,
-    nearest_distances,
-)
+from sgmft.decision.drift import DriftSample, drift_in_words, drift_report, hanley_mcneil
+from sgmft.decision.novelty import ALPHA, NoveltyIndex, Reduction, fit_novelty, nearest_distances
 
 
 def draw(rng, n, shift=0.0, dims=(12, 8)):
@@ -126,3 +117,13 @@ def test_the_streamed_sample_is_the_same_whatever_the_blocks():
 def test_hanley_mcneil_by_hand():
     # AUC 0.5 with 10 and 10: q1 = 1/3, q2 = 1/3; var = (0.25 + 9 (1/3 - 1/4) * 2) / 100
     assert hanley_mcneil(0.5, 10, 10) == pytest.approx(np.sqrt((0.25 + 18 / 12) / 100))
+
+
+def test_faiss_and_the_matrix_product_find_the_same_neighbours(monkeypatch):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(8)
+    refs, queries = rng.normal(size=(700, 24)).astype(np.float16), rng.normal(size=(50, 24))
+    with_faiss = nearest_distances(refs, queries, 5)
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)      # import faiss -> ImportError
+    without = nearest_distances(refs, queries, 5, chunk=16)
+    assert np.allclose(with_faiss, without, atol=1e-4)

@@ -88,7 +88,7 @@ def test_cross_fitted_probe_chooses_by_out_of_fold_log_loss_and_refits():
     assert record["earned"] and record["choice"] == [True, 0.01]
     alone = Units(np.zeros(80, int), 1, "one event")
     one, _, record = cross_fitted_probe(wide, noisy, 2, fold, np.ones(90, bool), alone)
-    assert (one.standardise, one.c) == DEFAULT and not record["earned"] and "informative" in record["why"]
+    assert (one.standardise, one.c) == DEFAULT and not record["earned"] and "per label" in record["why"]
 
 
 def test_probe_folds_standardisation_into_one_linear_map():

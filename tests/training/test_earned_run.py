@@ -35,12 +35,14 @@ TINY = [
 @pytest.fixture(scope="module")
 def one_event_run(tmp_path_factory):
     """The demo posts with a ``group`` column in which one event holds every label and the other
-    events one label each (the shape of me16-dev): one informative group."""
+    events one label each, none of them home (the shape of me16-dev, where the real posts are
+    all in one event): home is shown by one group."""
     folder = tmp_path_factory.mktemp("earned")
     manifest = make_demo(folder / "data", posts_per_class=8)
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     for i, row in enumerate(rows):
-        row["group"] = "mixed" if i % 3 == 0 else f"only-{row['label']}-{i % 2}"
+        alone = i % 3 == 0 or row["label"] == "home"
+        row["group"] = "mixed" if alone else f"only-{row['label']}-{i % 2}"
     write_jsonl(manifest, rows)
     config = resolve_config("sgmft", [f"data.manifest={manifest}", *TINY])
     return train_run(config, folder / "run", progress=False), manifest
@@ -53,7 +55,7 @@ def test_with_one_informative_group_the_defaults_are_kept(one_event_run):
     assert decisions["units"]["informative"] == 1
     for name in ("probe_text", "probe_image", "mixture", "temperature", "decision_offsets", "epochs"):
         assert decisions[name]["choice"] == decisions[name]["default"] and not decisions[name]["earned"]
-        assert "informative" in decisions[name]["why"] or "default is the best" in decisions[name]["why"]
+        assert "per label" in decisions[name]["why"] or "default is the best" in decisions[name]["why"]
     assert info["mixture"]["weights"] == {"fused": 1.0, "text": 0.0, "image": 0.0, "prior": 0.0}
     assert info["temperature"] == 1.0 and info["probes"]["text"]["C"] == 1.0
     assert len(info["history"]) == 6  # the configured epochs

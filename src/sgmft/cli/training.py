@@ -38,6 +38,13 @@ def without_option(arguments: list[str], name: str) -> list[str]:
     return kept
 
 
+def _value(value) -> str:
+    """A recorded choice in short: numbers to 2 decimals, lists in brackets."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def print_train_summary(folder: Path) -> None:
     """What a finished run did, from its run.json: the folds, the epochs, the fallback mixture,
     the temperature, skipped rows and warnings."""
@@ -59,8 +66,12 @@ def print_train_summary(folder: Path) -> None:
                    f"{v['posts']} posts (always the most common class: {v['majority_accuracy']:.4f})")
     if info.get("mixture"):
         weights = info["mixture"]["weights"]
-        typer.echo("fallback mixture chosen out of fold: "
-                   + ", ".join(f"{k} {w:.1f}" for k, w in weights.items()))
+        typer.echo("fallback mixture: " + ", ".join(f"{k} {w:.1f}" for k, w in weights.items()))
+    for name, choice in (info.get("decisions") or {}).items():
+        if name != "units":
+            typer.echo(f"  {name.replace('_', ' ')}: {_value(choice['choice'])} "
+                       + ("(earned out of fold)" if choice["earned"] else f"(the default; candidate "
+                          f"{_value(choice['candidate'])}: {choice['why']})"))
     if info.get("calibration"):
         c = info["calibration"]
         typer.echo(f"temperature {c['temperature']:.3f}, {c['rule']} (out-of-fold log-loss "

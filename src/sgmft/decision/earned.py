@@ -5,11 +5,9 @@ Posts of one event (one user, one re-posted photo) are not independent: a gain m
 large event is one observation, not hundreds. So the noise is a bootstrap over held-out
 *units* (`Units`: the groups the validation held out by, the events or users when the data has
 them), never over posts: resample the units with replacement, recompute the gain, and take its
-95 % interval. A choice is earned when the interval's low end is above zero and at least
-`MIN_INFORMATIVE` units are informative (hold posts of two labels, or, without a grouping column,
-any unit: then the units are near-duplicate photo groups of one post population). With one or
-two informative units nothing is earned, whatever the gain: the run keeps its defaults and says
-why.
+95 % interval. A choice is earned when the interval's low end is above zero and every label is
+shown by at least `MIN_INFORMATIVE` held-out units (`Units.of`). With one or two units showing
+some label nothing is earned, whatever the gain: the run keeps its defaults and says why.
 
 Every record (`Earned.record`) says the default, the candidate, the gain with its interval, and
 whether (and why not) it was taken; ``run.json`` keeps them under ``decisions``.
@@ -17,6 +15,7 @@ whether (and why not) it was taken; ``run.json`` keeps them under ``decisions``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,28 +31,26 @@ MIN_INFORMATIVE = 3
 @dataclass(frozen=True)
 class Units:
     """The bootstrap units of the validated posts: ``unit[i]`` (N,) ints, the unit of post i;
-    ``informative`` how many units can speak for a new group; ``how`` the units in words."""
+    ``informative`` how many units show the label the fewest units show (`of`); ``how`` the
+    units in words."""
 
     unit: np.ndarray
     informative: int
     how: str
 
     @classmethod
-    def of(cls, values: list, labels: np.ndarray, by_column: bool, how: str) -> Units:
+    def of(cls, values: list, labels: np.ndarray, how: str) -> Units:
         """Units from each validated post's group value (None: a unit of its own) and label.
-        ``by_column``: the values are a grouping column's (events, users), so only units
-        holding two labels inform; otherwise (photo groups of one population) every unit does."""
+        ``informative``: for the label shown by the fewest units, how many units show it. A
+        choice is judged by how it treats every label on new groups; when one label appears in a
+        single held-out event (the real posts of me16-dev beside five fake-only events), the
+        choice's gain on that label rests on one event, whatever the posts it holds."""
         keys = [v if v is not None else ("post", i) for i, v in enumerate(values)]
         index: dict[Any, int] = {}
         unit = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
-        if by_column:
-            seen: dict[int, set] = {}
-            for u, y in zip(unit.tolist(), np.asarray(labels).tolist(), strict=True):
-                seen.setdefault(u, set()).add(y)
-            informative = sum(len(s) >= 2 for s in seen.values())
-        else:
-            informative = len(index)
-        return cls(unit, informative, how)
+        pairs = set(zip(np.asarray(labels).tolist(), unit.tolist(), strict=True))
+        per_label = Counter(label for label, _ in pairs)
+        return cls(unit, min(per_label.values(), default=0), how)
 
     @property
     def count(self) -> int:
@@ -130,8 +127,8 @@ def judge(
         )
     if units.informative < MIN_INFORMATIVE:
         why = (
-            f"not earned: only {units.informative} informative held-out unit(s) ({units.how}); "
-            f"{MIN_INFORMATIVE} are needed before any gain can be told from the noise of its groups"
+            f"not earned: a label is shown by only {units.informative} held-out unit(s) ({units.how}); "
+            f"{MIN_INFORMATIVE} per label are needed before a gain can be told from the noise of groups"
         )
         return Earned(name, default, candidate, gain, low, high, False, why, measure)
     if low > 0:

@@ -200,6 +200,10 @@ def evaluate_run(folder: str | Path, prepared: PreparedData | None = None, figur
     if "drift" in metrics:
         log.info("%s", metrics["drift"]["words"])
     metrics["warnings"] = warnings_for(metrics, metrics["majority_accuracy"], len(y_true))
+    if (run.conformal or {}).get("shift_like") is False:
+        metrics["warnings"].append(
+            "the prediction sets' calibration posts could not be held out by the data's groups (images stood "
+            "in): on posts of new groups the plain sets may cover less than asked; see the weighted sets")
     shared = shared_photos(run, prepared, ids)
     if shared:
         metrics["warnings"].append(

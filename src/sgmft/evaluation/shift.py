@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from sgmft.decision.novelty import MODALITIES, NoveltyIndex, density_ratios, drift_in_words, drift_report
+from sgmft.decision.drift import density_ratios, drift_in_words, drift_report
+from sgmft.decision.novelty import MODALITIES, NoveltyIndex
 from sgmft.decision.probes import STREAM_ROWS, gather
 from sgmft.evaluation.report import accuracy_interval
 from sgmft.metrics.conformal import set_coverage, sets_of_thresholds, weighted_thresholds

@@ -25,7 +25,7 @@ import torch
 
 from sgmft.data.images import ImageError, load_image
 from sgmft.data.manifest import Block, Post, RowProblem, iter_manifest
-from sgmft.decision.novelty import DriftSample
+from sgmft.decision.drift import DriftSample
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
 from sgmft.io import atomic_write, atomic_write_json

@@ -239,7 +239,7 @@ def validation_units(folds: Folds, labels: np.ndarray) -> Units:
     rows = np.nonzero(fold >= 0)[0]
     values = [folds.units[i] for i in rows] if folds.units else [None] * len(rows)
     how = "held-out values of its grouping column" if folds.units_by_column else "held-out image groups"
-    return Units.of(values, labels[rows], folds.units_by_column, how)
+    return Units.of(values, labels[rows], how)
 
 
 def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],
