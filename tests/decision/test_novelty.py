@@ -127,3 +127,14 @@ def test_faiss_and_the_matrix_product_find_the_same_neighbours(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "faiss", None)      # import faiss -> ImportError
     without = nearest_distances(refs, queries, 5, chunk=16)
     assert np.allclose(with_faiss, without, atol=1e-4)
+
+
+def test_new_posts_like_the_training_posts_are_not_told_apart_by_the_reduction_alone():
+    # more dimensions than components and few posts: the posts a PCA is fitted on lie in its span
+    # and new ones do not; the classifier's references must not be those posts
+    rng = np.random.default_rng(9)
+    train = draw(rng, 200, dims=(120, 120))
+    index = fit_novelty(lambda name, rows: train[name][rows], 200, draw(rng, 100, dims=(120, 120)))
+    fresh = draw(rng, 200, dims=(120, 120))
+    report = drift_report(index, index.reduced(fresh))
+    assert all(report[name]["auc_low"] < 0.5 for name in ("text", "image")), report

@@ -217,7 +217,7 @@ def write_novelty(out: Path, tensors: dict[str, Any], held: dict[str, Any] | Non
         (out / NOVELTY_FILE).unlink(missing_ok=True)
         return {"how": "none: no posts were held out to calibrate novelty on; no post is flagged"}
     index.save(out / NOVELTY_FILE)
-    return {"how": index.how, "alpha": index.alpha, "references": len(index.refs["text"])}
+    return {"how": index.how, "alpha": index.alpha, "references": len(index.neighbours["text"])}
 
 
 def data_warnings(manifest, labels: np.ndarray, fold: np.ndarray, validation: dict[str, Any] | None,
