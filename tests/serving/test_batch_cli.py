@@ -157,7 +157,8 @@ def test_predict_gives_sets_unsure_answers_and_json_arrays(fallback_run, demo_fo
     csv_out = tmp_path / "p.csv"
     runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out", str(csv_out),
                         "--coverage", "0.9"])
-    assert ",set,best_guess,error" in csv_out.read_text().splitlines()[0]
+    header = csv_out.read_text().splitlines()[0]
+    assert ",set,best_guess,novelty_text,novelty_image,unlike_training,error" in header
     refused = runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out",
                                   str(tmp_path / "p.txt")])
     assert refused.exit_code == 2 and ".jsonl, .json, .csv or .parquet" in refused.output

@@ -90,29 +90,23 @@ def test_answers_carry_novelty_and_sets_of_their_presence_pattern(one_event_run,
     )
     body = json.loads(text_only.output[text_only.output.index("{") :])
     assert body["novelty"]["image"] is None and body["set"]
-    # a post unlike anything seen, in both modalities: unsure, its set every label
-    noise = tmp_path / "noise.png"
+    # a post unlike the training posts in both modalities (here: every post, alpha raised to 1)
+    # is unsure and its set every label; in one modality, its set is the wider one of 1 - 0.2 / 2
     from PIL import Image
 
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(noise)
-    odd = runner.invoke(
-        app,
-        [
-            "predict",
-            str(run),
-            "--text",
-            "quantum chromodynamics lattice gauge theory",
-            "--image",
-            str(noise),
-            "--coverage",
-            "0.8",
-            "--json",
-        ],
-    )
-    body = json.loads(odd.output[odd.output.index("{") :])
-    if all(p <= 0.05 for p in body["novelty"].values()):
-        assert body["label"] == "unsure" and len(body["set"]) == len(body["probabilities"])
-        assert any("unlike the posts this model was trained on" in w for w in body["warnings"])
+    from sgmft.serving.predictor import PostInput, Predictor
+
+    predictor = Predictor(run)
+    post = PostInput("今天在健身房跑步", Image.open(image).convert("RGB"))
+    [plain] = predictor.predict([post], coverage=0.8)
+    predictor.run.novelty.alpha = 1.0
+    [odd] = predictor.predict([post], coverage=0.8)
+    assert odd.unlike_training and odd.label == "unsure"
+    assert odd.best_guess == (plain.best_guess or plain.label)
+    assert odd.set == predictor.labels and any("unlike the posts this model" in w for w in odd.warnings)
+    predictor.novel_unsure = False
+    [kept] = predictor.predict([post], coverage=0.8)
+    assert kept.label != "unsure" or any("hardly above" in w for w in kept.warnings)
 
 
 def test_a_batch_reports_its_drift_and_evaluate_counts_the_answered(one_event_run, tmp_path):
@@ -128,6 +122,13 @@ def test_a_batch_reports_its_drift_and_evaluate_counts_the_answered(one_event_ru
     assert drift["text"]["flagged"] == pytest.approx(
         np.mean([r["novelty"]["text"] <= 0.05 for r in records]), abs=1e-3
     )
+    # with a coverage, the batch's sets are weighted for its shift, learned from the batch first
+    sets = tmp_path / "sets.jsonl"
+    result = runner.invoke(app, ["predict", str(run), "--manifest", str(manifest), "--out", str(sets),
+                                 "--coverage", "0.8"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in sets.read_text().splitlines()]
+    assert all(r["set_weighted"] and (r.get("best_guess") or r["label"]) in r["set"] for r in records)
     assert runner.invoke(app, ["evaluate", str(run), "--no-figures"]).exit_code == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     answered = metrics["answered"]

@@ -15,6 +15,7 @@ prediction under a covariate shift (`density_ratios`; Tibshirani, Barber, Candè
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -112,33 +113,63 @@ def drift_in_words(report: dict[str, Any]) -> str:
     return "drift: " + "; ".join(parts) + f" ({verdict}; expected near 0.5 and {report['alpha']:.0%})"
 
 
-def density_ratios(
-    index: NoveltyIndex, reduced: dict[str, np.ndarray], seed: int = 0, clip: float = 1e-6
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weights of weighted split-conformal prediction: w(x) = dP_batch / dP_calibration (x),
-    estimated by a domain classifier on both modalities' reduced features ({modality: (N, P)})
-    between the calibration posts and the batch (fitted on at most `DOMAIN_ROWS` batch rows;
-    out-of-fold for the rows it was fitted on), its odds rescaled by the sides' sizes. Returns
-    (calibration weights (n,), batch weights (N,))."""
+def _odds(p: np.ndarray, prior: float, clip: float = 1e-6) -> np.ndarray:
+    p = np.clip(p, clip, 1 - clip)
+    return p / (1 - p) * prior
+
+
+@dataclass
+class ShiftWeights:
+    """The density ratio w(x) = dP_batch / dP_calibration (x) of weighted split-conformal
+    prediction, from a domain classifier (standardised logistic regression) on both modalities'
+    reduced features between the calibration posts and (a sample of) the batch, its odds rescaled
+    by the two sides' sizes. ``calibration`` (n,): the calibration posts' weights, out of fold."""
+
+    calibration: np.ndarray
+    model: Any
+    prior: float
+    sample: int
+
+    def weights(self, reduced: dict[str, np.ndarray]) -> np.ndarray:
+        """(N,) the weights of posts given their reduced features {modality: (N, P + 1)}."""
+        rows = np.concatenate([np.asarray(reduced[n]) for n in MODALITIES], 1).astype(np.float64)
+        return _odds(self.model.predict_proba(rows)[:, 1], self.prior)
+
+
+def fit_shift_weights(index: NoveltyIndex, sample: dict[str, np.ndarray], seed: int = 0) -> ShiftWeights:
+    """`ShiftWeights` between the run's calibration posts and a sample of the batch (reduced
+    features {modality: (m, P + 1)}, at most `DOMAIN_ROWS` rows)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     held = np.concatenate([index.calibration_features[n] for n in MODALITIES], 1)
-    rows = np.concatenate([np.asarray(reduced[n]) for n in MODALITIES], 1)
-    sample = _sample(len(rows), DOMAIN_ROWS, seed)
-    fitted = _domain_probabilities(held, rows[sample], seed)
-    batch_p = np.empty(len(rows))
-    batch_p[sample] = fitted[len(held) :]
-    rest = np.setdiff1d(np.arange(len(rows)), sample)
-    if len(rest):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
-        model.fit(np.concatenate([held, rows[sample]]), np.r_[np.zeros(len(held)), np.ones(len(sample))])
-        batch_p[rest] = model.predict_proba(rows[rest])[:, 1]
-    odds = len(held) / len(sample)
-    calibration_p = np.clip(fitted[: len(held)], clip, 1 - clip)
-    batch_p = np.clip(batch_p, clip, 1 - clip)
-    return calibration_p / (1 - calibration_p) * odds, batch_p / (1 - batch_p) * odds
+    rows = np.concatenate([np.asarray(sample[n]) for n in MODALITIES], 1)
+    out_of_fold = _domain_probabilities(held, rows, seed)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    model.fit(np.concatenate([held, rows]).astype(np.float64), np.r_[np.zeros(len(held)), np.ones(len(rows))])
+    prior = len(held) / len(rows)
+    return ShiftWeights(_odds(out_of_fold[: len(held)], prior), model, prior, len(rows))
+
+
+def density_ratios(
+    index: NoveltyIndex, reduced: dict[str, np.ndarray], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of weighted split-conformal prediction for a batch held at once ({modality:
+    (N, P + 1)} reduced features): `fit_shift_weights` on a sample of at most `DOMAIN_ROWS` of its
+    posts. Returns (calibration weights (n,), batch weights (N,))."""
+    sample = _sample(len(reduced["text"]), DOMAIN_ROWS, seed)
+    shift = fit_shift_weights(index, {n: np.asarray(reduced[n])[sample] for n in MODALITIES}, seed)
+    return shift.calibration, shift.weights(reduced)
+
+
+def id_keys(ids: list[str]) -> np.ndarray:
+    """(n,) uint64 hashes of post ids: the posts whose keys are lowest are a uniform sample that
+    does not depend on the order the posts come in."""
+    import hashlib
+
+    return np.fromiter((int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
+                        for i in ids), np.uint64, len(ids))
 
 
 class DriftSample:
@@ -155,13 +186,7 @@ class DriftSample:
 
     def add(self, ids: list[str], reduced: dict[str, np.ndarray], unlike: np.ndarray) -> None:
         """Posts ``ids`` with their reduced features {modality: (n, P + 1)} and flags (n, 2)."""
-        import hashlib
-
-        keys = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") for i in ids),
-            np.uint64,
-            len(ids),
-        )
+        keys = id_keys(ids)
         self.counts += [len(ids), unlike[:, 0].sum(), unlike[:, 1].sum(), unlike.all(1).sum()]
         merged = np.concatenate([self.keys, keys])
         keep = np.argsort(merged, kind="stable")[: self.limit]

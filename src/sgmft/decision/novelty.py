@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +39,41 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+class NearestSearch:
+    """Exact k-nearest-neighbour search over fixed references (R, P): FAISS's flat index when
+    installed, else chunked matrix products. Built once and kept: the references are converted to
+    float32 (and indexed) once, not at every query."""
+
+    def __init__(self, refs: np.ndarray):
+        self.refs = np.ascontiguousarray(refs, np.float32)
+        try:
+            import faiss
+        except ImportError:
+            faiss = None
+        self.index = None
+        if faiss is not None:
+            self.index = faiss.IndexFlatL2(self.refs.shape[1])
+            self.index.add(self.refs)
+
+    def distances(self, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+        """(Q, k) Euclidean distances of each query (Q, P) to its k nearest references, ascending."""
+        k = min(k, len(self.refs))
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self.index is not None:
+            squared, _ = self.index.search(queries, k)
+            return np.sqrt(np.maximum(squared, 0.0))
+        r, out = torch.from_numpy(self.refs), []
+        for start in range(0, len(queries), chunk):
+            q = torch.from_numpy(queries[start : start + chunk])
+            squared = (q * q).sum(1, keepdim=True) - 2 * q @ r.T + (r * r).sum(1)[None]
+            out.append(torch.topk(squared, k, dim=1, largest=False).values.clamp_min(0).sqrt().numpy())
+        return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+
+
 def nearest_distances(refs: np.ndarray, queries: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     """(Q, k) Euclidean distances of each query (Q, P) to its k nearest rows of ``refs`` (R, P),
-    ascending: FAISS's exact flat index when installed, else chunked matrix products."""
-    k = min(k, len(refs))
-    refs, queries = np.ascontiguousarray(refs, np.float32), np.ascontiguousarray(queries, np.float32)
-    try:
-        import faiss
-    except ImportError:
-        faiss = None
-    if faiss is not None:
-        index = faiss.IndexFlatL2(refs.shape[1])
-        index.add(refs)
-        squared, _ = index.search(queries, k)
-        return np.sqrt(np.maximum(squared, 0.0))
-    r, out = torch.from_numpy(refs), []
-    for start in range(0, len(queries), chunk):
-        q = torch.from_numpy(queries[start : start + chunk])
-        squared = (q * q).sum(1, keepdim=True) - 2 * q @ r.T + (r * r).sum(1)[None]
-        out.append(torch.topk(squared, k, dim=1, largest=False).values.clamp_min(0).sqrt().numpy())
-    return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+    ascending (`NearestSearch`, built for this one search)."""
+    return NearestSearch(refs).distances(queries, k, chunk)
 
 
 @dataclass
@@ -98,6 +113,7 @@ class NoveltyIndex:
     calibration_features: dict[str, np.ndarray]  # (n, P) per modality, in calibration-post order
     how: str
     alpha: float = ALPHA
+    _search: dict[str, NearestSearch] = field(default_factory=dict, repr=False)   # built at first use
 
     def reduce(self, name: str, x: np.ndarray) -> np.ndarray:
         return self.reductions[name](x)
@@ -109,7 +125,9 @@ class NoveltyIndex:
     def scores(self, name: str, x: np.ndarray) -> np.ndarray:
         """(N,) novelty scores of features x (N, D): the mean distance of the L2-normalised
         features to their `NEIGHBOURS` nearest reference posts."""
-        return nearest_distances(self.neighbours[name], _normalised(x), NEIGHBOURS).mean(1)
+        if name not in self._search:
+            self._search[name] = NearestSearch(self.neighbours[name])
+        return self._search[name].distances(_normalised(x), NEIGHBOURS).mean(1)
 
     def p_values(self, name: str, x: np.ndarray) -> np.ndarray:
         """(N,) conformal p-values of features x (N, D): (1 + #{held-out scores >= s}) / (n + 1).

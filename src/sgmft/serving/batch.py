@@ -20,17 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from sgmft.data.images import ImageError, load_image
-from sgmft.data.manifest import Block, Post, RowProblem, iter_manifest
-from sgmft.decision.drift import DriftSample
+from sgmft.data.manifest import Block, Post, iter_manifest
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
-from sgmft.io import atomic_write, atomic_write_json
+from sgmft.io import atomic_write_json
 from sgmft.progress import progress_bar
-from sgmft.serving.predictor import Features, PostInput, PredictionError, Predictor
+from sgmft.serving.batch_shift import drift_sample, learn_shift, save_sample, write_drift
+from sgmft.serving.post_features import cached as cached_features
+from sgmft.serving.post_features import encoded as encoded_features
+from sgmft.serving.post_features import error_record, record
+from sgmft.serving.predictor import Features, Predictor
 from sgmft.serving.writers import open_writer
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,10 @@ class BatchSummary:
     resumed_rows: int = 0
     kinds: dict[str, int] = field(default_factory=dict)   # problems by kind
     drift: dict[str, Any] | None = None   # the batch's drift report (`write_drift`)
+    weighted_sets: bool = False            # the sets were weighted for the batch's shift (`learn_shift`)
 
 
-def _record(post_id: str | None, row: int, **fields: Any) -> dict[str, Any]:
-    return {"id": post_id, "row": row, **fields}
+
 
 
 def _settings(predictor: Predictor, manifest: Path, options: dict[str, Any]) -> str:
@@ -108,53 +107,6 @@ def _whole_manifest_cache(predictor: Predictor, manifest: Path) -> FeatureCache 
                       predictor.sequence)
 
 
-def _cached(predictor: Predictor, caches: list[FeatureCache], posts: list[Post]
-            ) -> tuple[list[int], Features | None]:
-    """The positions in ``posts`` whose features a cache holds, and those features (gathered
-    from each cache in one read)."""
-    left = list(range(len(posts)))
-    parts: list[tuple[list[int], FeatureCache, np.ndarray]] = []
-    for cache in caches:
-        rows = [(i, cache.holds(posts[i]) if cache.digests is not None else cache.index.get(posts[i].id))
-                for i in left]
-        held = [(i, row) for i, row in rows if row is not None]
-        if held:
-            parts.append(([i for i, _ in held], cache, np.asarray([row for _, row in held])))
-        left = [i for i, row in rows if row is None]
-    if not parts:
-        return [], None
-    keys = ("text", "image", "text_tokens", "image_tokens") if predictor.sequence else ("text", "image")
-    order = [i for positions, _, _ in parts for i in positions]
-    features = {key: torch.from_numpy(np.concatenate([getattr(cache, key)[rows] for _, cache, rows in parts]))
-                for key in keys}
-    features["tokens"] = predictor.run.vocab.encode([posts[i].tokens for i in order],
-                                                    predictor.run.config.model.max_tokens)
-    return order, Features(features, [True] * len(order), [True] * len(order), [[] for _ in order])
-
-
-def _encoded(predictor: Predictor, posts: list[Post]) -> tuple[list[Post], Features | None, list[dict]]:
-    """Features of posts encoded here; a post whose image fails, or that cannot be encoded (a
-    run on imported features), gets an error record instead."""
-    inputs, ready, errors = [], [], []
-    for post in posts:
-        try:
-            inputs.append(PostInput(post.text, load_image(post.image), post.id))
-            ready.append(post)
-        except ImageError as exc:
-            errors.append(_error(post, str(exc)))
-    if not inputs:
-        return [], None, errors
-    try:
-        return ready, predictor.encode(inputs), errors
-    except PredictionError as exc:
-        return [], None, errors + [_error(p, str(exc)) for p in ready]
-
-
-def _error(post: Post | RowProblem, message: str) -> dict[str, Any]:
-    """The error record of a post or a bad row (both know their id, row, user and label)."""
-    return _record(post.id, post.row, user=post.user, true_label=post.label, error=message)
-
-
 @dataclass
 class BlockPredictor:
     """Predicts the posts of blocks: a run's `Predictor`, the caches that may hold the posts'
@@ -171,7 +123,7 @@ class BlockPredictor:
 
 
 def _problem_records(block: Block, skip_invalid: bool) -> list[dict[str, Any]]:
-    return [] if skip_invalid else [_error(p, p.problem) for p in block.problems]
+    return [] if skip_invalid else [error_record(p, p.problem) for p in block.problems]
 
 
 def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[FeatureCache],
@@ -184,16 +136,16 @@ def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[Feature
         predictions = predictor.predict_features(features, [p.id for p in chosen], options["coverage"],
                                                  options["min_confidence"])
         for post, prediction in zip(chosen, predictions, strict=True):
-            records.append(_record(post.id, post.row, user=post.user, true_label=post.label,
+            records.append(record(post.id, post.row, user=post.user, true_label=post.label,
                                    split=in_split.get(post.id), **prediction.to_dict()))
 
-    order, cached = _cached(predictor, caches, posts)
+    order, cached = cached_features(predictor, caches, posts)
     answer([posts[i] for i in order], cached)
     taken = set(order)
     rest = [p for i, p in enumerate(posts) if i not in taken]
     size = predictor.batch_size
     for start in range(0, len(rest), size):       # images decoded a batch at a time, not a block
-        ready, encoded, errors = _encoded(predictor, rest[start:start + size])
+        ready, encoded, errors = encoded_features(predictor, rest[start:start + size])
         records += errors
         answer(ready, encoded)
     return records, len(order)
@@ -213,7 +165,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
                      labels: list[str] | None = None, skip_invalid: bool = False,
                      progress: bool = True, coverage: float | None = None,
                      min_confidence: float | None = None, resume: bool = False,
-                     caches: tuple[Path, ...] = (), block_rows: int = 4096,
+                     caches: tuple[Path, ...] = (), block_rows: int = 4096, weighted_sets: bool = True,
                      windows: Callable[[Iterator[Block], BlockPredictor], Predicted] = local_windows
                      ) -> BatchSummary:
     """Predict every valid row of a manifest into ``out`` (see the module docstring); a bad row
@@ -223,7 +175,9 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
 
     Records carry the post's true label (``true_label``, any label, known to the run or not)
     and ``split``: the part of the run's split the post was in for the final model (train, val
-    or test); with ``coverage`` the prediction set, with ``min_confidence`` "unsure" below it.
+    or test); with ``coverage`` the prediction set (``weighted_sets``: weighted split-conformal
+    sets whose density ratios are learned from a sample of the batch first, `learn_shift`; the
+    local path only), with ``min_confidence`` "unsure" below it.
     ``windows`` predicts the blocks (`local_windows` here; `sgmft.serving.ray_predict` on Ray).
     """
     predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
@@ -231,9 +185,10 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"--out {out}: write predictions to a .jsonl, .json, .csv or .parquet file")
     predictor.batch_size = batch_size
+    weighted_sets = weighted_sets and windows is local_windows    # Ray's actors answer with plain sets
     options = {"coverage": coverage, "min_confidence": min_confidence, "skip_invalid": skip_invalid,
                "labels": labels, "image_root": str(image_root), "min_gain": predictor.min_gain,
-               "format": out.suffix.lower()}
+               "format": out.suffix.lower(), "weighted_sets": weighted_sets}
     progress_file = out.with_name(out.name + ".progress.json")
     settings = _settings(predictor, manifest_path, options)
     saved = _saved_progress(progress_file, settings) if resume else None
@@ -244,7 +199,14 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
                              options)
     drift_file = out.with_name(out.name + ".drift-sample.npz")
-    predictor.drift = _drift_sample(predictor, drift_file if saved else None)
+    predictor.drift = drift_sample(predictor, drift_file if saved else None)
+    if coverage is not None and weighted_sets:
+        def every_block() -> Iterator[Block]:
+            return iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
+                                 any_label=True, block_rows=block_rows)
+
+        predictor.weighting = learn_shift(predictor, every_block, predict.caches)
+        summary.weighted_sets = predictor.weighting is not None
     bar = progress_bar(_lines(manifest_path), "predict", "row", disable=not progress, initial=done_rows)
     blocks = iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
                            any_label=True, block_rows=block_rows, skip_through=done_rows)
@@ -255,50 +217,17 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
         _count(summary, block, records, skip_invalid)
         last = max([p.row for p in block.posts] + [p.row for p in block.problems])
         if predictor.drift is not None:
-            sample = predictor.drift.state()
-            atomic_write(drift_file, lambda tmp, sample=sample: _save_npz(tmp, sample))
+            save_sample(drift_file, predictor.drift)
         atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
                                           "state": writer.checkpoint(), "summary": asdict(summary)})
         bar.update(len(block.posts) + len(block.problems))
     bar.close()
     writer.finish()
     summary.drift = write_drift(predictor, out.with_name(out.name + ".drift.json"))
-    predictor.drift = None
+    predictor.drift = predictor.weighting = None
     progress_file.unlink(missing_ok=True)
     drift_file.unlink(missing_ok=True)
     return summary
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
-def _drift_sample(predictor: Predictor, saved: Path | None) -> DriftSample | None:
-    """The batch's drift sample: none for a run without a novelty index; on resume, the one the
-    killed run saved."""
-    if predictor.run.novelty is None:
-        return None
-    if saved is not None and saved.is_file():
-        with np.load(saved) as state:
-            return DriftSample.from_state(dict(state))
-    return DriftSample()
-
-
-def write_drift(predictor: Predictor, path: Path) -> dict[str, Any] | None:
-    """``<out>.drift.json``: the batch's two-sample test per modality and its flagged shares
-    (`sgmft.decision.novelty.DriftSample.report`), said in one line; None without an index."""
-    index = predictor.run.novelty
-    if index is None or predictor.drift is None:
-        return None
-    if not predictor.drift.counts[0]:
-        report = {"posts": 0, "note": "no post predicted here (on Ray the actors' posts are not sampled)"}
-    else:
-        report = predictor.drift.report(index, predictor.run.config.train.seed)
-    atomic_write_json(path, report)
-    if "words" in report:
-        log.info("%s", report["words"])
-    return report
 
 
 def _checked(blocks: Iterator[Block], path: Path) -> Iterator[Block]:

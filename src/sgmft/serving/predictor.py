@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sgmft.decision.drift import DriftSample
+from sgmft.decision.drift import DriftSample, ShiftWeights
 from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
 from sgmft.encoders.cache import IMPORTED
 from sgmft.encoders.features import encoder_options
-from sgmft.metrics.conformal import prediction_sets
+from sgmft.metrics.conformal import prediction_sets, weighted_thresholds
 from sgmft.models.fallback import COMPONENTS, MODALITIES, present_weights
 from sgmft.models.model import UNSURE_MIN_GAIN
 from sgmft.serving.evidence import _disagreement, _uninformative, mixture_in_words, run_notes
@@ -77,6 +77,7 @@ class Prediction:
     best_guess: str | None = None       # the top label, when ``label`` is "unsure"
     set: list[str] | None = None        # the prediction set, when a coverage was asked
     coverage: float | None = None
+    set_weighted: bool | None = None   # the set is weighted for the batch's covariate shift
     novelty: dict[str, float | None] | None = None   # per modality, the conformal p-value of
                                                       # being like the training posts (None: absent)
     unlike_training: bool | None = None              # flagged (p <= alpha) in a modality it has
@@ -87,6 +88,8 @@ class Prediction:
             out["best_guess"] = self.best_guess
         if self.set is not None:
             out |= {"set": self.set, "coverage": self.coverage}
+            if self.set_weighted:
+                out["set_weighted"] = True
         if self.novelty is not None:
             out |= {"novelty": self.novelty, "unlike_training": self.unlike_training}
         out |= {"evidence": self.evidence, "warnings": self.warnings}
@@ -125,6 +128,7 @@ class Predictor:
         self.min_gain = min_gain
         self.novel_unsure = novel_unsure   # a post unlike the training posts in both modalities: unsure
         self.drift: DriftSample | None = None   # set by a batch that reports its drift
+        self.weighting: ShiftWeights | None = None   # set by a batch whose sets are weighted for its shift
         self.prior = self.run.model.probes.prior.detach().cpu()
         self.notes = run_notes(self.run.info)
         self._thresholds: dict[tuple[float, str], float] = {}
@@ -254,7 +258,8 @@ class Predictor:
             prediction = Prediction(label, distribution, evidence, list(features.warnings[i]), ids[i])
             unlike = self._flag(prediction, novelty, i)
             top = float(probabilities[i, decided[i]])
-            self._add_set(prediction, probabilities[i], decided[i], coverages[i], features, i, unlike)
+            weight = None if novelty is None or "weights" not in novelty else float(novelty["weights"][i])
+            self._add_set(prediction, probabilities[i], decided[i], coverages[i], features, i, unlike, weight)
             min_confidence = confidences[i]
             share = float(self.prior[decided[i]])
             if self.novel_unsure and unlike is not None and unlike.all():
@@ -283,8 +288,12 @@ class Predictor:
         present = np.asarray([features.has_text, features.has_image]).T
         raw = {name: features.tensors[name].numpy() for name in MODALITIES}
         flags = index.flags(raw, present)
-        if self.drift is not None and ids is not None:
-            self.drift.add([str(i) for i in ids], index.reduced(raw), flags["unlike"])
+        if self.drift is not None or self.weighting is not None:
+            reduced = index.reduced(raw)
+            if self.drift is not None and ids is not None:
+                self.drift.add([str(i) for i in ids], reduced, flags["unlike"])
+            if self.weighting is not None:
+                flags["weights"] = self.weighting.weights(reduced)
         return flags
 
     def _flag(self, prediction: Prediction, novelty: dict[str, Any] | None, i: int) -> np.ndarray | None:
@@ -303,15 +312,28 @@ class Predictor:
         return unlike
 
     def _add_set(self, prediction: Prediction, probabilities: torch.Tensor, decided: int,
-                 coverage: float | None, features: Features, i: int, unlike: np.ndarray | None) -> None:
+                 coverage: float | None, features: Features, i: int, unlike: np.ndarray | None,
+                 weight: float | None = None) -> None:
         """The prediction set of the post's presence pattern (its calibration posts scored that
-        way), widened when the post is flagged unlike the training posts: in one modality, the set
-        of half the miss rate (coverage 1 - (1 - c) / 2); in both, every label."""
-        threshold = self.set_threshold(coverage, _pattern(features.has_text[i], features.has_image[i]))
+        way). In a batch whose shift was learned (``weight``: the post's density ratio), the
+        weighted split-conformal set; else widened when the post is flagged unlike the training
+        posts: in one modality, the set of half the miss rate (coverage 1 - (1 - c) / 2); in both,
+        every label."""
+        pattern = _pattern(features.has_text[i], features.has_image[i])
+        threshold = self.set_threshold(coverage, pattern)
         if threshold is None:
             return
         flagged = 0 if unlike is None else int(unlike.sum())
-        if flagged == 1:
+        if weight is not None and coverage in self._calibrated:
+            scores = self.run.conformal_scores(pattern)
+            threshold = float(weighted_thresholds(scores, self.weighting.calibration, np.array([weight]),
+                                                  coverage)[0])
+            prediction.set_weighted, flagged = True, 0
+            if threshold >= 1.0:
+                prediction.warnings.append("the set is every label: weighted for this batch's shift, the "
+                                           "calibration posts like this post weigh too little to promise "
+                                           "less")
+        elif flagged == 1:
             threshold = self.set_threshold(1 - (1 - coverage) / 2,
                                            _pattern(features.has_text[i], features.has_image[i]))
         elif flagged == 2:

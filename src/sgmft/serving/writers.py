@@ -17,7 +17,8 @@ from typing import Any
 def flat_columns(labels: list[str]) -> list[str]:
     """The columns of a CSV or Parquet prediction record."""
     return ["id", "row", "user", "split", "true_label", "label", *(f"p_{label}" for label in labels),
-            "text_only", "image_only", "set", "best_guess", "error"]
+            "text_only", "image_only", "set", "best_guess", "novelty_text", "novelty_image",
+            "unlike_training", "error"]
 
 
 def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
@@ -32,7 +33,10 @@ def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
             "text_only": evidence.get("text_only", {}).get("label"),
             "image_only": evidence.get("image_only", {}).get("label"),
             "set": "|".join(members) if members is not None else None,
-            "best_guess": record.get("best_guess"), "error": record.get("error")}
+            "best_guess": record.get("best_guess"),
+            "novelty_text": (record.get("novelty") or {}).get("text"),
+            "novelty_image": (record.get("novelty") or {}).get("image"),
+            "unlike_training": record.get("unlike_training"), "error": record.get("error")}
 
 
 class _TextWriter:
@@ -95,8 +99,8 @@ class _ParquetWriter:
         self.out, self.labels, self.parts = out, labels, out.with_name(out.name + ".partial")
         strings = ("id", "user", "split", "true_label", "label", "text_only", "image_only", "set",
                    "best_guess", "error")
-        self.schema = pa.schema([(name, pa.string() if name in strings else
-                                  pa.int64() if name == "row" else pa.float64())
+        self.schema = pa.schema([(name, pa.string() if name in strings else pa.int64() if name == "row"
+                                  else pa.bool_() if name == "unlike_training" else pa.float64())
                                  for name in flat_columns(labels)] + [("warnings", pa.list_(pa.string()))])
         if state is None:
             shutil.rmtree(self.parts, ignore_errors=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -203,6 +204,13 @@ class LoadedRun:
             return None
         key = "scores" if pattern == "both" else f"scores_{pattern}"
         return threshold_from_scores(self.conformal.get(key) or self.conformal["scores"], coverage)
+
+    def conformal_scores(self, pattern: str = "both") -> np.ndarray:
+        """(n,) the calibration posts' scores of a presence pattern, in the posts' order (the order
+        of the novelty index's calibration features); older runs scored both only."""
+        key = SCORE_FIELDS[pattern]
+        posts = (self.conformal or {}).get("posts", [])
+        return np.asarray([p.get(key, p["score"]) for p in posts], np.float64)
 
     @functools.cached_property
     def novelty(self):
