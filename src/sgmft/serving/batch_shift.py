@@ -44,7 +44,8 @@ def drift_sample(predictor: Predictor, saved: Path | None) -> DriftSample | None
 
 def write_drift(predictor: Predictor, path: Path) -> dict[str, Any] | None:
     """``<out>.drift.json``: the batch's two-sample test per modality and its flagged shares
-    (`sgmft.decision.drift.DriftSample.report`), said in one line; None without an index."""
+    (`sgmft.decision.drift.DriftSample.report`, its ``words`` the line the CLI prints); None
+    without an index."""
     index = predictor.run.novelty
     if index is None or predictor.drift is None:
         return None
@@ -53,8 +54,6 @@ def write_drift(predictor: Predictor, path: Path) -> dict[str, Any] | None:
     else:
         report = predictor.drift.report(index, predictor.run.config.train.seed)
     atomic_write_json(path, report)
-    if "words" in report:
-        log.info("%s", report["words"])
     return report
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary
 from sgmft.training.prepare import PreparedData, token_lengths
 from sgmft.training.trainer import FitResult
+
+log = logging.getLogger(__name__)
 
 
 class RunExistsError(ValueError):
@@ -214,11 +217,22 @@ class LoadedRun:
 
     @functools.cached_property
     def novelty(self):
-        """The run's novelty index (`sgmft.decision.novelty.NoveltyIndex`), or None."""
+        """The run's novelty index (`sgmft.decision.novelty.NoveltyIndex`), or None: for a run
+        without one, and (said in the log) for one this version cannot read."""
+        from safetensors import SafetensorError
+
         from sgmft.decision.novelty import NOVELTY_FILE, NoveltyIndex
 
         path = self.folder / NOVELTY_FILE
-        return NoveltyIndex.load(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return NoveltyIndex.load(path)
+        except (KeyError, ValueError, OSError, SafetensorError) as exc:
+            log.warning("%s cannot be read (%s: written by another sgmft version, or damaged): answers carry "
+                        "no novelty flags and batches no drift report; train the run again to have them",
+                        path, exc)
+            return None
 
 
 def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
