@@ -137,3 +137,18 @@ def test_a_batch_reports_its_drift_and_evaluate_counts_the_answered(one_event_ru
     weighted = metrics["sets"]["weighted"]
     assert 0 <= weighted["coverage"] <= 1 and weighted["mean_size"] >= 1
     assert metrics["refit_alone"]["accuracy"] >= 0
+
+
+def test_a_novelty_file_that_cannot_be_read_is_said_not_raised(one_event_run, tmp_path, caplog):
+    import shutil
+
+    from sgmft.training.rundir import load_run
+
+    run, _ = one_event_run
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "novelty.safetensors").write_bytes(b"not a safetensors file")
+    assert load_run(copy).novelty is None
+    assert "cannot be read" in caplog.text and "train the run again" in caplog.text
+    result = runner.invoke(app, ["predict", str(copy), "--text", "今天在健身房跑步", "--json"])
+    body = json.loads(result.output[result.output.index("{"):])
+    assert "novelty" not in body and body["label"]
