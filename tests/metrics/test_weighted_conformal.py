@@ -73,7 +73,7 @@ def test_estimated_weights_keep_the_rate_on_exchangeable_posts():
     from sgmft.decision.novelty import fit_novelty
 
     rng = np.random.default_rng(1)
-    covered, sizes = [], []
+    covered, sizes, detected = [], [], []
     for _ in range(12):
         def posts(n):
             x = rng.normal(0, 1, (n, 6)) + 2
@@ -86,11 +86,43 @@ def test_estimated_weights_keep_the_rate_on_exchangeable_posts():
         held, y_held, p_held = posts(300)
         index = fit_novelty(lambda name, rows, train=train: train[name][rows], 400, held)
         test, y_test, p_test = posts(300)
-        w_cal, w_test = density_ratios(index, index.reduced(test))
+        w_cal, w_test, shift = density_ratios(index, index.reduced(test))
+        detected.append(shift.detected)
         thresholds = weighted_thresholds(1 - p_held[np.arange(300), y_held], w_cal, w_test, 0.9)
         sets = sets_of_thresholds(p_test, thresholds)
         covered.append(sets[np.arange(300), y_test].mean())
         sizes.append(sets.sum(1).mean())
     # 12 x 300 posts: the binomial noise of the mean is about 0.005, the calibration's about 0.01
     assert 0.87 <= np.mean(covered) <= 0.95
-    assert np.mean(sizes) < 2.0
+    assert np.mean(sizes) < 2.0 and sum(detected) <= 2      # no shift: weights of 1, nearly always
+
+
+def test_estimated_weights_detect_a_planted_shift_and_cover_where_plain_sets_do_not():
+    from sgmft.decision.drift import density_ratios
+    from sgmft.decision.novelty import fit_novelty
+
+    rng = np.random.default_rng(2)
+
+    def posts(n, shift):
+        x = rng.normal(0, 1, (n, 6))
+        x[:, 0] += shift
+        flip = rng.random(n) < np.clip(0.05 + 0.2 * np.maximum(x[:, 0], 0), 0, 0.45)
+        label = (x[:, 0] > 0).astype(int) ^ flip
+        p1 = 1 / (1 + np.exp(-4 * x[:, 0]))
+        features = {"text": x + 3, "image": x[:, ::-1] + 3 + rng.normal(0, 0.1, (n, 6))}
+        return features, label, np.stack([1 - p1, p1], 1)
+
+    plain, weighted = [], []
+    for _ in range(6):
+        train, _, _ = posts(600, 0.0)
+        held, y_held, p_held = posts(500, 0.0)
+        index = fit_novelty(lambda name, rows, train=train: train[name][rows], 600, held)
+        test, y_test, p_test = posts(500, 1.5)
+        scores = 1 - p_held[np.arange(500), y_held]
+        w_cal, w_test, shift = density_ratios(index, index.reduced(test))
+        assert shift.detected
+        q = threshold_from_scores(scores, 0.9)
+        plain.append(sets_of_thresholds(p_test, np.full(500, q))[np.arange(500), y_test].mean())
+        thresholds = weighted_thresholds(scores, w_cal, w_test, 0.9)
+        weighted.append(sets_of_thresholds(p_test, thresholds)[np.arange(500), y_test].mean())
+    assert np.mean(plain) < 0.85 and np.mean(weighted) > np.mean(plain) + 0.03

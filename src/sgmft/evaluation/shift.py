@@ -46,7 +46,7 @@ def weighted_sets(
     """Weighted split-conformal sets of these posts (one batch; density ratios from the domain
     classifier between the calibration posts and them) and their coverage on ``labels``."""
     scores = np.asarray([p["score"] for p in calibration])
-    w_calibration, w_batch = density_ratios(index, reduced, seed)
+    w_calibration, w_batch, shift = density_ratios(index, reduced, seed)
     thresholds = weighted_thresholds(scores, w_calibration, w_batch, coverage)
     sets = sets_of_thresholds(probs, thresholds, decided)
     every = float((thresholds >= 1.0).mean())
@@ -55,9 +55,11 @@ def weighted_sets(
         **set_coverage(sets, labels),
         "interval": accuracy_interval(int(sets[np.arange(len(labels)), labels].sum()), len(labels)),
         "every_label": round(every, 4),
+        "shift": shift.record(),
         "effective_calibration_posts": round(float(w_calibration.sum() ** 2 / (w_calibration**2).sum()), 1),
         "how": "weighted split conformal (Tibshirani et al. 2019), density ratios from a domain classifier "
-        "between the calibration posts and these posts",
+        "between the calibration posts and these posts"
+        + ("" if shift.detected else "; it could not tell them apart, so every weight is 1 (plain sets)"),
     }
     if every:
         found["note"] = (
