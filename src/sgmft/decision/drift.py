@@ -157,10 +157,9 @@ def fit_shift_weights(index: NoveltyIndex, sample: dict[str, np.ndarray], seed: 
     """`ShiftWeights` between the run's calibration posts and a sample of the batch (reduced
     features {modality: (m, P + 1)}, at most `DOMAIN_ROWS` rows)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from sklearn.metrics import roc_auc_score
 
     held = np.concatenate([index.calibration_features[n] for n in MODALITIES], 1)
     rows = np.concatenate([np.asarray(sample[n]) for n in MODALITIES], 1)
