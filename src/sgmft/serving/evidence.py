@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 #: a probe is "uninformative" when its distribution's entropy is at least this share of the
@@ -59,3 +60,15 @@ def _disagreement(evidence: dict[str, Any]) -> list[str]:
                      f"({text['probabilities'][text['label']]:.2f}), the image says {image['label']} "
                      f"({image['probabilities'][image['label']]:.2f})")
     return notes
+
+
+def _distribution(probabilities: torch.Tensor, labels: list[str]) -> tuple[str, dict[str, float]]:
+    """(C,) probabilities -> (most probable label, {label: probability})."""
+    values = probabilities.tolist()
+    rounded = {label: round(p, 6) for label, p in zip(labels, values, strict=True)}
+    return labels[int(np.argmax(values))], rounded
+
+
+def _pattern(has_text: bool, has_image: bool) -> str:
+    """The presence pattern of a post: both, text_only or image_only."""
+    return "both" if has_text and has_image else "text_only" if has_text else "image_only"

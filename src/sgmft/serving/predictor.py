@@ -1,23 +1,16 @@
 """One trained run plus its frozen encoders, loaded once, predicting posts in batches.
 
-Each prediction gives the label, every class probability (calibrated: the run's temperature,
-fitted on out-of-fold predictions, is in the model), and the evidence: what the text alone and
-the image alone say (the run's unimodal probes: logistic regressions fitted on the training
-split's features of that one modality), called uninformative when it is near chance, the
-fallback mixture in words when the run has one, and a summary of the modality-wise gate P^m.
-
-Asked for a ``coverage``, it adds the prediction set: the labels that, together, hold the true
-one with that probability (split-conformal, calibrated on the run's out-of-fold predictions).
-Asked for a ``min_confidence``, a post whose top probability is below it is answered
-``unsure`` (its best guess kept beside). Always, an answer no better than the class prior (its
-probability less than ``min_gain``, 0.05, above how common the label was in training) is
-``unsure``: a run that did not learn gives no answers. A run's own warnings that it did not learn,
-and probabilities that were not calibrated, are said with every answer. Text and image pointing
-to different labels are said in words.
-
-A post with only a text or only an image is predicted with the missing modality set to its
-training mean (the value ``modality_dropout`` trains the model for), and the fallback mixture
-gives the missing modality's weight to the other modality's probe; a warning says so.
+Each prediction gives the label, every calibrated probability, the evidence in words
+(`sgmft.serving.evidence`: what the text alone and the image alone say, the fallback mixture, the
+gate P^m), its novelty against the training posts (`sgmft.decision.novelty`) and, asked for a
+``coverage``, its prediction set: split conformal on the run's calibration posts scored in the
+post's presence pattern, weighted for a batch's shift when the batch learned one
+(`sgmft.serving.batch_shift`), else widened by the post's novelty flags. ``unsure`` (the best
+guess kept beside): below ``min_confidence``; less than ``min_gain`` above the label's training
+share (`MultimodalModel.answer`); unlike the training posts in text and image (``novel_unsure``).
+A missing modality is read as its training mean, and the mixture gives its probe's weight to the
+other modality's probe; a warning says so. A run that did not learn, or whose probabilities are
+not calibrated, says so with every answer.
 """
 
 from __future__ import annotations
@@ -39,7 +32,14 @@ from sgmft.encoders.features import encoder_options
 from sgmft.metrics.conformal import prediction_sets, weighted_thresholds
 from sgmft.models.fallback import COMPONENTS, MODALITIES, present_weights
 from sgmft.models.model import UNSURE_MIN_GAIN
-from sgmft.serving.evidence import _disagreement, _uninformative, mixture_in_words, run_notes
+from sgmft.serving.evidence import (
+    _disagreement,
+    _distribution,
+    _pattern,
+    _uninformative,
+    mixture_in_words,
+    run_notes,
+)
 from sgmft.text.cleaning import preprocess_text
 from sgmft.training.rundir import LoadedRun, load_run
 from sgmft.training.trainer import predict
@@ -94,13 +94,6 @@ class Prediction:
             out |= {"novelty": self.novelty, "unlike_training": self.unlike_training}
         out |= {"evidence": self.evidence, "warnings": self.warnings}
         return {"id": self.id, **out} if self.id is not None else out
-
-
-def _distribution(probabilities: torch.Tensor, labels: list[str]) -> tuple[str, dict[str, float]]:
-    """(C,) probabilities -> (most probable label, {label: probability})."""
-    values = probabilities.tolist()
-    rounded = {label: round(p, 6) for label, p in zip(labels, values, strict=True)}
-    return labels[int(np.argmax(values))], rounded
 
 
 @dataclass
@@ -402,8 +395,3 @@ class Predictor:
             self.encode(posts), [p.id for p in posts],
             [p.coverage if p.coverage is not None else coverage for p in posts],
             [p.min_confidence if p.min_confidence is not None else min_confidence for p in posts])
-
-
-def _pattern(has_text: bool, has_image: bool) -> str:
-    """The presence pattern of a post: both, text_only or image_only."""
-    return "both" if has_text and has_image else "text_only" if has_text else "image_only"
