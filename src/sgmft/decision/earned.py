@@ -131,29 +131,11 @@ def judge(
             f"{MIN_INFORMATIVE} per label are needed before a gain can be told from the noise of groups"
         )
         return Earned(name, default, candidate, gain, low, high, False, why, measure)
-    if low > 0:
-        return Earned(
-            name,
-            default,
-            candidate,
-            gain,
-            low,
-            high,
-            True,
-            f"earned: the gain's 95 % interval over {units.count} units is above zero",
-            measure,
-        )
-    return Earned(
-        name,
-        default,
-        candidate,
-        gain,
-        low,
-        high,
-        False,
-        f"not earned: the gain's 95 % interval over {units.count} units includes zero",
-        measure,
-    )
+    earned = low > 0
+    verdict = "earned" if earned else "not earned"
+    where = "is above zero" if earned else "includes zero"
+    why = f"{verdict}: the gain's 95 % interval over {units.count} units {where}"
+    return Earned(name, default, candidate, gain, low, high, earned, why, measure)
 
 
 def per_post_log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
