@@ -131,7 +131,7 @@ def judge(
             f"{MIN_INFORMATIVE} per label are needed before a gain can be told from the noise of groups"
         )
         return Earned(name, default, candidate, gain, low, high, False, why, measure)
-    earned = low > 0
+    earned = bool(low > 0)
     verdict = "earned" if earned else "not earned"
     where = "is above zero" if earned else "includes zero"
     why = f"{verdict}: the gain's 95 % interval over {units.count} units {where}"
