@@ -20,6 +20,8 @@ step "predict one post"
 $SGMFT predict demo/run --text "周末和朋友去吃火锅，太好吃了[馋嘴]" --image demo/data/images/restaurant-003.jpg
 step "predict the whole manifest"
 $SGMFT predict demo/run --manifest demo/data/manifest.jsonl --out demo/predictions.csv
+step "profile: each user's places with 95 % intervals, and by hour (the demo's planted habits)"
+$SGMFT profile demo/run --manifest demo/data/manifest.jsonl --out demo/profiles --time time --every hour --min-posts 10
 accuracy=$(.venv/bin/python -c "import json; m = json.load(open('demo/run/eval/metrics.json')); print(f\"{100 * m['accuracy']:.1f} % on {m['n']} test posts (text alone {100 * m['text_only']['accuracy']:.1f} %, image alone {100 * m['image_only']['accuracy']:.1f} %)\")")
 cat <<SUMMARY
 
@@ -31,6 +33,8 @@ Where things are:
   demo/run/                   the trained run (config.json, model.safetensors, run.json)
   demo/run/eval/              metrics.json, confusion.png, tsne.png
   demo/predictions.csv        every post's prediction, with its split and true label
+  demo/profiles/              profiles.json, profiles.parquet, profiles.png, profiles-time.png:
+                              the early bird at the gym at 6-7, at work by 9, home at 21
 Next:
   .venv/bin/sgmft serve demo/run                 # then open http://127.0.0.1:8000/
   .venv/bin/sgmft predict demo/run --text "..." --image PATH

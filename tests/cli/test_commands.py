@@ -303,14 +303,14 @@ def test_predict_and_profile_take_the_data_options(demo, tmp_path):
     record = json.loads((tmp_path / "p" / "profiles.json").read_text())
     assert record["row_errors"] == 1 and "missing image" in record["errors"][0]["error"]
     assert record["errors"][0]["id"] == rows[1]["id"] and record["errors"][0]["user"] == rows[1]["user"]
-    assert sum(u["posts"] for u in record["users"].values()) == 5
+    assert record["population"]["posts"] == 5
     profiled = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p"),
                                    "--skip-invalid"])
     assert profiled.exit_code == 0 and "left out: 1 row(s)" in profiled.output
     assert "counted" in profiled.output
     record = json.loads((tmp_path / "p" / "profiles.json").read_text())
     assert record["skipped_rows"]["count"] == 1 and record["errors"] == []
-    assert sum(u["posts"] for u in record["users"].values()) == 5
+    assert record["population"]["posts"] == 5
 
 
 def test_labels_file_contents_are_not_echoed(tmp_path, demo):

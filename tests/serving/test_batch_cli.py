@@ -73,19 +73,23 @@ def test_profile_per_user(sgmft_run, demo_folder, tmp_path):
     result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest",
                                  str(demo_folder / "manifest.jsonl"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    profiles = json.loads((out / "profiles.json").read_text())["users"]
-    assert sum(p["posts"] for p in profiles.values()) == 40
+    report = json.loads((out / "profiles.json").read_text())
+    groups = {**report["groups"]}
+    assert report["population"]["posts"] == 40
+    assert sum(g["posts"] for g in groups.values()) + report["small_groups"]["count"] >= len(groups)
     assert "restaurant" in result.output            # long labels are not cut short
-    for p in profiles.values():
-        assert sum(p["labels"].values()) == pytest.approx(1.0)
+    for g in [report["population"], *groups.values()]:
+        assert sum(share for share, _, _ in g["shares"].values()) == pytest.approx(1.0)
+        assert all(low <= share <= high for share, low, high in g["shares"].values())
     assert (out / "profiles.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "profiles.csv").read_text().startswith("user,posts,home")
+    assert (out / "profiles.csv").read_text().startswith("group,time,label,posts")
 
 
 def test_profile_needs_users(sgmft_run, mixed_manifest, tmp_path):
     result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest", str(mixed_manifest),
                                  "--out", str(tmp_path / "p")])
-    assert result.exit_code == 1 and "user" in result.output
+    assert result.exit_code == 1
+    assert "no predicted post has a value in the --by column 'user'" in result.output
 
 
 @pytest.mark.parametrize("which", ["sgmft_run", "unis_run", "fallback_run"])

@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from sgmft.cli import data, info, research, serving, training
+from sgmft.cli import data, info, profiling, research, serving, training
 from sgmft.cli.common import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help=__doc__, rich_markup_mode=None)
-for group in (data, training, research, serving, info):   # one module per command group
+for group in (data, training, research, serving, profiling, info):   # one module per command group
     app.add_typer(group.app)
 
 

@@ -1,4 +1,5 @@
-"""Use a trained run: ``sgmft predict``, ``sgmft profile``, ``sgmft serve`` and ``sgmft export``."""
+"""Use a trained run: ``sgmft predict``, ``sgmft serve`` and ``sgmft export`` (``sgmft profile``:
+`sgmft.cli.profiling`)."""
 
 from __future__ import annotations
 
@@ -140,63 +141,6 @@ def predict(
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print_prediction(result)
-
-
-@app.command()
-def profile(
-    run: Path,
-    manifest: Annotated[Path, typer.Option(help="Manifest with a user column.")],
-    out: Annotated[Path, typer.Option(help="Folder for profiles.json, profiles.csv, profiles.png.")] = Path(
-        "profiles"),
-    image_root: ImageRoot = None,
-    labels: RunLabels = None,
-    skip_invalid: Annotated[bool, typer.Option(
-        "--skip-invalid", help="Leave bad rows out of profiles.json (counted) instead of listing each "
-                               "with its error; either way the other rows are profiled.")] = False,
-    batch_size: int = 64,
-    device: Device = "cpu",
-    min_confidence: MinConfidence = None,
-    min_gain: MinGain = 0.05,
-    novel_unsure: NovelUnsure = True,
-    cache: CacheDirs = None,
-    shown: Annotated[int, typer.Option(help="Users printed (the most active); all are in the files.")] = 40,
-) -> None:
-    """Per user, the distribution of predicted labels over their posts (table, CSV and PNG): the
-    posts are predicted into OUT/predictions.parquet, then counted per user out of core."""
-    from sgmft.serving.batch import predict_manifest
-    from sgmft.serving.profiles import row_errors, user_profiles, write_profiles
-
-    predictor = _predictor(run, device, min_gain, novel_unsure)
-    predictions = out / "predictions.parquet"
-    with reported():
-        out.mkdir(parents=True, exist_ok=True)
-        result = predict_manifest(predictor, manifest, predictions, image_root, batch_size,
-                                  list(parse_labels(labels) or []) or None, skip_invalid,
-                                  min_confidence=min_confidence, caches=tuple(cache or ()))
-    labels_shown = [*predictor.labels, "unsure"]
-    profiles = user_profiles(predictions, labels_shown)
-    if not profiles:
-        typer.echo("error: no predicted post has a user; the manifest needs a 'user' column", err=True)
-        raise typer.Exit(1)
-    errors = row_errors(predictions)
-    with reported():
-        write_profiles(profiles, labels_shown, {"count": result.left_out, "kinds": result.kinds}, errors, out,
-                       result.drift)
-    if result.drift and "words" in result.drift:
-        typer.echo(result.drift["words"])
-    width = max(8, *(len(label) for label in labels_shown))
-    typer.echo(f"{'user':12s} {'posts':>5s} " + " ".join(f"{label:>{width}s}" for label in labels_shown))
-    busiest = sorted(profiles, key=lambda u: (-profiles[u]["posts"], u))
-    for user in sorted(busiest[:shown]):
-        p = profiles[user]
-        typer.echo(f"{user[:12]:12s} {p['posts']:5d} "
-                   + " ".join(f"{p['labels'][label]:{width}.2f}" for label in labels_shown))
-    if len(profiles) > shown:
-        typer.echo(f"... and {len(profiles) - shown} more user(s) in {out / 'profiles.csv'}")
-    if errors or result.left_out:
-        typer.echo(f"left out: {len(errors) + result.left_out} row(s) that could not be predicted "
-                   f"({'counted' if skip_invalid else 'listed'} in profiles.json)")
-    typer.echo(f"written to {out}")
 
 
 @app.command()

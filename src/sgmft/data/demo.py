@@ -187,9 +187,37 @@ def _begin(out: str | Path, seed: int) -> tuple[Path, dict, random.Random]:
     return out, _texts(), random.Random(seed)
 
 
+#: the demo's planted habits: user -> label -> (the hours, the weekdays (0 = Monday)) of their
+#: posts there. Most posts of a label go to a user with a habit there, at its hours; the rest to
+#: one of 8 other users at any time. `sgmft profile --time time --every hour` shows them.
+HABITS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
+    "early_bird": {"gym": ((6, 7), (0, 1, 2, 3, 4)), "work": ((9, 10, 11, 14, 15, 16), (0, 1, 2, 3, 4)),
+                   "home": ((21, 22), (0, 1, 2, 3, 4, 5, 6))},
+    "student": {"school": ((8, 9, 10, 14, 15), (0, 1, 2, 3, 4)), "restaurant": ((12,), (0, 1, 2, 3, 4)),
+                "cinema": ((19, 20, 21), (5, 6))},
+    "weekender": {"shopping": ((13, 14, 15, 16), (5, 6)), "travel": ((9, 10, 11, 12), (5, 6))},
+}
+#: the share of a label's posts that go to the user with a habit there
+HABIT_SHARE = 0.8
+
+
+def _when(rng: random.Random, label: str) -> tuple[str, str]:
+    """A post's user and time (ISO 8601, +08:00, in the week of 2 March 2026) by `HABITS`."""
+    planted = [user for user, habit in HABITS.items() if label in habit]
+    if planted and rng.random() < HABIT_SHARE:
+        user = rng.choice(planted)
+        hours, days = HABITS[user][label]
+        hour, day = rng.choice(hours), rng.choice(days)
+    else:
+        user, hour, day = f"user{rng.randint(1, 8):02d}", rng.randint(0, 23), rng.randint(0, 6)
+    return user, f"2026-03-{2 + day:02d}T{hour:02d}:{rng.randint(0, 59):02d}:00+08:00"
+
+
 def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path:
-    """Write ``out/manifest.jsonl`` and ``out/images/*.jpg``; returns the manifest path."""
+    """Write ``out/manifest.jsonl`` and ``out/images/*.jpg``; returns the manifest path. Each post
+    has a user and a time after the planted `HABITS`."""
     out, texts, rng = _begin(out, seed)
+    habits = random.Random(seed + 1)     # users and times apart: the texts and images stay as they were
     rows = []
     for label in PLACES:
         for i in range(posts_per_class):
@@ -200,8 +228,11 @@ def make_demo(out: str | Path, posts_per_class: int = 30, seed: int = 0) -> Path
             post_id = f"{label}-{i:03d}"
             image = render_scene(None if generic_image else label, rng)
             name = _save_image(out, f"images/{post_id}.jpg", image)
-            rows.append({"id": post_id, "text": _decorate(text, rng, texts["noise"]), "image": name,
-                         "label": label, "user": f"user{rng.randint(1, 12):02d}"})
+            text = _decorate(text, rng, texts["noise"])
+            rng.randint(1, 12)          # (where users were drawn before habits: the stream stays the same)
+            user, time = _when(habits, label)
+            rows.append({"id": post_id, "text": text, "image": name, "label": label, "user": user,
+                         "time": time})
     rng.shuffle(rows)
     return _write_manifest(out, rows)
 

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from sgmft.data.times import parse_time
 from sgmft.limits import LIMITS
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -50,6 +51,19 @@ def check_fields(row: dict, labels: tuple[str, ...] | None, require_labels: bool
     split = row.get("split")
     if split not in (None, "") and str(split).strip().lower() not in SPLITS:
         return f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})"
+    return time_problem(row, "time")
+
+
+def time_problem(row: dict, column: str) -> str | None:
+    """What is wrong with a row's value in a time column (`sgmft.data.times`), or None (no value
+    is no problem)."""
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        parse_time(value)
+    except ValueError as exc:
+        return f"column {column!r}: {exc}"
     return None
 
 

@@ -88,6 +88,13 @@ def drift_report(
     return report
 
 
+def shifted_modalities(report: dict[str, Any] | None) -> list[str]:
+    """The modalities in which a drift report tells the batch from the training posts (the
+    domain classifier's AUC interval above 0.5)."""
+    return [n for n in MODALITIES if ((report or {}).get(n) or {}).get("auc_low") is not None
+            and report[n]["auc_low"] > 0.5]
+
+
 def drift_in_words(report: dict[str, Any]) -> str:
     """One line: each modality's AUC with its interval and flagged share, and what it means."""
     parts = []
@@ -99,11 +106,7 @@ def drift_in_words(report: dict[str, Any]) -> str:
         parts.append(f"{name} AUC {part['auc']:.2f} [{part['auc_low']:.2f}, {part['auc_high']:.2f}]{flagged}")
     if not parts:
         return "drift: too few posts to test"
-    shifted = [
-        n
-        for n in MODALITIES
-        if (report.get(n) or {}).get("auc_low") is not None and report[n]["auc_low"] > 0.5
-    ]
+    shifted = shifted_modalities(report)
     verdict = (
         f"these posts are unlike the training posts in {' and '.join(shifted)}: probabilities, "
         "sets and error rates measured on training-like posts may not hold"

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import json
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,13 +35,14 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
 
 from sgmft.data.images import ImageError, decode_image
 from sgmft.limits import LIMITS
 from sgmft.serving.middleware import BodyLimit, ServerErrors
 from sgmft.serving.predictor import PostInput, Prediction, PredictionError, Predictor
+from sgmft.serving.profiles import FIGURES, last_profile
 
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 
@@ -322,6 +324,24 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
         # posts enter the queue together, so the micro-batcher predicts them in few passes
         results = await asyncio.gather(*(one(i) for i in range(rows)))
         return {"predictions": list(results)}
+
+    @app.get("/profile")
+    async def profile() -> dict:
+        """The run's last profile (`sgmft profile`): its profiles.json, less the row errors, and
+        the figures it has."""
+        folder = last_profile(batcher().predictor.run.folder)
+        if folder is None:
+            raise HTTPException(404, "this run has no profile yet: sgmft profile RUN --manifest FILE")
+        report = json.loads((folder / "profiles.json").read_text(encoding="utf-8"))
+        report.pop("errors", None)
+        return report | {"figures": [name for name in FIGURES if (folder / name).is_file()]}
+
+    @app.get("/profile/{name}", include_in_schema=False)
+    async def profile_figure(name: str) -> FileResponse:
+        folder = last_profile(batcher().predictor.run.folder)
+        if folder is None or name not in FIGURES or not (folder / name).is_file():
+            raise HTTPException(404, f"no figure {name[:40]!r} in this run's last profile")
+        return FileResponse(folder / name, media_type="image/png")
 
     page = files("sgmft.serving").joinpath("static", "index.html").read_text(encoding="utf-8")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sgmft.data.manifest import Block, Post, iter_manifest
+from sgmft.data.times import wall_clock
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
 from sgmft.io import atomic_write_json
@@ -137,8 +138,9 @@ def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[Feature
                                                  options["min_confidence"])
         for post, prediction in zip(chosen, predictions, strict=True):
             records.append(record(post.id, post.row, user=post.user, true_label=post.label,
-                                   split=in_split.get(post.id), **prediction.to_dict()))
+                                   split=in_split.get(post.id), **prediction.to_dict(), **kept[post.id]))
 
+    kept, posts = _kept_columns(posts, options.get("by"), options.get("time"), records)
     order, cached = cached_features(predictor, caches, posts)
     answer([posts[i] for i in order], cached)
     taken = set(order)
@@ -149,6 +151,29 @@ def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[Feature
         records += errors
         answer(ready, encoded)
     return records, len(order)
+
+
+def _kept_columns(posts: list[Post], by: str | None, time: str | None, records: list[dict[str, Any]]
+                  ) -> tuple[dict[str, dict[str, Any]], list[Post]]:
+    """What profiles read of each post besides its prediction: its value in the ``by`` column
+    (``by``) and its time in the ``time`` column as a wall clock (``time``, `sgmft.data.times`).
+    A post whose time cannot be read gets an error record (in ``records``) and is not predicted."""
+    kept: dict[str, dict[str, Any]] = {}
+    ready = []
+    for post in posts:
+        fields: dict[str, Any] = {}
+        if by is not None:
+            fields["by"] = post.value(by)
+        if time is not None:
+            value = post.value(time)
+            try:
+                fields["time"] = None if value is None else wall_clock(value)
+            except ValueError as exc:
+                records.append(error_record(post, f"column {time!r}: {exc}") | fields)
+                continue
+        kept[post.id] = fields
+        ready.append(post)
+    return kept, ready
 
 
 Predicted = Iterator[tuple[Block, list[dict[str, Any]], int]]
@@ -166,6 +191,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
                      progress: bool = True, coverage: float | None = None,
                      min_confidence: float | None = None, resume: bool = False,
                      caches: tuple[Path, ...] = (), block_rows: int = 4096, weighted_sets: bool = True,
+                     by: str | None = None, time: str | None = None,
                      windows: Callable[[Iterator[Block], BlockPredictor], Predicted] = local_windows
                      ) -> BatchSummary:
     """Predict every valid row of a manifest into ``out`` (see the module docstring); a bad row
@@ -177,7 +203,8 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     and ``split``: the part of the run's split the post was in for the final model (train, val
     or test); with ``coverage`` the prediction set (``weighted_sets``: weighted split-conformal
     sets whose density ratios are learned from a sample of the batch first, `learn_shift`; the
-    local path only), with ``min_confidence`` "unsure" below it.
+    local path only), with ``min_confidence`` "unsure" below it. ``by`` and ``time`` name
+    columns whose values records carry as ``by`` and ``time`` (`sgmft profile`).
     ``windows`` predicts the blocks (`local_windows` here; `sgmft.serving.ray_predict` on Ray).
     """
     predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
@@ -188,14 +215,15 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     weighted_sets = weighted_sets and windows is local_windows    # Ray's actors answer with plain sets
     options = {"coverage": coverage, "min_confidence": min_confidence, "skip_invalid": skip_invalid,
                "labels": labels, "image_root": str(image_root), "min_gain": predictor.min_gain,
-               "format": out.suffix.lower(), "weighted_sets": weighted_sets}
+               "format": out.suffix.lower(), "weighted_sets": weighted_sets, "by": by, "time": time}
     progress_file = out.with_name(out.name + ".progress.json")
     settings = _settings(predictor, manifest_path, options)
     saved = _saved_progress(progress_file, settings) if resume else None
     done_rows = saved["rows_done"] if saved else 0
     summary = BatchSummary(**saved["summary"]) if saved else BatchSummary()
     summary.resumed_rows = done_rows
-    writer = open_writer(out, predictor.labels, saved["state"] if saved else None)
+    kept = tuple(name for name, column in (("by", by), ("time", time)) if column is not None)
+    writer = open_writer(out, predictor.labels, saved["state"] if saved else None, kept)
     predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
                              options)
     drift_file = out.with_name(out.name + ".drift-sample.npz")

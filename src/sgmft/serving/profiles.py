@@ -1,85 +1,190 @@
-"""Per-user profiles: the distribution of predicted labels over each user's posts, written as
-``profiles.json``, ``profiles.csv`` and ``profiles.png``.
+"""Profiles: the estimated share of each label among the posts of every group (a user, an event,
+any column), overall and by time bucket (hour of day, weekday, month), each with a 95 %
+interval, from a Parquet predictions file (`sgmft.serving.batch`, with the ``by`` and ``time``
+columns `sgmft profile` asks for).
 
-The counts come out of core: DuckDB groups a Parquet predictions file
-(`sgmft.serving.batch`) by user and label, so millions of posts cost what their distinct
-users cost.
+Out of core: DuckDB reads the predictions sorted by group and bucket, a batch of rows at a time;
+the groups complete in a batch are estimated at once (`sgmft.quantify.estimators`) and written
+to ``profiles.parquet`` as they come, so memory follows the largest group, not the file. The
+population is the group ``*``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sgmft.io import atomic_write, atomic_write_bytes, atomic_write_json
+import numpy as np
+
+from sgmft.quantify.estimators import DEFAULT_METHOD, estimate
+from sgmft.quantify.rates import Rates
+
+#: the time buckets, as DuckDB expressions of the ``time`` column (a wall clock, ISO 8601)
+EVERY = {"hour": "strftime(CAST(\"time\" AS TIMESTAMP), '%H')",
+         "weekday": "strftime(CAST(\"time\" AS TIMESTAMP), '%u-%a')",
+         "month": "strftime(CAST(\"time\" AS TIMESTAMP), '%Y-%m')"}
+POPULATION = "*"
+#: rows of the predictions file read at a time
+BATCH_ROWS = 200_000
+#: the file in a run folder that names the folder of its last profile (the web page's view)
+LAST_PROFILE = "last_profile.json"
+#: the files of a profile the web page may show
+FIGURES = ("profiles.png", "profiles-time.png")
 
 
-def user_profiles(predictions: Path, labels: list[str]) -> dict[str, dict[str, Any]]:
-    """Per user of a Parquet predictions file: the number of predicted posts and the share of
-    each label in ``labels`` (the run's, and "unsure")."""
+def remember_profile(run: Path, out: Path) -> None:
+    """Record ``out`` as the run's last profile."""
+    from sgmft.io import atomic_write_json
+
+    atomic_write_json(run / LAST_PROFILE, {"folder": str(out.resolve())})
+
+
+def last_profile(run: Path) -> Path | None:
+    """The folder of the run's last profile, when it still holds a ``profiles.json``."""
+    import json
+
+    try:
+        folder = Path(json.loads((run / LAST_PROFILE).read_text(encoding="utf-8"))["folder"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return folder if (folder / "profiles.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """What to profile: by which column, by which time bucket (None: overall only), how (a
+    method of `sgmft.quantify.estimators.METHODS`), and the posts a group needs to be ranked."""
+
+    by: str = "user"
+    every: str | None = None
+    method: str = DEFAULT_METHOD
+    min_posts: int = 5
+
+
+@dataclass
+class Chunk:
+    """Estimated groups: names (G,), time buckets (G,) or None, posts (G,), unsure (G,) and
+    (G, K) shares, low and high."""
+
+    groups: list[str]
+    times: list[str | None]
+    posts: np.ndarray
+    unsure: np.ndarray
+    shares: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def _query(labels: list[str], key: str, bucket: str | None) -> str:
+    probs = ", ".join(f'"p_{label}"' for label in labels)
+    timed = ' AND "time" IS NOT NULL' if bucket else ""
+    return (f"SELECT {key} AS g, {bucket or 'NULL'} AS t, label = 'unsure' AS unsure, {probs} "
+            f"FROM read_parquet(?) WHERE error IS NULL AND {key} IS NOT NULL{timed} ORDER BY g, t")
+
+
+def grouped(predictions: Path, labels: list[str], spec: ProfileSpec, rates: Rates | None,
+            population: bool, by_time: bool) -> Iterator[Chunk]:
+    """The estimated shares of the population (``population``) or of each group of the ``by``
+    column, overall or per time bucket (``by_time``), a batch of complete groups at a time."""
+    import duckdb
+
+    key = f"'{POPULATION}'" if population else '"by"'
+    bucket = EVERY[spec.every] if by_time and spec.every else None
+    with duckdb.connect() as db:
+        reader = db.sql(_query(labels, key, bucket), params=[str(predictions)]).to_arrow_reader(BATCH_ROWS)
+        held: list[Any] = []
+        for batch in reader:
+            held.append(batch)
+            rows = sum(b.num_rows for b in held)
+            if rows >= BATCH_ROWS:
+                done, held = _split_last_group(held)
+                if done is not None:
+                    yield _estimate(done, labels, spec.method, rates)
+        if held and sum(b.num_rows for b in held):
+            import pyarrow as pa
+
+            yield _estimate(pa.Table.from_batches(held), labels, spec.method, rates)
+
+
+def _split_last_group(held: list[Any]) -> tuple[Any, list[Any]]:
+    """The rows of complete groups (a table, or None when one group fills them all) and the rows
+    of the last group, which may go on in the next batch."""
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(held)
+    g, t = table.column("g").to_pylist(), table.column("t").to_pylist()
+    last = len(g) - 1
+    while last > 0 and (g[last - 1], t[last - 1]) == (g[-1], t[-1]):
+        last -= 1
+    if last == 0:
+        return None, held
+    return table.slice(0, last), table.slice(last).to_batches()
+
+
+def _estimate(table: Any, labels: list[str], method: str, rates: Rates | None) -> Chunk:
+    g, t = table.column("g").to_pylist(), table.column("t").to_pylist()
+    starts = np.flatnonzero([i == 0 or (g[i], t[i]) != (g[i - 1], t[i - 1]) for i in range(len(g))])
+    probs = np.column_stack([table.column(f"p_{label}").to_numpy(zero_copy_only=False) for label in labels])
+    unsure = table.column("unsure").to_numpy(zero_copy_only=False).astype(np.int64)
+    found = estimate(method, probs, starts, rates)
+    posts = np.diff(np.append(starts, len(g)))
+    return Chunk([str(g[s]) for s in starts], [t[s] for s in starts], posts, np.add.reduceat(unsure, starts),
+                 found.shares, found.low, found.high)
+
+
+def write_parquet(chunks: Iterator[Chunk], labels: list[str], spec: ProfileSpec, path: Path) -> None:
+    """``profiles.parquet`` (written to a temporary file, then renamed): a row per group, time
+    bucket and label, with group, time, label, posts, unsure, share, low, high, method and
+    ranked (the group has ``min_posts`` or more)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("group", pa.string()), ("time", pa.string()), ("label", pa.string()),
+                        ("posts", pa.int64()), ("unsure", pa.int64()), ("share", pa.float64()),
+                        ("low", pa.float64()), ("high", pa.float64()), ("method", pa.string()),
+                        ("ranked", pa.bool_())])
+    temp = path.with_name(f".{path.name}.tmp")
+    k = len(labels)
+    with pq.ParquetWriter(temp, schema) as writer:
+        for chunk in chunks:
+            count = len(chunk.groups)
+            writer.write_table(pa.table({
+                "group": np.repeat(np.asarray(chunk.groups, dtype=object), k),
+                "time": np.repeat(np.asarray(chunk.times, dtype=object), k),
+                "label": np.tile(np.asarray(labels, dtype=object), count),
+                "posts": np.repeat(chunk.posts, k), "unsure": np.repeat(chunk.unsure, k),
+                "share": chunk.shares.ravel(), "low": chunk.low.ravel(), "high": chunk.high.ravel(),
+                "method": np.full(count * k, spec.method, dtype=object),
+                "ranked": np.repeat(chunk.posts >= spec.min_posts, k)}, schema=schema))
+    os.replace(temp, path)
+
+
+def profile(predictions: Path, labels: list[str], spec: ProfileSpec, rates: Rates | None, out: Path) -> Path:
+    """Every view into ``out/profiles.parquet``: the population and each group, overall and (with
+    ``spec.every``) per time bucket."""
+    def views() -> Iterator[Chunk]:
+        for population in (True, False):
+            for by_time in (False, True) if spec.every else (False,):
+                yield from grouped(predictions, labels, spec, rates, population, by_time)
+
+    path = out / "profiles.parquet"
+    write_parquet(views(), labels, spec, path)
+    return path
+
+
+def row_errors(predictions: Path, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+    """How many records of a Parquet predictions file are errors, and the first ``limit`` of them
+    (id, row, user, true label, error)."""
     import duckdb
 
     with duckdb.connect() as db:
-        rows = db.execute("SELECT \"user\", label, count(*) FROM read_parquet(?) WHERE error IS NULL AND "
-                          "\"user\" IS NOT NULL GROUP BY ALL ORDER BY ALL", [str(predictions)]).fetchall()
-    counts: dict[str, dict[str, int]] = {}
-    for user, label, n in rows:
-        counts.setdefault(user, {})[label] = n
-    return {user: {"posts": sum(c.values()), "labels": {label: c.get(label, 0) / sum(c.values())
-                                                         for label in labels}}
-            for user, c in counts.items()}
-
-
-def row_errors(predictions: Path) -> list[dict[str, Any]]:
-    """The records of a Parquet predictions file that are errors (id, row, user, true label,
-    error)."""
-    import duckdb
-
-    with duckdb.connect() as db:
+        count = db.execute("SELECT count(*) FROM read_parquet(?) WHERE error IS NOT NULL",
+                           [str(predictions)]).fetchone()[0]
         found = db.execute("SELECT id, \"row\", \"user\", true_label, error FROM read_parquet(?) "
-                           "WHERE error IS NOT NULL ORDER BY \"row\"", [str(predictions)])
+                           "WHERE error IS NOT NULL ORDER BY \"row\" LIMIT ?", [str(predictions), limit])
         names = [d[0] for d in found.description]
-        return [dict(zip(names, values, strict=True)) for values in found.fetchall()]
-
-
-def plot_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], path: Path,
-                  max_users: int = 40) -> None:
-    """Stacked horizontal bars: each user's distribution of predicted labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    users = sorted(profiles, key=lambda u: -profiles[u]["posts"])[:max_users]
-    figure, axes = plt.subplots(figsize=(8, 0.35 * len(users) + 1.2))
-    left = [0.0] * len(users)
-    colours = plt.get_cmap("tab10")
-    for c, label in enumerate(labels):
-        shares = [profiles[u]["labels"][label] for u in users]
-        axes.barh(users, shares, left=left, color=colours(c % 10), label=label)
-        left = [a + b for a, b in zip(left, shares, strict=True)]
-    axes.set_xlim(0, 1)
-    axes.invert_yaxis()
-    axes.set_xlabel("share of the user's posts")
-    axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    axes.set_title("predicted labels per user")
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(figure)
-
-
-def write_profiles(profiles: dict[str, dict[str, Any]], labels: list[str], skipped: dict[str, Any],
-                   errors: list[dict[str, Any]], out: Path, drift: dict[str, Any] | None = None) -> None:
-    """``profiles.json`` (with the rows that could not be predicted and the batch's drift report:
-    when the posts are unlike the training posts, the shares rest on answers whose error rates
-    were measured on other posts), ``profiles.csv`` and ``profiles.png``."""
-    atomic_write_json(out / "profiles.json", {"users": profiles, "row_errors": len(errors),
-                                              "errors": errors, "skipped_rows": skipped, "drift": drift})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["user", "posts", *labels])
-    for user, p in profiles.items():
-        writer.writerow([user, p["posts"], *(f"{p['labels'][label]:.3f}" for label in labels)])
-    atomic_write_bytes(out / "profiles.csv", buffer.getvalue().encode())
-    plot_profiles(profiles, labels, out / "profiles.png")
+        return count, [dict(zip(names, values, strict=True)) for values in found.fetchall()]

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 
-def flat_columns(labels: list[str]) -> list[str]:
-    """The columns of a CSV or Parquet prediction record."""
+def flat_columns(labels: list[str], kept: tuple[str, ...] = ()) -> list[str]:
+    """The columns of a CSV or Parquet prediction record (``kept``: ``by``, ``time``, the
+    columns a profile reads)."""
     return ["id", "row", "user", "split", "true_label", "label", *(f"p_{label}" for label in labels),
             "text_only", "image_only", "set", "best_guess", "novelty_text", "novelty_image",
-            "unlike_training", "error"]
+            "unlike_training", "error", *kept]
 
 
-def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+def flat(record: dict[str, Any], labels: list[str], kept: tuple[str, ...] = ()) -> dict[str, Any]:
     """A record as the flat columns of `flat_columns` (absent values None)."""
     probs = record.get("probabilities", {})
     evidence = record.get("evidence", {})
@@ -36,14 +37,16 @@ def flat(record: dict[str, Any], labels: list[str]) -> dict[str, Any]:
             "best_guess": record.get("best_guess"),
             "novelty_text": (record.get("novelty") or {}).get("text"),
             "novelty_image": (record.get("novelty") or {}).get("image"),
-            "unlike_training": record.get("unlike_training"), "error": record.get("error")}
+            "unlike_training": record.get("unlike_training"), "error": record.get("error"),
+            **{name: record.get(name) for name in kept}}
 
 
 class _TextWriter:
     """JSONL, JSON or CSV appended to ``OUT.partial``; its state is the byte length written."""
 
-    def __init__(self, out: Path, labels: list[str], state: int | None):
-        self.out, self.labels, self.partial = out, labels, out.with_name(out.name + ".partial")
+    def __init__(self, out: Path, labels: list[str], state: int | None, kept: tuple[str, ...] = ()):
+        self.out, self.labels, self.kept = out, labels, kept
+        self.partial = out.with_name(out.name + ".partial")
         self.kind = out.suffix.lower()
         fresh = state is None or not self.partial.is_file()
         self.handle = open(self.partial, "wb" if fresh else "r+b")   # noqa: SIM115 (closed in finish)
@@ -57,7 +60,7 @@ class _TextWriter:
     def _head(self) -> bytes:
         if self.kind == ".csv":
             buffer = io.StringIO()
-            csv.writer(buffer).writerow(flat_columns(self.labels))
+            csv.writer(buffer).writerow(flat_columns(self.labels, self.kept))
             return buffer.getvalue().encode()
         return b"[\n" if self.kind == ".json" else b""
 
@@ -66,7 +69,7 @@ class _TextWriter:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
             for r in records:
-                writer.writerow(["" if v is None else v for v in flat(r, self.labels).values()])
+                writer.writerow(["" if v is None else v for v in flat(r, self.labels, self.kept).values()])
             data = buffer.getvalue().encode()
         elif self.kind == ".json":
             first = self.handle.tell() <= 2
@@ -93,15 +96,16 @@ class _ParquetWriter:
     """Parquet: each block a complete part file in ``OUT.partial/``; at the end the parts are
     copied, row group by row group, into ``OUT``. Its state is the number of parts."""
 
-    def __init__(self, out: Path, labels: list[str], state: int | None):
+    def __init__(self, out: Path, labels: list[str], state: int | None, kept: tuple[str, ...] = ()):
         import pyarrow as pa
 
-        self.out, self.labels, self.parts = out, labels, out.with_name(out.name + ".partial")
+        self.out, self.labels, self.kept, self.parts = out, labels, kept, out.with_name(out.name + ".partial")
         strings = ("id", "user", "split", "true_label", "label", "text_only", "image_only", "set",
-                   "best_guess", "error")
+                   "best_guess", "error", "by", "time")
         self.schema = pa.schema([(name, pa.string() if name in strings else pa.int64() if name == "row"
                                   else pa.bool_() if name == "unlike_training" else pa.float64())
-                                 for name in flat_columns(labels)] + [("warnings", pa.list_(pa.string()))])
+                                 for name in flat_columns(labels, kept)]
+                                + [("warnings", pa.list_(pa.string()))])
         if state is None:
             shutil.rmtree(self.parts, ignore_errors=True)
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ class _ParquetWriter:
 
         if not records:
             return
-        rows = [flat(r, self.labels) | {"warnings": r.get("warnings")} for r in records]
+        rows = [flat(r, self.labels, self.kept) | {"warnings": r.get("warnings")} for r in records]
         table = pa.Table.from_pylist(rows, schema=self.schema)
         target = self.parts / f"part-{self.count:06d}.parquet"
         temp = target.with_suffix(".tmp")
@@ -137,6 +141,6 @@ class _ParquetWriter:
         shutil.rmtree(self.parts)
 
 
-def open_writer(out: Path, labels: list[str], state: int | None):
-    return _ParquetWriter(out, labels, state) if out.suffix.lower() == ".parquet" else \
-        _TextWriter(out, labels, state)
+def open_writer(out: Path, labels: list[str], state: int | None, kept: tuple[str, ...] = ()):
+    return _ParquetWriter(out, labels, state, kept) if out.suffix.lower() == ".parquet" else \
+        _TextWriter(out, labels, state, kept)

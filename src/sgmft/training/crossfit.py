@@ -248,7 +248,8 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
     ``fallback``), the temperature and the decision offsets (``decision = balanced``), each kept
     at its default (`sgmft.decision.probes.DEFAULT`, the fused head alone, T = 1, no offsets)
     unless its gain is earned (`sgmft.decision.earned`); install them in ``model``. Returns the
-    record, ``decisions`` holding every choice's default, candidate, gain and interval."""
+    record, ``decisions`` holding every choice's default, candidate, gain and interval, and
+    ``oof``: the out-of-fold probabilities as the run answers (N, K) with their labels (N,)."""
     model.cpu()
     fold, labels = np.asarray(folds.fold), tensors["label"].numpy()
     num_classes = model.probes.prior.shape[0]
@@ -308,4 +309,5 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
         decisions["decision_offsets"] = earned.record()
         model.decision_bias.copy_(torch.tensor(earned.choice, dtype=torch.float32))
         found["decision"] = {"offsets": [round(float(v), 2) for v in earned.choice], "candidate": record}
+    found["oof"] = (calibrated, y)     # the out-of-fold error rates (`sgmft.training.rundir.write_rates`)
     return found

@@ -42,6 +42,7 @@ from sgmft.training.rundir import (
     save_model,
     write_conformal_scores,
     write_examples,
+    write_rates,
     write_run_info,
 )
 from sgmft.training.trainer import FitResult, Parallel, fit, predict
@@ -129,6 +130,7 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     if not parallel.is_main:
         return out
     after = finish_model(model, config, tensors, folds, head_oof, prepared.memo)
+    oof = after.pop("oof", None)
     if folds.k >= 2:
         after.setdefault("decisions", {})["epochs"] = epochs_record
     after["ensemble"] = {"members": len(model.members), "how": (
@@ -137,6 +139,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     held = post_tensors(manifest, prepared.cache, calibration, vocab, config.model) if calibration else None
     scored = conformal_posts(model, config, held, calibration, manifest.labels)
     after["conformal"] = write_conformal_scores(out, scored, None if carved is None else carved.shift_like)
+    prior = np.bincount(tensors["label"].numpy(), minlength=len(manifest.labels)) / len(ids)
+    after["rates"] = write_rates(out, scored, oof, prior, manifest.labels)
     after["novelty"] = write_novelty(out, tensors, held, fold if folds.k >= 1 else None, config.train.seed)
     write_examples(out, manifest, ids)
     save_model(out, model)
@@ -171,11 +175,12 @@ def conformal_posts(model: MultimodalModel, config: RunConfig, tensors: dict[str
     """Each calibration post's id, label and conformal scores: 1 - the deployed model's
     probability of its true label (the mixture, the temperature, everything the run answers
     with), as the post is (``score``), and as if it had only its text (``score_text_only``, the
-    image replaced by its training mean, as `sgmft predict` does) or only its image."""
+    image replaced by its training mean, as `sgmft predict` does) or only its image; and its
+    probabilities as it is (the error rates the adjusted profile shares correct for)."""
     if not ids or tensors is None:
         return []
     y = tensors["label"]
-    scores = {}
+    scores, as_is = {}, None
     for name, has_text, has_image in PATTERNS:
         batch = dict(tensors)
         for modality, has in (("text", has_text), ("image", has_image)):
@@ -184,9 +189,10 @@ def conformal_posts(model: MultimodalModel, config: RunConfig, tensors: dict[str
         batch["present"] = torch.tensor([[has_text, has_image]], dtype=torch.bool).expand(len(ids), 2)
         probs = torch.softmax(predict(model, batch, config.train.eval_batch_size)["logits"], -1).double()
         scores[name] = (1 - probs[torch.arange(len(ids)), y]).tolist()
+        as_is = probs.numpy().round(6).tolist() if name == "both" else as_is
     return [{"id": i, "label": labels[int(label)], "score": round(scores["both"][j], 6),
              "score_text_only": round(scores["text_only"][j], 6),
-             "score_image_only": round(scores["image_only"][j], 6)}
+             "score_image_only": round(scores["image_only"][j], 6), "probabilities": as_is[j]}
             for j, (i, label) in enumerate(zip(ids, y.tolist(), strict=True))]
 
 

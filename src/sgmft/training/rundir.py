@@ -4,7 +4,8 @@ A run folder holds: ``config.json`` (the resolved RunConfig), ``model.safetensor
 ``labels.json``, ``vocab.json``, ``split.json`` (the posts of each part, and the validation
 folds), ``checkpoint.pt`` (for ``--resume``), ``folds/`` (the fold models' out-of-fold
 predictions, see `sgmft.training.crossfit`), ``conformal.json`` (the calibration scores of the
-prediction sets) and ``run.json`` (history, timings, split, folds and the choices made on them,
+prediction sets), ``rates.json`` (held-out posts' probabilities: the error rates profiles correct
+for) and ``run.json`` (history, timings, split, folds and the choices made on them,
 feature cache, data hash, seed and package versions). ``run.json`` is written last: a folder
 without it holds no finished run, whatever else it holds.
 """
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from sgmft.io import atomic_write, atomic_write_json
 from sgmft.models.model import MultimodalModel
 from sgmft.provenance import now, versions
+from sgmft.quantify.rates import Rates
 from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary
@@ -40,8 +42,9 @@ class RunExistsError(ValueError):
 
 
 RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json",
-             "conformal.json", "examples.json", "novelty.safetensors")
+             "conformal.json", "examples.json", "novelty.safetensors", "rates.json")
 CONFORMAL = "conformal.json"
+RATES = "rates.json"
 
 
 def claim_folder(out: Path, config: RunConfig, resume: bool, overwrite: bool) -> None:
@@ -110,10 +113,35 @@ def write_conformal_scores(out: Path, posts: list[dict[str, Any]],
                                    "prediction sets can only be every label"}
     sorted_scores = {"scores" if name == "both" else f"scores_{name}":
                      sorted(p[key] for p in posts if key in p) for name, key in SCORE_FIELDS.items()}
+    posts = [{k: v for k, v in p.items() if k != "probabilities"} for p in posts]
     atomic_write_json(out / CONFORMAL, {**sorted_scores, "shift_like": shift_like, "posts": posts})
     return {"posts": len(posts), "shift_like": shift_like,
             "how": "split conformal (LAC) on posts held out from training and from every choice, scored by "
                    "the deployed model as they are, text only and image only"}
+
+
+def write_rates(out: Path, calibration: list[dict[str, Any]], oof: tuple[np.ndarray, np.ndarray] | None,
+                train_prior: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    """``rates.json``: held-out posts' probabilities as the run answers them and their labels,
+    whose error rates the adjusted profile shares correct for (`sgmft.quantify`), and the
+    training posts' label shares. The calibration posts when the run has them (held out from
+    everything, scored by the deployed model), else the out-of-fold predictions (each by the fold
+    model that did not train on it: a little less accurate than the deployed ensemble); none
+    without either. Returns what run.json records."""
+    if calibration:
+        probs = np.asarray([p["probabilities"] for p in calibration])
+        truth = np.asarray([labels.index(p["label"]) for p in calibration])
+        source = "the calibration posts, scored by the deployed model"
+    elif oof is not None:
+        probs, truth = oof
+        source = "the out-of-fold predictions of the fold models (mixture and temperature as deployed)"
+    else:
+        (out / RATES).unlink(missing_ok=True)
+        return {"posts": 0, "source": "none: no held-out posts (no validation folds, no calibration part)"}
+    atomic_write_json(out / RATES, {"source": source, "labels": list(labels),
+                                    "train_prior": np.round(train_prior, 6).tolist(),
+                                    "true": truth.tolist(), "probabilities": np.round(probs, 6).tolist()})
+    return {"posts": len(truth), "source": source}
 
 
 def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
@@ -196,6 +224,19 @@ class LoadedRun:
         """``conformal.json``, read once; None for a run without calibration posts."""
         path = self.folder / CONFORMAL
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def rates(self) -> Rates | None:
+        """The run's error rates on held-out posts (``rates.json``, `write_rates`). A run without
+        held-out posts (or trained before runs kept them) has none: then only the training
+        shares, which EM needs (None if the model lacks them too)."""
+        path = self.folder / RATES
+        if not path.is_file():
+            prior = self.model.probes.prior.detach().cpu().double().numpy()
+            k = len(self.labels)
+            return Rates(np.zeros((0, k)), np.zeros(0, np.int64), prior) if prior.sum() > 0 else None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return Rates(np.asarray(saved["probabilities"], np.float64), np.asarray(saved["true"], np.int64),
+                     np.asarray(saved["train_prior"], np.float64))
 
     def conformal_threshold(self, coverage: float, pattern: str = "both") -> float | None:
         """The LAC threshold of prediction sets at ``coverage`` for posts of a presence
