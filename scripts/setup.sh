@@ -23,6 +23,8 @@ if [ "${1:-}" = "--with-browser" ] && ! { command -v chromium && command -v chro
   say "installing Debian's chromium, chromium-driver and fonts-noto-cjk (for the browser test)"
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver fonts-noto-cjk >/dev/null
-  chromium --version
+  # Debian's launcher sources /etc/chromium.d/dev-shm, whose test prints "[: ...: unexpected
+  # operator" on some machines: harmless, so the version is asked of it with stderr quiet
+  chromium --version 2>/dev/null
 fi
 say "done; run commands with .venv/bin/sgmft, or 'source .venv/bin/activate' first and then sgmft"

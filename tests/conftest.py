@@ -12,10 +12,33 @@ from PIL import Image
 from sgmft.encoders.base import Encoder, FeatureDims
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_caches(tmp_path_factory):
+    """Every cache the suite writes goes to a temporary folder, whatever the user's environment:
+    no ``$SGMFT_CACHE`` (a test that wants one sets it), and ``$XDG_CACHE_HOME`` (sgmft's
+    ``~/.cache/sgmft``) in the session's temporary folder; both restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SGMFT_CACHE", raising=False)
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 def write_image(path: Path, color=(200, 30, 30), size=(32, 24), fmt: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path, format=fmt)
     return path
+
+
+def with_images(rows: list[dict], source: Path, folder: Path) -> list[dict]:
+    """``rows`` whose relative image paths (under ``source``) are copied into ``folder``, so that a
+    manifest written there finds them inside its own folder (image paths may not leave it)."""
+    import shutil
+
+    for row in rows:
+        target = folder / row["image"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row["image"], target)
+    return rows
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

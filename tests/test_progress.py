@@ -37,3 +37,16 @@ def test_disabled_bar_and_empty_total_are_silent(capsys):
     empty = progress_bar(0, "y")
     empty.close()
     assert capsys.readouterr().err == ""
+
+
+def test_a_count_of_one_is_singular_and_others_plural(capsys):
+    from sgmft.words import noun, plural
+
+    assert [plural(n, "post") for n in (0, 1, 2, 1200)] == ["0 posts", "1 post", "2 posts", "1,200 posts"]
+    assert noun(3, "posts") == "posts" and noun(2, "entry", "entries") == "entries"
+    for total in (1, 44):
+        bar = progress_bar(total, "extract", unit="post")
+        bar.update(total)
+        bar.close()
+    assert capsys.readouterr().err.splitlines() == ["extract: 100 % (1/1 post)",
+                                                    "extract: 100 % (44/44 posts)"]

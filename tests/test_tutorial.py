@@ -24,7 +24,8 @@ def test_the_tutorial_runs_end_to_end(tmp_path):
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout + result.stderr
-    assert "10 valid post(s), 0 invalid row(s)" in out
+    assert "10 valid posts, 0 invalid rows" in out
+    assert "the features of all 10 posts were in" in out and "reused, nothing encoded" in out
     assert "split: the manifest's split column (7 train, 3 test)" in out
     assert "on 3 test posts" in out and "note: t-SNE needs at least 5 test posts" in out
     assert "label: " in out and "text alone:" in out
@@ -33,4 +34,5 @@ def test_the_tutorial_runs_end_to_end(tmp_path):
     assert "label: unsure" in out or "one of: " in out                  # the sofa post: no bold answer
     assert '"label":' in out                                           # the served prediction
     assert (tmp_path / "my" / "run" / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "my" / "profiles" / "profiles.png").is_file() and "estimated shares (pcc)" in out
     assert (tmp_path / "my" / "predictions.csv").read_text().startswith("id,row,user,split,true_label,label")

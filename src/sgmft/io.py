@@ -57,15 +57,15 @@ def storage_error(path: Path, exc: BaseException, needed: int | None = None) -> 
     the free space is looked at too."""
     folder = Path(path).parent
     code = getattr(exc, "errno", None)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(code, f"cannot write in {folder}: it is read-only or not yours; choose "
+                                  "another output folder")
     free = free_bytes(folder)
     if code == errno.ENOSPC or (needed is not None and free < needed) or free < 1024 * 1024:
         want = f"; about {needed / 1e6:.1f} MB are needed" if needed else ""
         return StorageError(errno.ENOSPC, f"no space left on the device holding {folder} "
                                           f"({free / 1e6:.1f} MB free{want}): free some space or "
                                           "write elsewhere")
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return StorageError(code, f"cannot write in {folder}: it is read-only or not yours; choose "
-                                  "another output folder")
     limit = file_size_limit()
     too_large = "File too large" in str(exc) or "os error 27" in str(exc)
     if code == errno.EFBIG or too_large or (limit is not None and code is None):

@@ -31,6 +31,11 @@ class Limits:
     batch_rows: int = 64
     #: bytes of one HTTP request body, refused (413) before any of it is stored
     request_bytes: int = 64 * 1024 * 1024
+    #: bytes of request bodies the server holds at once, all requests together: past it a request
+    #: is answered 503 with Retry-After (one request alone is always taken)
+    flight_bytes: int = 128 * 1024 * 1024
+    #: seconds the server waits for the next piece of a request body before answering 408
+    body_seconds: int = 20
     #: nesting depth of a JSON manifest row
     json_depth: int = 32
     #: bytes of one manifest line (JSONL) or field (CSV)

@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from sgmft.words import noun
+
 #: lines a bar writes when its output is not a terminal (one per tenth of the work), besides the last
 LINES = 10
 
@@ -42,7 +44,8 @@ class _Lines:
     def _line(self) -> None:
         share = 100 * self.n / max(self.total, 1)
         self.printed = self.n
-        print(f"{self.desc}: {share:3.0f} % ({self.n}/{self.total} {self.unit}) {self.postfix}".rstrip(),
+        print(f"{self.desc}: {share:3.0f} % ({self.n}/{self.total} {noun(self.total, self.unit)}) "
+              f"{self.postfix}".rstrip(),
               file=sys.stderr, flush=True)
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from sgmft import PLACES
 from sgmft.cli import app
-from tests.conftest import write_jsonl
+from tests.conftest import with_images, write_jsonl
 
 runner = CliRunner()
 
@@ -24,18 +24,37 @@ def demo(tmp_path_factory):
 def test_validate_ok(demo):
     result = runner.invoke(app, ["validate", str(demo)])
     assert result.exit_code == 0, result.output
-    assert "40 valid post(s), 0 invalid row(s)" in result.output
+    assert "40 valid posts, 0 invalid rows" in result.output
     assert "home 5" in result.output
 
 
-def test_validate_reports_bad_rows_and_exits_1(tmp_path, demo):
-    rows = [json.loads(line) for line in demo.read_text().splitlines()[:2]]
+def test_validate_reports_bad_rows_and_exits_3(tmp_path, demo):
+    rows = [json.loads(line) for line in demo.read_text().splitlines()[:3]]
     rows[0]["image"] = str(demo.parent / rows[0]["image"])
-    rows[1] = {**rows[0], "label": "airport"}
-    path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    result = runner.invoke(app, ["validate", str(path)])
-    assert result.exit_code == 1
+    rows[1] = {**rows[0], "id": "other", "label": "airport"}
+    path = write_jsonl(demo.parent / "bad.jsonl", rows)
+    result = runner.invoke(app, ["validate", str(path), "--labels", ",".join(PLACES)])
+    assert result.exit_code == 3
     assert "row 2" in result.output and "unknown label 'airport'" in result.output
+    assert "2 valid posts, 1 invalid row\n" in result.output
+    outside = write_jsonl(tmp_path / "outside.jsonl", rows[:1])
+    result = runner.invoke(app, ["validate", str(outside)])
+    assert result.exit_code == 4 and "outside the image root" in result.output
+
+
+def test_labels_are_the_datas_own_when_they_are_not_places(tmp_path, demo):
+    rows = [json.loads(line) for line in demo.read_text().splitlines()[:8]]
+    mine = ("kitchen", "beach", "office", "park")
+    path = write_jsonl(demo.parent / "mine.jsonl", [{**r, "label": mine[i % 4]} for i, r in enumerate(rows)])
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "labels from the data" in result.output and "beach 2, kitchen 2, office 2, park 2" in result.output
+    from sgmft.data.manifest import load_manifest
+    from sgmft.training.prepare import labels_with_posts
+
+    loaded = load_manifest(path, any_label=True)
+    assert labels_with_posts(loaded).labels == ("beach", "kitchen", "office", "park")
+    assert labels_with_posts(load_manifest(demo)).labels == PLACES
 
 
 def test_extract_then_reuse(demo, tmp_path):
@@ -54,9 +73,7 @@ def test_extract_then_reuse(demo, tmp_path):
 
 
 def test_extract_fails_on_bad_rows_unless_skipped(tmp_path, demo):
-    rows = [json.loads(line) for line in demo.read_text().splitlines()[:3]]
-    for row in rows:
-        row["image"] = str(demo.parent / row["image"])
+    rows = rows_of(demo, 3, into=tmp_path)
     rows[1]["image"] = str(tmp_path / "gone.jpg")
     path = write_jsonl(tmp_path / "m.jsonl", rows)
     failed = runner.invoke(app, ["extract", str(path), "--out", str(tmp_path / "f")])
@@ -115,7 +132,7 @@ def test_train_rejects_bad_settings(demo, tmp_path):
 
 def test_evaluate_missing_run(tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none")])
-    assert result.exit_code == 1 and "not a finished run" in result.output
+    assert result.exit_code == 1 and "run" in result.output and "not found" in result.output
 
 
 def test_reproduce_writes_every_table_row_and_figures(demo, tmp_path):
@@ -158,10 +175,13 @@ def demo80(tmp_path_factory):
     return folder / "manifest.jsonl"
 
 
-def rows_of(manifest, n=None):
+def rows_of(manifest, n=None, into=None):
+    """The first ``n`` rows of ``manifest``, their images copied into the folder ``into`` (where
+    the test writes its manifest: image paths may not leave a manifest's folder), as absolute
+    paths there."""
     rows = [json.loads(line) for line in manifest.read_text().splitlines()[:n]]
-    for row in rows:
-        row["image"] = str(manifest.parent / row["image"])
+    for row in with_images(rows, manifest.parent, into):
+        row["image"] = str(into / row["image"])
     return rows
 
 
@@ -213,7 +233,7 @@ def test_a_finished_run_is_not_overwritten_without_asking(demo, tmp_path):
 def test_split_column_is_followed_and_tiny_data_trains(demo, tmp_path):
     """A 10-post manifest of three labels with its own split column: validate, train (no
     --set), evaluate (too few test posts for a t-SNE map: skipped with a note)."""
-    rows = [r for r in rows_of(demo) if r["label"] in ("home", "work", "restaurant")][:10]
+    rows = [r for r in rows_of(demo, into=tmp_path) if r["label"] in ("home", "work", "restaurant")][:10]
     for i, row in enumerate(rows):
         row["split"] = "test" if i % 4 == 3 else "train"
     path = write_jsonl(tmp_path / "mine.jsonl", rows)
@@ -232,7 +252,7 @@ def test_split_column_is_followed_and_tiny_data_trains(demo, tmp_path):
 
 
 def test_skipped_rows_are_counted_printed_and_recorded(demo, tmp_path):
-    rows = rows_of(demo, 30)
+    rows = rows_of(demo, 30, into=tmp_path)
     rows[3]["image"] = str(tmp_path / "gone.jpg")
     rows[5]["text"] = "[哈哈] http://t.cn/x"
     path = write_jsonl(tmp_path / "m.jsonl", rows)
@@ -243,13 +263,13 @@ def test_skipped_rows_are_counted_printed_and_recorded(demo, tmp_path):
     skipped = json.loads((run / "run.json").read_text())["skipped_rows"]
     assert skipped["count"] == 2 and "row 4 (id" in skipped["rows"][0]
     checked = runner.invoke(app, ["validate", str(path)])
-    assert checked.exit_code == 1 and "2 invalid row(s)" in checked.output
+    assert checked.exit_code == 3 and "2 invalid rows" in checked.output
     assert "skipped 2" not in checked.output
 
 
 def test_two_manifests_in_one_folder_never_share_a_cache(demo, tmp_path):
-    first = write_jsonl(tmp_path / "a.jsonl", rows_of(demo, 24))
-    second = write_jsonl(tmp_path / "b.jsonl", rows_of(demo)[8:40])
+    first = write_jsonl(tmp_path / "a.jsonl", rows_of(demo, 24, into=tmp_path))
+    second = write_jsonl(tmp_path / "b.jsonl", rows_of(demo, None, into=tmp_path)[8:40])
     for manifest, run in ((first, "ra"), (second, "rb")):
         result = runner.invoke(app, ["train", "--data", str(manifest), "--out", str(tmp_path / run), *FAST])
         assert result.exit_code == 0, result.output
@@ -258,7 +278,7 @@ def test_two_manifests_in_one_folder_never_share_a_cache(demo, tmp_path):
 
 
 def test_evaluate_refuses_changed_data_and_names_the_rows(demo, tmp_path):
-    rows = rows_of(demo)
+    rows = rows_of(demo, None, into=tmp_path)
     path = write_jsonl(tmp_path / "m.jsonl", rows)
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *FAST]).exit_code == 0
@@ -287,26 +307,26 @@ def test_predict_manifest_reuses_the_cache_and_marks_split_and_truth(demo, tmp_p
 def test_predict_and_profile_take_the_data_options(demo, tmp_path):
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST]).exit_code == 0
-    rows = rows_of(demo, 6)
+    rows = rows_of(demo, 6, into=tmp_path)
     rows[1]["image"] = str(tmp_path / "gone.jpg")
     path = write_jsonl(tmp_path / "m.jsonl", rows)
     out = tmp_path / "p.jsonl"
     kept = runner.invoke(app, ["predict", str(run), "--manifest", str(path), "--out", str(out)])
-    assert kept.exit_code == 0 and "1 row error(s)" in kept.output and len(out.read_text().splitlines()) == 6
+    assert kept.exit_code == 3 and "1 row error," in kept.output and len(out.read_text().splitlines()) == 6
     left = runner.invoke(app, ["predict", str(run), "--manifest", str(path), "--out", str(out),
                                "--skip-invalid", "--labels", ",".join(PLACES)])
-    assert left.exit_code == 0 and "1 invalid row(s) left out" in left.output
+    assert left.exit_code == 0 and "1 invalid row left out" in left.output
     assert len(out.read_text().splitlines()) == 5
     # profile treats a bad row as predict does: the rest is profiled, the row listed (or counted)
     listed = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p")])
-    assert listed.exit_code == 0 and "left out: 1 row(s)" in listed.output and "listed" in listed.output
+    assert listed.exit_code == 3 and "left out: 1 row that" in listed.output and "listed" in listed.output
     record = json.loads((tmp_path / "p" / "profiles.json").read_text())
     assert record["row_errors"] == 1 and "missing image" in record["errors"][0]["error"]
     assert record["errors"][0]["id"] == rows[1]["id"] and record["errors"][0]["user"] == rows[1]["user"]
     assert record["population"]["posts"] == 5
     profiled = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--out", str(tmp_path / "p"),
                                    "--skip-invalid"])
-    assert profiled.exit_code == 0 and "left out: 1 row(s)" in profiled.output
+    assert profiled.exit_code == 0 and "left out: 1 row that" in profiled.output
     assert "counted" in profiled.output
     record = json.loads((tmp_path / "p" / "profiles.json").read_text())
     assert record["skipped_rows"]["count"] == 1 and record["errors"] == []
@@ -382,7 +402,7 @@ def test_evaluate_reports_calibration_beside_its_floor_groups_and_warnings(demo,
 
 
 def test_evaluate_warns_when_a_split_of_ones_own_shares_photos(demo, tmp_path):
-    rows = rows_of(demo)
+    rows = rows_of(demo, None, into=tmp_path)
     for i, row in enumerate(rows):
         row["split"] = "test" if i % 5 == 0 else "train"
     rows[0]["image"] = rows[1]["image"]                  # a test post with a training post's photo

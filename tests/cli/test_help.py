@@ -40,3 +40,15 @@ def test_every_command_answers_help():
     for name in GOLDEN:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, name
+
+
+def test_every_option_and_argument_says_what_it_is_in_plain_names():
+    command = typer.main.get_command(app)
+    context = typer.Context(command)
+    for name, sub in command.commands.items():
+        for param in sub.params:
+            assert getattr(param, "help", None), f"{name} {param.name} has no help text"
+            metavar = param.make_metavar(context) if hasattr(param, "make_metavar") else ""
+            assert "list[" not in str(metavar) and "{" not in str(param.metavar or ""), f"{name} {param.name}"
+    usage = CliRunner().invoke(app, ["predict", "--help"], terminal_width=200).output
+    assert "RUN" in usage and "<list" not in usage and "--cache DIR" in usage.replace("  ", " ")

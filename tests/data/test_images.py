@@ -147,7 +147,7 @@ def test_corrupt_avif_files_are_image_errors():
             kinds.add("decoded")
         except ImageError as exc:
             kinds.add(str(exc).split(":")[0])
-    assert kinds & {"unreadable or truncated image"}      # the decoder's own failure among them
+    assert kinds & {"unreadable image"}                   # the decoder's own failure among them
 
 
 def test_a_path_too_long_for_the_file_system_is_an_image_error(tmp_path):
@@ -165,5 +165,21 @@ def test_a_corrupt_avif_is_an_image_error_not_a_crash(tmp_path, where):
     path = tmp_path / "x.avif"
     path.write_bytes(corrupt_avif(where))
     assert header_pixels(path) in (0, 256)            # 0 when the header itself fails
-    with pytest.raises(ImageError, match=r"RuntimeError|not an image"):
+    with pytest.raises(ImageError, match=r"corrupt|not an image"):
         load_image(path)
+
+
+def test_image_errors_name_no_python_exception_and_quote_sgmfts_own_pixel_limit():
+    from PIL import Image
+
+    from sgmft.data.images import ImageError, decode_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, "PNG")
+    for data, words, limit in ((buffer.getvalue()[:90], "truncated", 10_000),
+                               (b"plain text, no image", "not an image", 10_000),
+                               (buffer.getvalue(), "limit of 1,000", 1000)):
+        with pytest.raises(ImageError) as caught:
+            decode_image(data, max_pixels=limit)
+        message = str(caught.value)
+        assert words in message and "Error" not in message and "not processed" not in message, message

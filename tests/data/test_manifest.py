@@ -145,8 +145,9 @@ def test_rows_that_once_aborted_or_hung_a_command_are_row_errors(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = {}
-    worker = threading.Thread(target=lambda: result.update(m=load_manifest(path, skip_invalid=True)),
-                              daemon=True)
+    worker = threading.Thread(target=lambda: result.update(
+        m=load_manifest(path, skip_invalid=True), outside=load_manifest(path, skip_invalid=True,
+                                                                        outside_root=True)), daemon=True)
     worker.start()
     worker.join(30)
     manifest = result["m"]
@@ -154,7 +155,8 @@ def test_rows_that_once_aborted_or_hung_a_command_are_row_errors(tmp_path):
     problems = {p.row: p.problem for p in manifest.skipped}
     assert "nested deeper than" in problems[2]
     assert "null byte" in problems[3]
-    assert "FIFO" in problems[4] and "device" in problems[5]
+    assert "FIFO" in problems[4] and "outside the image root" in problems[5]     # a link to /dev/zero
+    assert "device" in {p.row: p.problem for p in result["outside"].skipped}[5]   # opened when allowed
     assert "'id' must be a string" in problems[7] and "'id' must be a string" in problems[8]
     assert "exceeds the limit of 25000" in problems[9]
 
@@ -174,12 +176,12 @@ def test_an_overlong_csv_field_is_one_row_error(tmp_path):
 
 
 def test_image_checks_are_recorded_and_not_repeated(small_manifest, monkeypatch):
-    from sgmft.data import manifest as manifest_module
+    from sgmft.data import image_checks as checks_module
 
     load_manifest(small_manifest)
     calls = []
-    original = manifest_module.decode_image
-    monkeypatch.setattr(manifest_module, "decode_image", lambda data: calls.append(1) or original(data))
+    original = checks_module.decode_image
+    monkeypatch.setattr(checks_module, "decode_image", lambda data: calls.append(1) or original(data))
     load_manifest(small_manifest)
     assert calls == []                                # unchanged files: no second decode
     write_image(small_manifest.parent / "images" / "home.png", (9, 9, 9))
@@ -188,7 +190,7 @@ def test_image_checks_are_recorded_and_not_repeated(small_manifest, monkeypatch)
 
 
 def test_a_damaged_image_check_record_is_replaced(small_manifest, monkeypatch):
-    from sgmft.data import manifest as manifest_module
+    from sgmft.data import image_checks as checks_module
     from sgmft.data.image_checks import RECORD
     from sgmft.data.workdir import work_dir
 
@@ -198,8 +200,8 @@ def test_a_damaged_image_check_record_is_replaced(small_manifest, monkeypatch):
     again = load_manifest(small_manifest)
     assert [p.image_phash for p in again.posts] == [p.image_phash for p in first.posts]
     calls = []
-    original = manifest_module.decode_image
-    monkeypatch.setattr(manifest_module, "decode_image", lambda data: calls.append(1) or original(data))
+    original = checks_module.decode_image
+    monkeypatch.setattr(checks_module, "decode_image", lambda data: calls.append(1) or original(data))
     load_manifest(small_manifest)
     assert calls == []                                # the record was rebuilt and is used again
 
@@ -269,16 +271,120 @@ def test_a_huge_integer_id_and_a_huge_image_path_are_row_errors(tmp_path):
     assert (problems[3].user, problems[3].label) == ("u2", "work")     # kept for the error record
 
 
-def test_many_image_checks_run_in_processes_with_the_same_outcomes(small_manifest, monkeypatch):
+def test_many_image_checks_and_texts_run_in_processes_with_the_same_outcomes(small_manifest, monkeypatch):
     from sgmft.data import manifest as manifest_module
     from sgmft.data.image_checks import RECORD
     from sgmft.data.workdir import work_dir
+    from sgmft.text import cleaning
 
     threaded = load_manifest(small_manifest)
     (work_dir(small_manifest) / RECORD).unlink()         # nothing recorded: every image is checked
     monkeypatch.setattr(manifest_module, "PROCESS_CHECKS", 2)
+    pieces = []
+    spread = cleaning.preprocess_texts
+    monkeypatch.setattr(manifest_module, "preprocess_texts",
+                        lambda texts, config, pool: pieces.append(pool) or spread(texts, config, pool))
     blocks = list(manifest_module.iter_manifest(small_manifest, block_rows=3))
     assert [len(b.posts) for b in blocks] == [3, 3, 2]
     posts = [p for b in blocks for p in b.posts]
-    assert [(p.id, p.image_sha256, p.image_phash, p.image_layout) for p in posts] == \
-        [(p.id, p.image_sha256, p.image_phash, p.image_layout) for p in threaded.posts]
+    assert [(p.id, p.image_sha256, p.image_phash, p.image_layout, p.tokens) for p in posts] == \
+        [(p.id, p.image_sha256, p.image_phash, p.image_layout, p.tokens) for p in threaded.posts]
+    assert all(pool is not None for pool in pieces)      # the texts were cleaned in the processes
+
+
+def _posts(tmp_path, n=3, **extra):
+    rows = []
+    for i in range(n):
+        write_image(tmp_path / f"i{i}.png", (40 * i, 10, 10))
+        rows.append({"id": f"p{i}", "text": f"第{i}条 今天去了公司", "image": f"i{i}.png", "label": "work",
+                     **extra})
+    return rows
+
+
+def test_header_spaces_and_case_of_known_columns_are_forgiven(tmp_path):
+    rows = _posts(tmp_path)
+    with open(tmp_path / "m.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ID", "text", " Image", "Label ", "Event"])
+        writer.writerows([[r["id"], r["text"], r["image"], r["label"], "e1"] for r in rows])
+    manifest = load_manifest(tmp_path / "m.csv")
+    assert len(manifest) == 3 and manifest.posts[0].label == "work"
+    assert manifest.columns == ["label", "Event"]            # an unknown column keeps its own name
+    write_jsonl(tmp_path / "m.jsonl", [{" id ": r["id"], "Text": r["text"], "image": r["image"],
+                                        "LABEL": r["label"]} for r in rows])
+    assert [p.id for p in load_manifest(tmp_path / "m.jsonl").posts] == ["p0", "p1", "p2"]
+
+
+@pytest.mark.parametrize("column, meant", [("img", "image"), ("content", "text"), ("txt", "text")])
+def test_a_misnamed_column_is_one_error_naming_the_close_match(tmp_path, column, meant):
+    rows = [{(column if k == meant else k): v for k, v in r.items()} for r in _posts(tmp_path)]
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    for skip in (False, True):
+        with pytest.raises(ValueError, match=f"no column '{meant}'; did you mean '{column}'") as caught:
+            load_manifest(tmp_path / "m.jsonl", skip_invalid=skip)
+        assert not isinstance(caught.value, ManifestError)      # one error, not one per row
+
+
+def test_a_post_without_an_image_is_text_only_and_left_out_of_training_with_a_count(tmp_path, caplog):
+    from sgmft.data.manifest import iter_manifest
+
+    rows = _posts(tmp_path, 4)
+    rows[1]["image"] = ""
+    del rows[2]["image"]
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    posts = [p for block in iter_manifest(tmp_path / "m.jsonl") for p in block.posts]
+    assert [p.image is None for p in posts] == [False, True, True, False]
+    assert posts[1].image_sha256 == "" and posts[1].tokens
+    manifest = load_manifest(tmp_path / "m.jsonl")
+    assert [p.id for p in manifest.posts] == ["p0", "p3"] and manifest.text_only == [2, 3]
+    assert "2 text-only posts (no image) left out" in caplog.text
+    assert len(load_manifest(tmp_path / "m.jsonl", text_only=True)) == 4
+
+
+def test_image_paths_are_confined_to_the_image_root(tmp_path):
+    from sgmft.data.manifest import resolve_image
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    manifest = root / "m.jsonl"
+    assert resolve_image("sub/a.png", manifest, None) == root / "sub" / "a.png"
+    assert resolve_image(str(root / "sub" / "a.png"), manifest, None) == root / "sub" / "a.png"
+    for escape in ("../outside.png", str(tmp_path / "outside.png"), "link.png", "sub/../../outside.png"):
+        with pytest.raises(ValueError, match="outside the image root"):
+            resolve_image(escape, manifest, None)
+        assert resolve_image(escape, manifest, None, outside_root=True).name.endswith(".png")
+    rows = _posts(root, 2)
+    rows[1]["image"] = "../outside.png"
+    write_jsonl(manifest, rows)
+    loaded = load_manifest(manifest, skip_invalid=True)
+    assert len(loaded) == 1 and "outside the image root" in loaded.skipped[0].problem
+
+
+def test_a_resumed_read_equals_an_uninterrupted_one_after_a_kill_at_any_row(tmp_path):
+    from sgmft.data.manifest import iter_manifest
+
+    rows = _posts(tmp_path, 5)
+    lines = [json.dumps(rows[0]), "{not json", json.dumps({**rows[1], "text": ""}),   # bad: p1 not registered
+             json.dumps({**rows[1], "id": "p0"}),                                      # duplicate of row 1
+             json.dumps(rows[1]),                                                      # p1, valid after all
+             json.dumps({**rows[2], "image": "missing.png"}),                          # p2: image error
+             json.dumps(rows[2]), json.dumps(rows[3]), json.dumps({**rows[4], "label": "nowhere"}),
+             json.dumps(rows[4])]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def read(skip: int) -> list[tuple]:
+        found = []
+        for block in iter_manifest(path, block_rows=2, skip_through=skip):
+            found += [(p.row, p.id, "ok") for p in block.posts]
+            found += [(p.row, p.id, p.problem) for p in block.problems]
+        return sorted(found)
+
+    whole = read(0)
+    assert [r for r in whole if r[2] == "ok"] == [(1, "p0", "ok"), (5, "p1", "ok"), (8, "p3", "ok"),
+                                                  (10, "p4", "ok")]
+    assert (7, "p2", "duplicate id, first seen in row 6") in whole
+    for kill in range(1, len(lines) + 1):
+        assert read(kill) == [r for r in whole if r[0] > kill], kill

@@ -34,7 +34,7 @@ def test_user_split_keeps_users_apart(demo_manifest):
 
 def test_split_saved_beside_data_and_reused(demo_manifest, tmp_path):
     first = load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path)
-    name = f"split-stratified-0.2-seed0-nd12-star-layout-{demo_manifest.data_hash()[:12]}.json"
+    name = f"split-stratified-0.2-seed0-nd12-components-layout-{demo_manifest.data_hash()[:12]}.json"
     saved = json.loads((tmp_path / name).read_text())
     assert saved["test"] == first["test"] and saved["data_hash"] == demo_manifest.data_hash()
     assert load_or_make_split(demo_manifest, "stratified", 0.2, 0, folder=tmp_path) == first
@@ -64,7 +64,7 @@ def test_tiny_data_is_split_as_well_as_it_can_be(tmp_path, caplog):
     small = load_manifest(make_demo(tmp_path, posts_per_class=2))
     with caplog.at_level("WARNING"):
         split = make_split(small, "stratified", 0.2, 0)          # 16 posts, 8 classes
-    assert len(split["test"]) == 8 and "so that every class" in caplog.text
+    assert len(split["test"]) == 8 and "so that each of the 8 labels has one" in caplog.text
     one_home = replace(small, posts=[p for p in small.posts if p.id != small.posts[0].id])
     with caplog.at_level("WARNING"):
         split = make_split(one_home, "stratified", 0.2, 0)

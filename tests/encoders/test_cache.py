@@ -11,6 +11,7 @@ from sgmft.encoders.cache import (
     extract_features,
     load_cache,
 )
+from sgmft.io import sha256_file
 from tests.conftest import write_image
 
 
@@ -74,18 +75,31 @@ def test_resume_after_interruption(small_manifest, tmp_path, fake_encoder_factor
     np.testing.assert_array_equal(resumed.image, reference.image)
 
 
-def test_corrupt_chunk_detected_and_rebuilt(small_manifest, tmp_path, fake_encoder_factory):
+def test_a_truncated_chunk_is_found_on_open_and_a_flipped_byte_by_verify(small_manifest, tmp_path,
+                                                                         fake_encoder_factory, monkeypatch):
+    from sgmft.encoders import cache as cache_module
+
     manifest = load_manifest(small_manifest)
     reference = run(manifest, tmp_path / "c", fake_encoder_factory)
     chunk = tmp_path / "c" / chunk_name(1)
     data = bytearray(chunk.read_bytes())
-    data[-1] ^= 0xFF
-    chunk.write_bytes(bytes(data))
+    chunk.write_bytes(bytes(data[:-4]))                          # truncated: its size says so
     with pytest.raises(CacheCorruptError, match="missing or corrupt"):
         load_cache(tmp_path / "c")
     rebuilt = run(manifest, tmp_path / "c", fake_encoder_factory)
     assert fake_encoder_factory.built[-1].texts_seen == [p.clean_text for p in manifest.posts[3:6]]
     np.testing.assert_array_equal(rebuilt.image, reference.image)
+    hashed = []
+    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+    load_cache(tmp_path / "c")
+    assert hashed == []                                           # opening reads no chunk whole
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))                               # the same size, one byte flipped
+    with pytest.raises(CacheCorruptError, match="extract --verify"):
+        load_cache(tmp_path / "c", verify=True)
+    verified = run(manifest, tmp_path / "c", fake_encoder_factory, verify=True)
+    assert len(fake_encoder_factory.built) == 3 and len(hashed) >= 3
+    np.testing.assert_array_equal(verified.image, reference.image)
 
 
 def test_corrupt_header_rebuilds_everything(small_manifest, tmp_path, fake_encoder_factory):

@@ -77,15 +77,11 @@ def reference(official, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(reference, tmp_path_factory):
-    import os
-
     from sgmft.encoders.chinese_clip import ChineseCLIPEncoder
 
-    os.environ["SGMFT_CACHE"] = str(tmp_path_factory.mktemp("sgmft-cache"))
-    try:
+    with pytest.MonkeyPatch.context() as patch:    # the variable as it was afterwards, set or not
+        patch.setenv("SGMFT_CACHE", str(tmp_path_factory.mktemp("sgmft-cache")))
         yield ChineseCLIPEncoder(checkpoint=str(reference[1]))
-    finally:
-        os.environ.pop("SGMFT_CACHE", None)
 
 
 FRAGMENTS = ["今天在公司加班到很晚", "周末和朋友去吃火锅", "😂😂", "🔥好吃🔥", "ＡＢＣ１２３", "，！？：；",

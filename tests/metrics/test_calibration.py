@@ -36,6 +36,15 @@ def test_a_calibrated_model_sits_within_its_floor_and_an_overconfident_one_does_
     assert ece(sharp, labels) > ece_floor(sharp.max(1), draws=500)["p95"]
 
 
+def test_the_floor_quotes_a_median_never_above_its_95th_percentile_where_the_mean_passes_it():
+    # 9 posts at 0.997: a test set has a miss with probability 1 - 0.997**9 = 2.7 %, and a miss
+    # costs about 1/9; the mean (0.003 + 0.027 * 0.11 = 0.006) passes the 95th percentile (0.003)
+    floor = ece_floor(np.full(9, 0.997), draws=2000)
+    assert floor["median"] == pytest.approx(0.003, abs=1e-9) == floor["p95"]
+    assert floor["mean"] == pytest.approx(0.006, abs=0.0015)
+    assert floor["median"] <= floor["p95"] < floor["mean"]
+
+
 def test_temperature_undoes_a_known_sharpening_and_keeps_the_argmax():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(3000, 4)) * 2

@@ -264,3 +264,17 @@ def test_a_batch_of_large_images_does_not_hold_every_decoding_thread(predictor, 
         worker.join(60)
     lone = started.index(len(lone_png))
     assert lone <= 2 and len(started) == 9        # started beside the batch's first or second image
+
+
+def test_predict_takes_one_image_and_a_bad_form_is_said_in_words(client):
+    small = png((20, 20), 90)
+    two = client.post("/predict", files=[("image", ("a.png", small, "image/png")),
+                                         ("image", ("b.png", small, "image/png"))])
+    assert two.status_code == 400 and "/predict/batch" in two.json()["detail"]
+    long_name = client.post("/predict", files={"image": ("x" * 5000 + ".png", small, "image/png")})
+    assert long_name.status_code == 400 and "header is longer" in long_name.json()["detail"]
+    bomb = client.post("/predict", files={"image": ("b.png", png((9000, 9000)), "image/png")})
+    assert bomb.status_code == 413 and "sgmft's limit of 64,000,000" in bomb.json()["detail"]
+    damaged = client.post("/predict", files={"image": ("d.png", small[:40], "image/png")})
+    assert damaged.status_code == 400 and "Error" not in damaged.json()["detail"]
+    assert client.get("/health").json()["status"] == "ok"

@@ -8,17 +8,20 @@ import torch
 from typer.testing import CliRunner
 
 from sgmft.cli import app
-from tests.conftest import write_jsonl
+from tests.conftest import with_images, write_jsonl
 
 runner = CliRunner()
 
 
 def test_predict_one_post(sgmft_run, demo_folder):
-    result = runner.invoke(app, ["predict", str(sgmft_run), "--text", "今天在健身房跑步",
-                                 "--image", str(demo_folder / "images" / "gym-000.jpg")])
+    post = ["predict", str(sgmft_run), "--text", "今天在健身房跑步", "--image",
+            str(demo_folder / "images" / "gym-000.jpg")]
+    result = runner.invoke(app, post)
     assert result.exit_code == 0, result.output
-    assert "label: " in result.output and "text alone:" in result.output
-    assert "image alone:" in result.output and "similarity gate P^m" in result.output
+    assert "label: " in result.output and "text alone:" in result.output and "image alone:" in result.output
+    assert "similarity gate" not in result.output and "logistic" not in result.output   # --explain's
+    explained = runner.invoke(app, [*post, "--explain"]).output
+    assert "similarity gate P^m" in explained and "logistic" in explained
     as_json = runner.invoke(app, ["predict", str(sgmft_run), "--text", "在家", "--json", "--min-gain", "0"])
     body = json.loads(as_json.output[as_json.output.index("{"):])
     assert body["label"] in body["probabilities"]
@@ -41,8 +44,8 @@ def test_predict_one_post_errors(sgmft_run, tmp_path):
 @pytest.fixture
 def mixed_manifest(demo_folder, tmp_path):
     rows = [json.loads(line) for line in (demo_folder / "manifest.jsonl").read_text().splitlines()[:4]]
-    for row in rows:
-        row["image"] = str(demo_folder / row["image"])
+    for row in with_images(rows, demo_folder, tmp_path):
+        row["image"] = str(tmp_path / row["image"])
         row.pop("label")
         row.pop("user")
     rows[1]["image"] = str(tmp_path / "missing.jpg")
@@ -55,8 +58,8 @@ def test_predict_manifest_bad_rows_become_errors(sgmft_run, mixed_manifest, tmp_
     out = tmp_path / f"pred{suffix}"
     result = runner.invoke(app, ["predict", str(sgmft_run), "--manifest", str(mixed_manifest),
                                  "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "predicted 3 post(s), 2 row error(s)" in result.output
+    assert result.exit_code == 3, result.output
+    assert "predicted 3 posts, 2 row errors" in result.output
     if suffix == ".jsonl":
         records = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["row"] for r in records] == [1, 2, 3, 4, 5]
@@ -89,7 +92,7 @@ def test_profile_needs_users(sgmft_run, mixed_manifest, tmp_path):
     result = runner.invoke(app, ["profile", str(sgmft_run), "--manifest", str(mixed_manifest),
                                  "--out", str(tmp_path / "p")])
     assert result.exit_code == 1
-    assert "no predicted post has a value in the --by column 'user'" in result.output
+    assert "--by user: the manifest has no column 'user' in its first 5 rows" in result.output
 
 
 @pytest.mark.parametrize("which", ["sgmft_run", "unis_run", "fallback_run"])
@@ -165,7 +168,7 @@ def test_predict_gives_sets_unsure_answers_and_json_arrays(fallback_run, demo_fo
     assert ",set,best_guess,novelty_text,novelty_image,unlike_training,error" in header
     refused = runner.invoke(app, ["predict", str(fallback_run), "--manifest", manifest, "--out",
                                   str(tmp_path / "p.txt")])
-    assert refused.exit_code == 2 and ".jsonl, .json, .csv or .parquet" in refused.output
+    assert refused.exit_code == 1 and ".jsonl, .json, .csv, .parquet" in refused.output
 
 
 def test_sequence_reading_end_to_end(demo_folder, tmp_path):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sgmft.cli import app
 from sgmft.serving import batch
 from sgmft.serving.batch import predict_manifest
-from tests.conftest import write_jsonl
+from tests.conftest import with_images, write_jsonl
 
 runner = CliRunner()
 
@@ -19,8 +19,8 @@ runner = CliRunner()
 @pytest.fixture
 def manifest(demo_folder, tmp_path):
     rows = [json.loads(line) for line in (demo_folder / "manifest.jsonl").read_text().splitlines()]
-    for row in rows:
-        row["image"] = str(demo_folder / row["image"])
+    for row in with_images(rows, demo_folder, tmp_path):
+        row["image"] = str(tmp_path / row["image"])
     rows[3]["image"] = str(tmp_path / "gone.jpg")                   # an error record
     rows[5]["label"] = "beach"                                     # a label the run never learned
     return write_jsonl(tmp_path / "posts.jsonl", rows)

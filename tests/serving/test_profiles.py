@@ -29,11 +29,11 @@ def habits(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "manifest.jsonl", train_run(config, folder / "run", progress=False)
 
 
-def _profile(run: Path, manifest: Path, out: Path, *options: str):
+def _profile(run: Path, manifest: Path, out: Path, *options: str, status: int = 0):
     result = runner.invoke(
         app, ["profile", str(run), "--manifest", str(manifest), "--out", str(out), *options]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == status, result.output
     return result
 
 
@@ -130,10 +130,15 @@ def test_a_bad_time_is_a_row_error_and_options_are_checked(habits, tmp_path):
         "1",
         "--image-root",
         str(manifest.parent),
+        status=3,
     )
-    assert "left out: 1 row(s)" in result.output
+    assert "left out: 1 row that" in result.output
     report = json.loads((tmp_path / "p" / "profiles.json").read_text())
     assert report["row_errors"] == 1 and "bad time 'yesterday'" in report["errors"][0]["error"]
+    import pyarrow.parquet as pq
+
+    every = pq.read_table(tmp_path / "p" / report["errors_file"]).to_pylist()   # all of them, streamed
+    assert [(e["row"], e["id"]) for e in every] == [(4, rows[3]["id"])] and "yesterday" in every[0]["error"]
     assert list(report["population_by_time"]) == ["2026-03"]
     missing = runner.invoke(app, ["profile", str(run), "--manifest", str(path), "--every", "hour"])
     assert missing.exit_code == 2 and "--every needs --time" in missing.output
@@ -158,3 +163,22 @@ def test_the_page_shows_the_last_profile(habits, tmp_path):
         assert figure.status_code == 200 and figure.content[:4] == b"\x89PNG"
         assert client.get("/profile/..%2Frun.json").status_code == 404
         assert 'id="profile"' in client.get("/").text
+
+
+def test_every_row_error_is_streamed_to_a_file_and_the_first_are_listed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sgmft.serving.profiles import ERRORS_FILE, row_errors
+
+    rows = list(range(2500, 0, -1))
+    table = pa.table({"id": [f"p{r}" for r in rows], "row": rows, "user": ["u"] * 2500,
+                      "true_label": [None] * 2500, "error": [None if r % 2 else f"bad {r}" for r in rows]})
+    pq.write_table(table, tmp_path / "predictions.parquet")
+    count, first = row_errors(tmp_path / "predictions.parquet", tmp_path, limit=10)
+    assert count == 1250 and [e["row"] for e in first] == list(range(2, 21, 2))
+    every = pq.read_table(tmp_path / ERRORS_FILE).column("row").to_pylist()
+    assert every == list(range(2, 2501, 2))
+    pq.write_table(table.filter(pa.compute.is_null(table["error"])), tmp_path / "predictions.parquet")
+    assert row_errors(tmp_path / "predictions.parquet", tmp_path) == (0, [])
+    assert not (tmp_path / ERRORS_FILE).exists()

@@ -9,13 +9,13 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip ins
 
 from sgmft.serving.batch import predict_manifest  # noqa: E402
 from sgmft.serving.ray_predict import RayWindows  # noqa: E402
-from tests.conftest import write_jsonl  # noqa: E402
+from tests.conftest import with_images, write_jsonl  # noqa: E402
 
 
 def test_ray_gives_the_local_records(predictor, sgmft_run, demo_folder, tmp_path):
     rows = [json.loads(line) for line in (demo_folder / "manifest.jsonl").read_text().splitlines()][:24]
-    for row in rows:
-        row["image"] = str(demo_folder / row["image"])
+    for row in with_images(rows, demo_folder, tmp_path):
+        row["image"] = str(tmp_path / row["image"])
     rows[2]["image"] = str(tmp_path / "gone.jpg")
     manifest = write_jsonl(tmp_path / "posts.jsonl", rows)
     local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"

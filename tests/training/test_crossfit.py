@@ -16,6 +16,7 @@ from sgmft.metrics.calibration import softmax
 from sgmft.training.config import resolve_config
 from sgmft.training.prepare import prepare_data
 from sgmft.training.run import train_run
+from tests.conftest import with_images
 
 TINY = ["model.dim=16", "model.heads=2", "model.head_dim=4", "model.ffn_hidden=16",
         "model.classifier_hidden=[16,16,16,16]", "train.epochs=12", "train.min_steps=0",
@@ -111,8 +112,8 @@ def test_a_run_killed_among_its_folds_resumes_from_the_folds_it_finished(demo, t
 def test_ten_posts_train_with_fewer_folds_and_say_so(demo, tmp_path, caplog):
     rows = [json.loads(line) for line in demo.read_text().splitlines()]
     small = [r for r in rows if r["label"] in ("home", "work", "gym")][:10]
+    with_images(small, demo.parent, tmp_path)
     for i, row in enumerate(small):
-        row["image"] = str(demo.parent / row["image"])
         row["user"] = f"user{i % 5}"
     path = tmp_path / "ten.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in small))

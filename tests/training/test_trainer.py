@@ -115,13 +115,29 @@ def test_checkpoints_follow_the_clock_and_the_last_epoch(tmp_path):
         assert torch.equal(value, state(resumed)[key]), key
 
 
-@pytest.mark.parametrize("n, expected", [(6400, (30, 8)), (64, (800, 214)), (640, (80, 22))])
-def test_small_data_stretches_epochs_and_patience_to_min_steps(n, expected):
+@pytest.mark.parametrize("n, expected", [(6400, (30, 8)), (64, (100, 27)), (640, (80, 22))])
+def test_small_data_stretches_epochs_and_patience_to_min_steps_up_to_max_epochs(n, expected):
     from sgmft.training.trainer import schedule
 
     config = TrainConfig(epochs=30, batch_size=64, early_stopping=8, min_steps=800)
-    assert schedule(config, n) == expected          # 100, 1 and 10 steps per epoch
+    assert schedule(config, n) == expected          # 100, 1 and 10 steps per epoch; 64 posts: 100 epochs
     assert schedule(TrainConfig(epochs=30, batch_size=64, early_stopping=8), 64) == (30, 8)
+    assert schedule(TrainConfig(epochs=30, batch_size=64, early_stopping=8, min_steps=800, max_epochs=1000),
+                    64) == (800, 214)
+
+
+def test_small_training_sets_train_on_one_thread_and_the_count_is_restored():
+    from sgmft.training.trainer import ONE_THREAD_POSTS, work_threads
+
+    before = torch.get_num_threads()
+    with work_threads(50, "cpu") as threads:
+        assert threads == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with work_threads(ONE_THREAD_POSTS, "cpu") as threads:
+        assert threads == before
+    with work_threads(50, "cpu", threads=2) as threads:
+        assert threads == torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -19,11 +19,19 @@ import typer
 
 from sgmft import PLACES
 
+RunFolder = Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (what sgmft train --out wrote).",
+                                           show_default=False)]
+ManifestFile = Annotated[Path, typer.Argument(metavar="MANIFEST", help="The posts: a JSONL or CSV file.",
+                                              show_default=False)]
+BatchSize = Annotated[int, typer.Option(help="Posts encoded and predicted at a time.")]
 ImageRoot = Annotated[Path | None, typer.Option(help="Folder image paths are relative to "
                                                      "(default: the manifest's folder).")]
+AllowOutsideRoot = Annotated[bool, typer.Option(
+    "--allow-outside-root", help="Open image paths that lead outside the image root (by '..', an "
+                                 "absolute path or a link); refused by default, as a row error.")]
 Labels = Annotated[str | None, typer.Option(
-    help="Label set: comma-separated names or a file with one per line "
-         f"(default: {','.join(PLACES)}).")]
+    help="Label set: comma-separated names or a file with one per line (default: the data's labels; "
+         f"the places {','.join(PLACES)} that the posts carry when they are all places).")]
 RunLabels = Annotated[str | None, typer.Option(
     "--labels", help="Label set the manifest's label column is read with (default: the run's labels; "
                      "a post of another label is still predicted).")]
@@ -38,7 +46,8 @@ CacheDir = Annotated[Path | None, typer.Option("--cache", help="Feature cache fo
 ConfigFile = Annotated[str | None, typer.Option(
     "--config", help="JSON config file or preset name (sgmft, paper, fast); default sgmft.")]
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
+    "--set", metavar="KEY=VALUE",
+    help="Override a field: section.key=value (repeatable), e.g. model.dim=128.")]
 def _device(value: str | None) -> str | None:
     """A --device this machine has (typer's callback: a clear error before any work)."""
     from sgmft.device import check_device
@@ -57,6 +66,21 @@ GroupBy = Annotated[str | None, typer.Option(
                        "(e.g. event): the group split's and the validation folds' (default: group).")]
 TrainDevice = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (train.device).",
                                                  callback=_device)]
+
+
+#: exit status of a command that finished but left rows out (each reported; 0 with --skip-invalid)
+ROWS_FAILED = 3
+#: exit status of a command that found no row it could use (an empty manifest, or every row bad)
+NOTHING_DONE = 4
+
+
+def rows_exit(used: int, failed: int, skip_invalid: bool = False) -> None:
+    """End a command that reads rows with its documented status: `NOTHING_DONE` when no row was
+    used, `ROWS_FAILED` when some failed (unless ``skip_invalid``), else 0."""
+    if not used:
+        raise typer.Exit(NOTHING_DONE)
+    if failed and not skip_invalid:
+        raise typer.Exit(ROWS_FAILED)
 
 
 class _Stderr(logging.StreamHandler):
@@ -114,13 +138,15 @@ def parse_labels(value: str | None) -> tuple[str, ...] | None:
 
 
 def load_for_command(manifest: Path, image_root: Path | None, labels: str | None, skip_invalid: bool,
-                     require_labels: bool = True, report: bool = True):
-    """Load a manifest for a command; with ``report`` log what was skipped."""
+                     require_labels: bool = True, report: bool = True, outside_root: bool = False):
+    """Load a manifest for a command (any label unless ``labels`` names the set); with
+    ``report`` log what was skipped."""
     from sgmft.data.manifest import load_manifest, report_skipped
 
     with reported():
-        loaded = load_manifest(manifest, image_root, parse_labels(labels),
-                               require_labels=require_labels, skip_invalid=skip_invalid)
+        loaded = load_manifest(manifest, image_root, parse_labels(labels), require_labels=require_labels,
+                               skip_invalid=skip_invalid, any_label=labels is None,
+                               outside_root=outside_root)
     if report:
         report_skipped(loaded)
     return loaded
@@ -134,13 +160,15 @@ class DataOptions:
     checkpoint: Checkpoint = None
     cache: CacheDir = None
     image_root: ImageRoot = None
+    allow_outside_root: AllowOutsideRoot = False
     labels: Labels = None
     skip_invalid: SkipInvalid = False
     group_by: GroupBy = None
 
     def overrides(self, manifest: Path) -> list[str]:
         """These options and the manifest as ``--set`` overrides of the data section (JSON values)."""
-        values: dict[str, object] = {"manifest": str(manifest), "skip_invalid": self.skip_invalid}
+        values: dict[str, object] = {"manifest": str(manifest), "skip_invalid": self.skip_invalid,
+                                     "allow_outside_root": self.allow_outside_root}
         for key in ("encoder", "checkpoint", "cache", "image_root", "group_by"):
             if getattr(self, key) is not None:
                 values[key] = str(getattr(self, key))

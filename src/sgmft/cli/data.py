@@ -9,23 +9,30 @@ from typing import Annotated
 import typer
 
 from sgmft.cli.common import (
+    NOTHING_DONE,
+    AllowOutsideRoot,
     Checkpoint,
     Device,
     EncoderName,
     ImageRoot,
     Labels,
+    ManifestFile,
     SkipInvalid,
     load_for_command,
     parse_labels,
     reported,
+    rows_exit,
 )
+from sgmft.words import plural
 
 app = typer.Typer()
 
 
 @app.command()
 def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set into.")] = Path(
-        "demo/data"), posts_per_class: int = 30, seed: int = 0,
+        "demo/data"),
+         posts_per_class: Annotated[int, typer.Option(help="Posts of each of the eight places.")] = 30,
+         seed: Annotated[int, typer.Option(help="Seed of the texts, images, users and times.")] = 0,
          shift: Annotated[bool, typer.Option(
              help="A set with a shift: test posts from events unseen in training, whose images say "
                   "nothing of the label (docs/model.md, \"Beyond the paper\").")] = False) -> None:
@@ -37,50 +44,60 @@ def demo(out: Annotated[Path, typer.Argument(help="Folder to write the demo set 
 
 
 @app.command()
-def validate(manifest: Path, image_root: ImageRoot = None, labels: Labels = None,
+def validate(manifest: ManifestFile, image_root: ImageRoot = None, labels: Labels = None,
              unlabelled: Annotated[bool, typer.Option(
-                 help="Allow rows without a label (prediction manifests).")] = False) -> None:
-    """Check every row of a manifest and report each problem by row; exit 1 when any. Rows are
-    read and checked a block at a time (image checks in processes), so memory stays flat."""
-    from sgmft import PLACES
-    from sgmft.data.manifest import iter_manifest, normalise_label
+                 help="Allow rows without a label (prediction manifests).")] = False,
+             allow_outside_root: AllowOutsideRoot = False) -> None:
+    """Check every row of a manifest and report each problem by row. Exit status 0 when every row
+    is valid, 3 when some are not, 4 when none is (or the file holds no rows). Rows are read and
+    checked a block at a time (image checks in processes), so memory stays flat."""
+    from collections import Counter
 
-    label_set = parse_labels(labels) or PLACES
-    counts = {normalise_label(label): 0 for label in label_set}
-    valid, invalid, splits = 0, 0, set()
+    from sgmft import PLACES
+    from sgmft.data.manifest import iter_manifest
+
+    label_set = parse_labels(labels)
+    counts: Counter[str] = Counter()
+    valid, invalid, text_only, splits = 0, 0, 0, set()
     with reported():
-        for block in iter_manifest(manifest, image_root, label_set, require_labels=not unlabelled):
+        for block in iter_manifest(manifest, image_root, label_set, require_labels=not unlabelled,
+                                   any_label=label_set is None, outside_root=allow_outside_root):
             for problem in block.problems:
                 typer.echo(f"  {problem}")
             invalid += len(block.problems)
             valid += len(block.posts)
-            for post in block.posts:
-                if post.label is not None:
-                    counts[post.label] += 1
-                if post.split is not None:
-                    splits.add(post.split)
+            counts.update(post.label for post in block.posts if post.label is not None)
+            text_only += sum(post.image is None for post in block.posts)
+            splits |= {post.split for post in block.posts if post.split is not None}
     if not valid and not invalid:
         typer.echo(f"error: {manifest} holds no posts (it is empty, or holds only a header or blank lines)",
                    err=True)
-        raise typer.Exit(1)
-    typer.echo(f"{manifest}: {valid} valid post(s), {invalid} invalid row(s)")
-    typer.echo("  " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+        raise typer.Exit(NOTHING_DONE)
+    typer.echo(f"{manifest}: {plural(valid, 'valid post')}, {plural(invalid, 'invalid row')}"
+               + (f", {text_only} of the posts text-only (no image: predicted from their text, left out "
+                  "of training)" if text_only else ""))
+    known = label_set or (PLACES if set(counts) <= set(PLACES) else tuple(sorted(counts)))
+    if label_set is None and known != PLACES:
+        typer.echo("  labels from the data (not the default places; --labels fixes the set):")
+    typer.echo("  " + ", ".join(f"{label} {counts[label]}" for label in known))
     if splits:
         typer.echo(f"  split column: {', '.join(sorted(splits))} (train/evaluate follow it)")
-    if invalid:
-        raise typer.Exit(1)
+    rows_exit(valid, invalid)
 
 
 @app.command()
 def extract(
-    manifest: Path,
+    manifest: ManifestFile,
     out: Annotated[Path | None, typer.Option(help="Cache folder (default: beside the data).")] = None,
     encoder: EncoderName = None,
     checkpoint: Checkpoint = None,
     device: Device = "cpu",
-    batch_size: int = 32,
-    chunk_size: int = 1024,
+    batch_size: Annotated[int, typer.Option(help="Posts encoded at a time.")] = 32,
+    chunk_size: Annotated[int, typer.Option(help="Posts per chunk file of the cache.")] = 1024,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
+    verify: Annotated[bool, typer.Option(
+        help="Check every chunk already written by its SHA-256 (a full read; opening a cache checks "
+             "sizes only) and rebuild those that differ.")] = False,
     sequences: Annotated[bool, typer.Option(
         help="Also store token states (text tokens, image patches) for model.reading=sequence.")] = False,
     precision: Annotated[str, typer.Option(
@@ -93,6 +110,7 @@ def extract(
     workers: Annotated[int, typer.Option(help="With --ray: encoder actors (one encoder each).")] = 2,
     gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per encoder actor.")] = 0.0,
     image_root: ImageRoot = None,
+    allow_outside_root: AllowOutsideRoot = False,
     labels: Labels = None,
     skip_invalid: SkipInvalid = False,
     from_file: Annotated[Path | None, typer.Option(
@@ -104,19 +122,19 @@ def extract(
     from sgmft.encoders.features import ensure_features
 
     if from_file is not None:
-        _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid)
+        _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid, allow_outside_root)
         return
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker reserves GPUs for the encoder actors; add --device cuda, "
                                  "or encoding would run on their CPUs")
-    loaded = load_for_command(manifest, image_root, labels, skip_invalid)
+    loaded = load_for_command(manifest, image_root, labels, skip_invalid, outside_root=allow_outside_root)
     cluster = None if ray is None else {"address": None if ray == "local" else ray, "workers": workers,
                                         "gpus_per_worker": gpus_per_worker}
     with reported():
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
                                         batch_size=batch_size, chunk_size=chunk_size,
                                         overwrite=overwrite, sequences=sequences, precision=precision,
-                                        ray=cluster)
+                                        ray=cluster, verify=verify)
     dims = cache.header["dims"]
     shapes = cache.header.get("token_shapes")
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
@@ -127,11 +145,11 @@ def extract(
 
 
 def _import(manifest: Path, source: Path, out: Path | None, overwrite: bool, image_root, labels,
-            skip_invalid: bool) -> None:
+            skip_invalid: bool, outside_root: bool) -> None:
     from sgmft.encoders.features import default_cache_dir
     from sgmft.encoders.imported import IMPORTED, import_features
 
-    loaded = load_for_command(manifest, image_root, labels, skip_invalid)
+    loaded = load_for_command(manifest, image_root, labels, skip_invalid, outside_root=outside_root)
     folder = out or default_cache_dir(loaded, IMPORTED)
     with reported():
         cache = import_features(loaded, source, folder, overwrite)

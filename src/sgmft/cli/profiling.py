@@ -8,9 +8,21 @@ from typing import Annotated
 
 import typer
 
-from sgmft.cli.common import Device, ImageRoot, RunLabels, parse_labels, reported
+from sgmft.cli.common import (
+    NOTHING_DONE,
+    AllowOutsideRoot,
+    BatchSize,
+    Device,
+    ImageRoot,
+    RunFolder,
+    RunLabels,
+    parse_labels,
+    reported,
+    rows_exit,
+)
 from sgmft.cli.serving import CacheDirs, MinConfidence, MinGain, NovelUnsure, _predictor
 from sgmft.quantify.estimators import DEFAULT_METHOD, METHODS, choose_method
+from sgmft.words import plural
 
 app = typer.Typer()
 
@@ -23,7 +35,7 @@ def _choice(value: str | None, allowed, name: str) -> str | None:
 
 @app.command()
 def profile(
-    run: Path,
+    run: RunFolder,
     manifest: Annotated[Path, typer.Option(help="Manifest of the posts to profile.")],
     out: Annotated[
         Path, typer.Option(help="Folder for profiles.parquet, profiles.json, profiles.csv and the figures.")
@@ -61,6 +73,7 @@ def profile(
         ),
     ] = None,
     image_root: ImageRoot = None,
+    allow_outside_root: AllowOutsideRoot = False,
     labels: RunLabels = None,
     skip_invalid: Annotated[
         bool,
@@ -70,7 +83,7 @@ def profile(
             "with its error; either way the other rows are profiled.",
         ),
     ] = False,
-    batch_size: int = 64,
+    batch_size: BatchSize = 64,
     device: Device = "cpu",
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
@@ -83,7 +96,7 @@ def profile(
     OUT/profiles.parquet, profiles.json, profiles.csv, profiles.png (and profiles-time.png)."""
     from sgmft.serving.batch import predict_manifest
     from sgmft.serving.profile_report import write_report
-    from sgmft.serving.profiles import ProfileSpec, remember_profile, row_errors
+    from sgmft.serving.profiles import ERRORS_FILE, ProfileSpec, remember_profile, row_errors
     from sgmft.serving.profiles import profile as estimate_profiles
 
     _choice(method, (*METHODS, "auto"), "--method")
@@ -92,6 +105,8 @@ def profile(
         raise typer.BadParameter(
             "--every needs --time COLUMN, the column of each post's time", param_hint="--every"
         )
+    with reported():
+        _check_columns(manifest, out, by, time)
     predictor = _predictor(run, device, min_gain, novel_unsure)
     rates = predictor.run.rates()
     held_out = 0 if rates is None else len(rates.labels)
@@ -119,9 +134,12 @@ def profile(
             caches=tuple(cache or ()),
             by=by,
             time=time,
+            outside_root=allow_outside_root,
         )
         if result.predicted == 0:
-            raise ValueError(f"{manifest}: no post could be predicted, so there is nothing to profile")
+            typer.echo(f"error: no post of {manifest} could be predicted, so there is nothing to profile "
+                       f"(the rows' errors are in {predictions})", err=True)
+            raise typer.Exit(NOTHING_DONE)
         chosen = {"asked": method}
         if method == "auto":
             from sgmft.decision.drift import shifted_modalities
@@ -129,7 +147,7 @@ def profile(
             method, chosen["why"] = choose_method(held_out, bool(shifted_modalities(result.drift)))
             spec = ProfileSpec(by=by, every=every, method=method, min_posts=min_posts)
         path = estimate_profiles(predictions, list(predictor.labels), spec, rates, out)
-        errors, listed = row_errors(predictions)
+        errors, listed = row_errors(predictions, out)
         report = write_report(
             path,
             list(predictor.labels),
@@ -140,6 +158,7 @@ def profile(
                 "method_choice": chosen,
                 "row_errors": errors,
                 "errors": listed,
+                "errors_file": ERRORS_FILE if errors else None,
                 "skipped_rows": {"count": result.left_out, "kinds": result.kinds},
                 "drift": result.drift,
             },
@@ -157,10 +176,27 @@ def profile(
         typer.echo(report["rates"]["elsewhere"])
     if errors or result.left_out:
         typer.echo(
-            f"left out: {errors + result.left_out} row(s) that could not be predicted "
+            f"left out: {plural(errors + result.left_out, 'row')} that could not be predicted "
             f"({'counted' if skip_invalid else 'listed'} in profiles.json)"
         )
     typer.echo(f"written to {out}")
+    rows_exit(result.predicted, errors + result.left_out, skip_invalid)
+
+
+def _check_columns(manifest: Path, out: Path, by: str, time: str | None) -> None:
+    """Before any prediction: the manifest is a file, ``out`` is not one, and the ``--by`` and
+    ``--time`` columns are there (in the first rows)."""
+    from sgmft.data.fields import check_manifest_file
+    from sgmft.data.readers import columns_seen
+
+    check_manifest_file(manifest)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; profile writes a folder of files (profiles.json, ...)")
+    seen, rows = columns_seen(manifest)
+    for option, column in (("--by", by), ("--time", time)):
+        if column is not None and column not in seen:
+            raise ValueError(f"{option} {column}: the manifest has no column {column!r} in its first "
+                             f"{plural(rows, 'row')} (its columns: {', '.join(sorted(seen))})")
 
 
 def _rates_note(rates, drift: dict | None) -> dict:

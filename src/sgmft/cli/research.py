@@ -32,7 +32,7 @@ def study(
     confirm_seeds: Annotated[int, typer.Option(help="Seeds per re-scored trial.")] = 3,
     objective: Annotated[str, typer.Option(help="What a trial is scored by on the study validation "
                                                 "part: accuracy or macro_f1.")] = "accuracy",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler (the trials' order).")] = 0,
     data_options: DataOptions = DataOptions(),
 ) -> None:
     """Search architectures and training settings with Optuna (TPE, median pruning), scored on
@@ -53,7 +53,7 @@ def study(
 def reproduce(
     data: Annotated[Path, typer.Option(help="Manifest to reproduce the tables on.")],
     out: Annotated[Path | None, typer.Option(help="Results folder (default results/<date>).")] = None,
-    seeds: int = 3,
+    seeds: Annotated[int, typer.Option(help="Seeds per row (mean ± std over them).")] = 3,
     config: Annotated[str, typer.Option("--config", help="Config file or preset.")] = "fast",
     set_: SetOption = None,
     variants: Annotated[str | None, typer.Option(

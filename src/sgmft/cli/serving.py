@@ -9,17 +9,30 @@ from typing import Annotated
 
 import typer
 
-from sgmft.cli.common import Device, ImageRoot, RunLabels, parse_labels, reported
+from sgmft.cli.common import (
+    AllowOutsideRoot,
+    BatchSize,
+    Device,
+    ImageRoot,
+    RunFolder,
+    RunLabels,
+    parse_labels,
+    reported,
+    rows_exit,
+)
+from sgmft.words import plural
 
 app = typer.Typer()
 Coverage = Annotated[float | None, typer.Option(
     help="Also give the prediction set: the labels that hold the true one with this probability "
-         "(e.g. 0.9; calibrated on the run's out-of-fold predictions).")]
+         "(e.g. 0.9), calibrated on posts held out of training; a run that held none out gives every "
+         "label.")]
 MinConfidence = Annotated[float | None, typer.Option(
     help="Answer 'unsure' when the top probability is below this (e.g. 0.6).")]
 CacheDirs = Annotated[list[Path] | None, typer.Option(
-    "--cache", help="A feature cache folder that may hold the posts' features (repeatable); the run's "
-                    "own is always looked in.")]
+    "--cache", metavar="DIR",
+    help="A feature cache folder that may hold the posts' features (repeatable); the run's own is always "
+         "looked in.")]
 MinGain = Annotated[float, typer.Option(
     help="Answer 'unsure' when the answer's probability is less than this above its share of the "
          "training posts (no better than guessing from the label counts; 0 turns it off).")]
@@ -37,8 +50,9 @@ def _predictor(run: Path, device: str = "cpu", min_gain: float = 0.05, novel_uns
         return Predictor(run, device=device, min_gain=min_gain, novel_unsure=novel_unsure)
 
 
-def print_prediction(result: dict) -> None:
-    """One prediction in words: the label (or the set), a bar per class, and the evidence."""
+def print_prediction(result: dict, explain: bool = False) -> None:
+    """One prediction in words: the label (or the set), a bar per class, and the evidence; with
+    ``explain`` how the model got there (the similarity gate, what each probe is)."""
     typer.echo(f"label: {result['label']}" + (f" (best guess {result['best_guess']})"
                                               if result.get("best_guess") else ""))
     if result.get("set") is not None:
@@ -55,7 +69,7 @@ def print_prediction(result: dict) -> None:
         typer.echo(f"  {label:{width}s} {p:6.3f}  {'#' * round(40 * p)}")
     evidence = result["evidence"]
     gate = evidence.get("similarity_gate")
-    if gate:
+    if gate and explain:
         typer.echo(f"similarity gate P^m ({gate['gate']}): mean cross-attention weight "
                    f"{gate['cross_attention_weight_mean']:.4f} "
                    f"(max {gate['cross_attention_weight_max']:.4f}), "
@@ -64,8 +78,9 @@ def print_prediction(result: dict) -> None:
         only = evidence.get(f"{name}_only")
         if only:
             note = ", uninformative" if only["uninformative"] else ""
-            typer.echo(f"{name} alone: {only['label']} ({only['probabilities'][only['label']]:.3f}{note}; "
-                       f"{only['source']})")
+            source = f"; {only['source']}" if explain else ""
+            top = only["probabilities"][only["label"]]
+            typer.echo(f"{name} alone: {only['label']} ({top:.3f}{note}{source})")
     if "mixture" in evidence:
         typer.echo(f"{evidence['mixture_words']} (the fallback mixture chosen out of fold)")
     for warning in result["warnings"]:
@@ -74,25 +89,33 @@ def print_prediction(result: dict) -> None:
 
 @app.command()
 def predict(
-    run: Path,
+    run: RunFolder,
     text: Annotated[str | None, typer.Option(help="The post's text.")] = None,
     image: Annotated[Path | None, typer.Option(help="The post's image file.")] = None,
     manifest: Annotated[Path | None, typer.Option(help="Predict every row of a manifest.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output of --manifest: .jsonl or .csv.")] = None,
     image_root: ImageRoot = None,
+    allow_outside_root: AllowOutsideRoot = False,
     labels: RunLabels = None,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Leave bad rows out of the output (counted) instead of writing an "
-                               "error record for each.")] = False,
-    batch_size: int = 64,
+                               "error record for each; the exit status is then 0 when any post was "
+                               "predicted.")] = False,
+    batch_size: BatchSize = 64,
     device: Device = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for one post.")] = False,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also say how the model got there: the similarity gate's attention weights and "
+                          "what each modality's probe is.")] = False,
     coverage: Coverage = None,
     min_confidence: MinConfidence = None,
     min_gain: MinGain = 0.05,
     novel_unsure: NovelUnsure = True,
     resume: Annotated[bool, typer.Option(
         help="With --manifest: continue a killed prediction into the same --out where it stopped.")] = False,
+    block_rows: Annotated[int, typer.Option(
+        min=1, help="With --manifest: rows read, predicted and written at a time; a killed run resumes "
+                    "after its last whole block.")] = 4096,
     cache: CacheDirs = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]",
@@ -102,15 +125,21 @@ def predict(
     gpus_per_worker: Annotated[float, typer.Option(help="With --ray: GPUs per actor.")] = 0.0,
 ) -> None:
     """Predict the label of one post (--text/--image) or of a whole manifest (--manifest --out),
-    streamed: rows are read, predicted and written a block at a time."""
+    streamed: rows are read, predicted and written a block at a time. With --manifest the exit
+    status is 0 when every row was predicted, 3 when some rows failed (each has an error record),
+    4 when none could be predicted."""
     from sgmft.data.images import ImageError, load_image
     from sgmft.serving.predictor import PostInput, PredictionError
 
     if manifest is not None:
-        from sgmft.serving.batch import FORMATS, predict_manifest
+        from sgmft.data.fields import check_manifest_file
+        from sgmft.serving.batch import FORMATS, check_output, predict_manifest
 
-        if out is None or out.suffix.lower() not in FORMATS:
-            raise typer.BadParameter("--manifest needs --out FILE (.jsonl, .json, .csv or .parquet)")
+        if out is None:
+            raise typer.BadParameter(f"--manifest needs --out FILE ({', '.join(FORMATS)})")
+        with reported():
+            check_output(out)
+            check_manifest_file(manifest)
         predictor = _predictor(run, device, min_gain, novel_unsure)
         extra = {}
         if ray is not None:
@@ -122,13 +151,17 @@ def predict(
             result = predict_manifest(predictor, manifest, out, image_root, batch_size,
                                       list(parse_labels(labels) or []) or None, skip_invalid,
                                       coverage=coverage, min_confidence=min_confidence, resume=resume,
-                                      caches=tuple(cache or ()), **extra)
-        typer.echo(f"predicted {result.predicted} post(s), {result.errors} row error(s), "
-                   f"{result.left_out} invalid row(s) left out -> {out}"
+                                      caches=tuple(cache or ()), outside_root=allow_outside_root,
+                                      block_rows=block_rows, **extra)
+        typer.echo(f"predicted {plural(result.predicted, 'post')}, {plural(result.errors, 'row error')}, "
+                   f"{plural(result.left_out, 'invalid row')} left out -> {out}"
                    + (f" (features of {result.from_cache} from a feature cache)" if result.from_cache else "")
                    + (f" (resumed after row {result.resumed_rows})" if result.resumed_rows else ""))
         if result.drift and "words" in result.drift:
             typer.echo(result.drift["words"] + f" -> {out.name}.drift.json")
+        if not result.predicted:
+            typer.echo(f"error: no post of {manifest} could be predicted", err=True)
+        rows_exit(result.predicted, result.errors + result.left_out, skip_invalid)
         return
     if text is None and image is None:
         raise typer.BadParameter("give --text and/or --image, or --manifest")
@@ -140,14 +173,15 @@ def predict(
     if json_output:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print_prediction(result)
+        print_prediction(result, explain)
 
 
 @app.command()
 def serve(
-    run: Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    run: RunFolder,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted image upload.")] = 10.0,
     device: Device = "cpu",
     coverage: Annotated[float, typer.Option(
@@ -182,7 +216,7 @@ def serve(
 
 
 @app.command()
-def export(run: Path, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
+def export(run: RunFolder, onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
            device: Device = "cpu") -> None:
     """Export the SG-Encoder, classifier and probes as ONNX, checked against PyTorch."""
     from sgmft.serving.export import export_onnx

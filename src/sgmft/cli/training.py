@@ -14,7 +14,7 @@ from sgmft.cli.common import (
     ConfigFile,
     DataOptions,
     Device,
-    GroupBy,
+    RunFolder,
     SetOption,
     TrainDevice,
     reported,
@@ -48,6 +48,8 @@ def _value(value) -> str:
 def print_train_summary(folder: Path) -> None:
     """What a finished run did, from its run.json: the folds, the epochs, the fallback mixture,
     the temperature, skipped rows and warnings."""
+    from sgmft.serving.evidence import NAMES, mixture_in_words
+
     info = json.loads((folder / "run.json").read_text())
     history = info["history"]
     folds = info.get("folds") or {}
@@ -66,7 +68,12 @@ def print_train_summary(folder: Path) -> None:
                    f"{v['posts']} posts (always the most common class: {v['majority_accuracy']:.4f})")
     if info.get("mixture"):
         weights = info["mixture"]["weights"]
-        typer.echo("fallback mixture: " + ", ".join(f"{k} {w:.1f}" for k, w in weights.items()))
+        typer.echo("fallback mixture: " + ", ".join(f"{k} {w:.1f}" for k, w in weights.items())
+                   + f": {mixture_in_words(weights)}")
+        alone = [name for name, w in weights.items() if w >= 0.999 and name != "fused"]
+        if alone:
+            typer.echo(f"note: every answer comes from {NAMES[alone[0]]} alone: out of fold, the fused "
+                       f"model did no better than {NAMES[alone[0]]} on this data", err=True)
     for name, choice in (info.get("decisions") or {}).items():
         if name != "units":
             typer.echo(f"  {name.replace('_', ' ')}: {_value(choice['choice'])} "
@@ -126,15 +133,18 @@ def train(
 
 @app.command()
 def evaluate(
-    run: Path,
-    figures: bool = True,
+    run: RunFolder,
+    figures: Annotated[bool, typer.Option(
+        help="Draw the confusion matrix, reliability diagram, accuracy-coverage curve and t-SNE.")] = True,
     allow_data_change: Annotated[bool, typer.Option(
         help="Evaluate even if the manifest changed since training (its test posts may have "
              "been trained on).")] = False,
     device: Device = "cpu",
     coverage: Annotated[float, typer.Option(
         help="Target coverage of the prediction sets whose empirical coverage is reported.")] = 0.9,
-    group_by: GroupBy = None,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="The column of the per-group table (scores of each event, user, ...; default: "
+                           "the column the run's validation folds grouped by).")] = None,
     sets_by: Annotated[str | None, typer.Option(
         help="Also group-conditional (Mondrian) prediction sets: a threshold per value of this column "
              "(label: per class), with the coverage of each group.")] = None,
@@ -173,7 +183,7 @@ def print_evaluation(run: Path, metrics: dict) -> None:
     before = metrics["uncalibrated"]
     typer.echo(f"calibration: log-loss {metrics['log_loss']:.3f}, Brier {metrics['brier']:.3f}, ECE "
                f"{metrics['ece']:.3f}; a perfectly calibrated model with these confidences shows ECE "
-               f"{metrics['ece_floor_mean']:.3f} on average at this size (95th percentile "
+               f"{metrics['ece_floor_median']:.3f} typically at this size (median; 95th percentile "
                f"{metrics['ece_floor_p95']:.3f}); without the temperature {metrics['temperature']:.2f}: "
                f"log-loss {before['log_loss']:.3f}, ECE {before['ece']:.3f}")
     sets = metrics["sets"]

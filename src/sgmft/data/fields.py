@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -14,9 +15,47 @@ from sgmft.data.times import parse_time
 from sgmft.limits import LIMITS
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-REQUIRED = ("id", "text", "image")
-OPTIONAL = ("label", "user", "group", "split")
+REQUIRED = ("id", "text")
+#: an empty or absent image makes a text-only post
+OPTIONAL = ("image", "label", "user", "group", "split")
 SPLITS = ("train", "val", "test")
+#: the columns whose names are read whatever their case and surrounding spaces
+KNOWN = (*REQUIRED, *OPTIONAL, "time")
+#: names people give the known columns, for "did you mean"
+SYNONYMS = {"id": ("post_id", "postid", "mid", "uid"), "text": ("content", "body", "message", "caption"),
+            "image": ("img", "image_path", "imagepath", "picture", "photo", "pic", "path", "file"),
+            "label": ("class", "category", "place", "location", "target")}
+
+
+def canonical_names(row: dict) -> dict:
+    """The row with its column names stripped of spaces, and a known column's name lower-cased
+    (``Label `` is ``label``) unless the row holds that exact name too."""
+    if all(isinstance(name, str) and name == name.strip() and (name.lower() not in KNOWN or name in KNOWN)
+           for name in row):
+        return row
+    renamed: dict = {}
+    for name, value in row.items():
+        plain = name.strip() if isinstance(name, str) else name
+        if isinstance(plain, str) and plain.lower() in KNOWN and plain.lower() not in row:
+            plain = plain.lower()
+        renamed.setdefault(plain, value)
+    return renamed
+
+
+def missing_column(columns: list[str]) -> str | None:
+    """When a known column is absent and another column looks like it (``img`` for ``image``),
+    the sentence that says so; else None. Checked once per file, on its header (CSV) or first
+    row (JSONL), so that a misnamed column is one error, not one per row."""
+    present = [str(c) for c in columns]
+    for name in (*REQUIRED, "image", "label"):
+        if name in present:
+            continue
+        close = [c for c in present if c.lower() in SYNONYMS.get(name, ())]
+        close = close or difflib.get_close_matches(name, [c for c in present if c not in KNOWN], 1, 0.75)
+        if close:
+            return (f"no column {name!r}; did you mean {close[0]!r}? Rename that column to {name!r} "
+                    f"(the columns are: {', '.join(map(repr, present[:20]))})")
+    return None
 
 
 def normalise_label(value: object) -> str:
@@ -29,7 +68,7 @@ def check_fields(row: dict, labels: tuple[str, ...] | None, require_labels: bool
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"missing field {name!r}"
-    if not isinstance(row["text"], str) or not isinstance(row["image"], str):
+    if not isinstance(row["text"], str) or not isinstance(row.get("image", ""), str | None):
         return "malformed row: 'text' and 'image' must be strings"
     if isinstance(row["id"], bool) or not isinstance(row["id"], str | int):
         return "malformed row: 'id' must be a string or a whole number"

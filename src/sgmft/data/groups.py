@@ -16,18 +16,23 @@ while the copies above stay within 3.4 (JPEG quality 30 of a dark photo; the oth
 popcount in blocks). Beyond, pairs are found by bit-sampling locality-sensitive hashing: each of
 L tables sorts the hashes by k of their 64 bits and compares neighbours with equal keys, so a
 pair within d bits is found with probability 1 - (1 - C(64 - d, k) / C(64, k))^L; k grows with
-log2 of the number of images less 2 (a key is shared by about four) and L is chosen for `LSH_RECALL` at
-`LSH_RECALL_BITS` bits (resized and re-encoded copies). Cost: L sorts of N hashes.
+log2 of the number of images less 3 (a key is shared by about eight) and L is chosen for
+`LSH_RECALL` (99.5 %) at `LSH_RECALL_BITS` bits: the threshold itself, so every pair the threshold admits
+is found with at least that probability, at any N (measured: benchmarks/lsh_recall.py). Cost: L
+sorts of N hashes.
 
-**Groups that do not chain.** Linking every near-duplicate pair (union-find) chains: a links
-to b, b to c, and at 4 million random hashes most images fall into one group. Here a group is a
-star: images are taken in order of how many near duplicates they have, and each one not yet in
-a group becomes a representative that takes its near duplicates not yet taken. Every member is
-within the threshold of its representative, so a group spans at most twice the threshold.
+**Groups are the components of the verified pairs.** A pair is verified when both signals
+agree (the hash within the threshold, the layouts close); every verified pair's two images are
+in one group (connected components), so no verified pair can straddle a split. The second
+signal is what keeps this from chaining: on the hash alone, flat renders of one shape in other
+colours, or millions of random hashes (about 1.8 pairs per image within 12 bits at 10 million),
+would join into one group; their layouts differ. A manifest whose images lack layouts (written
+by an older version) is grouped on the hash alone, and the largest group is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +41,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from sgmft.data.posts import Post, arrow_of, first_seen, values_of
+from sgmft.words import plural
+
+log = logging.getLogger(__name__)
 
 #: the largest Hamming distance (of 64 bits) between the perceptual hashes of near duplicates
 NEAR_DUPLICATE_BITS = 12
@@ -44,9 +52,9 @@ LAYOUT_LEVELS = 6
 #: up to this many distinct images, every pair is compared
 EXACT_LIMIT = 20_000
 #: the locality-sensitive search finds a pair within LSH_RECALL_BITS bits with this probability
-LSH_RECALL, LSH_RECALL_BITS = 0.99, 8
+LSH_RECALL, LSH_RECALL_BITS = 0.995, NEAR_DUPLICATE_BITS
 #: how the grouping is made; part of the name of a saved split (a change makes new splits)
-GROUPING = "star-layout"
+GROUPING = "components-layout"
 
 
 def hash_values(hashes: Sequence[str]) -> np.ndarray:
@@ -55,11 +63,10 @@ def hash_values(hashes: Sequence[str]) -> np.ndarray:
 
 
 def lsh_plan(n: int, recall: float = LSH_RECALL, bits: int = LSH_RECALL_BITS) -> tuple[int, int]:
-    """(bits sampled per table k, tables L) for ``n`` hashes: k about log2 n - 2 (a key is
-    shared by about four hashes: fewer tables, each a little more to compare; measured on 1.1
-    million hashes, 25 s against 31 s for log2 n, with more pairs found), L for ``recall`` of
-    the pairs within ``bits`` bits."""
-    k = int(min(32, max(16, math.ceil(math.log2(max(n, 2))) - 2)))
+    """(bits sampled per table k, tables L) for ``n`` hashes: k about log2 n - 3 (a key is
+    shared by about eight hashes: fewer tables, each a little more to compare, the window of
+    `_lsh_pairs` still far off), L for ``recall`` of the pairs within ``bits`` bits."""
+    k = int(min(32, max(16, math.ceil(math.log2(max(n, 2))) - 3)))
     found = math.comb(64 - bits, k) / math.comb(64, k)
     return k, math.ceil(math.log(1 - recall) / math.log(1 - found))
 
@@ -115,26 +122,19 @@ def near_duplicate_pairs(hashes: Sequence[str] | np.ndarray, max_bits: int = NEA
     return pairs
 
 
-def star_groups(n: int, pairs: np.ndarray) -> np.ndarray:
-    """(N,) the representative of each item's group (see the module docstring): items with
-    the most pairs first (ties: the lower index), each free one taking its free partners."""
-    group = np.arange(n)
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """(N,) the representative of each item's group: the lowest index of its connected
+    component over ``pairs`` (M, 2)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     if not len(pairs):
-        return group
-    both = np.concatenate([pairs, pairs[:, ::-1]])
-    both = both[np.argsort(both[:, 0], kind="stable")]
-    starts = np.searchsorted(both[:, 0], np.arange(n + 1))
-    degree = np.diff(starts)
-    taken = np.zeros(n, bool)
-    for item in np.lexsort((np.arange(n), -degree))[: int((degree > 0).sum())]:
-        if taken[item]:
-            continue
-        taken[item] = True
-        partners = both[starts[item]:starts[item + 1], 1]
-        free = partners[~taken[partners]]
-        group[free] = item
-        taken[free] = True
-    return group
+        return np.arange(n)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    lowest = np.full(label.max() + 1, n, np.int64)
+    np.minimum.at(lowest, label, np.arange(n))
+    return lowest[label]
 
 
 def _layouts(layouts: Sequence[str | None]) -> np.ndarray | None:
@@ -148,7 +148,7 @@ def _layouts(layouts: Sequence[str | None]) -> np.ndarray | None:
 
 def image_groups(posts: Sequence[Post], max_bits: int = NEAR_DUPLICATE_BITS) -> list[int]:
     """Per post, the index of the first post of its image group: the same image bytes, or a
-    near-duplicate image (a star around a representative, see the module docstring)."""
+    near-duplicate image, through any chain of verified pairs (see the module docstring)."""
     code, first = first_seen(arrow_of(posts, "image_sha256"))   # distinct image of each post, its first post
     phashes = arrow_of(posts, "image_phash").take(first)
     hashed = np.flatnonzero(pc.fill_null(pc.not_equal(phashes, ""), False).to_numpy(zero_copy_only=False))
@@ -158,7 +158,11 @@ def image_groups(posts: Sequence[Post], max_bits: int = NEAR_DUPLICATE_BITS) -> 
     else:
         pairs = np.zeros((0, 2), np.int64)
     root = first.copy()
-    root[hashed] = first[hashed[star_groups(len(hashed), pairs)]]
+    root[hashed] = first[hashed[components(len(hashed), pairs)]]
+    if len(pairs):
+        sizes = np.bincount(root[hashed])
+        log.info("near-duplicate images: %s verified, in groups of up to %s", plural(len(pairs), "pair"),
+                 plural(int(sizes.max()), "image"))
     return root[code].tolist()
 
 

@@ -12,13 +12,21 @@ processes at once. Each distinct file is checked once per call.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from sgmft.data.images import ImageError, image_stat
+from sgmft.data.images import (
+    ImageError,
+    colour_layout,
+    decode_image,
+    image_stat,
+    perceptual_hash,
+    read_image_bytes,
+)
 from sgmft.data.workdir import work_dir
 
 RECORD = "image-checks.sqlite"
@@ -157,3 +165,20 @@ class ImageChecks:
                 if owned:
                     runner.shutdown()
         return [outcomes[key] for key in keys]
+
+
+#: the image checks' outcome for a post without an image
+TEXT_ONLY = Outcome("", None, None, None)
+
+
+def check_image(path: Path) -> Outcome:
+    """The hashes of a usable image (sha256, perceptual hash, colour layout), or its problem."""
+    try:
+        data = read_image_bytes(path)
+    except ImageError as exc:
+        return Outcome.failed(str(exc))
+    try:
+        image = decode_image(data)
+    except ImageError as exc:
+        return Outcome.failed(f"bad image {path}: {exc}")
+    return Outcome(hashlib.sha256(data).hexdigest(), perceptual_hash(image), colour_layout(image), None)

@@ -90,21 +90,22 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
-            raise ImageError(
-                f"decompression bomb refused: {width}x{height} pixels exceeds {max_pixels}"
-            )
+            raise ImageError(f"decompression bomb refused: {width}x{height} pixels, more than sgmft's limit "
+                             f"of {max_pixels:,} (SGMFT_LIMIT_IMAGE_PIXELS)")
         image.seek(0)  # animated GIF/WebP/APNG: the first frame
         image.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from exc
+        raise ImageError(f"decompression bomb refused: more pixels than sgmft's limit of {max_pixels:,} "
+                         "(SGMFT_LIMIT_IMAGE_PIXELS)") from exc
     except Image.UnidentifiedImageError as exc:
-        raise ImageError("not an image (PIL cannot identify the file)") from exc
+        raise ImageError("not an image: the file is in no image format sgmft reads (JPEG, PNG, GIF, WebP, "
+                         "BMP, TIFF, ...)") from exc
     except MemoryError:
         raise
     except Exception as exc:   # any decoder's failure (OSError, SyntaxError, AVIF's RuntimeError...)
-        raise ImageError(f"unreadable or truncated image: {type(exc).__name__}: {exc}") from exc
+        raise ImageError(f"unreadable image: {_decoder_failure(exc)}") from exc
     try:
         image = ImageOps.exif_transpose(image) or image
     except MemoryError:
@@ -116,7 +117,15 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except MemoryError:
         raise
     except Exception as exc:
-        raise ImageError(f"unreadable image (mode {image.mode}): {type(exc).__name__}: {exc}") from exc
+        raise ImageError(f"unreadable image: its colour mode {image.mode} cannot be turned into RGB") from exc
+
+
+def _decoder_failure(exc: Exception) -> str:
+    """A decoder's failure in words (no exception names, no decoder internals)."""
+    text = str(exc).lower()
+    if "truncated" in text or "not processed" in text or "premature end" in text:
+        return "the file is truncated (it ends before the image does)"
+    return "the file is corrupt: its image data cannot be decoded"
 
 
 def perceptual_hash(image: Image.Image) -> str:

@@ -28,17 +28,19 @@ from sgmft import PLACES
 from sgmft.data.fields import (
     OPTIONAL,
     REQUIRED,
+    canonical_names,
     check_fields,
     check_manifest_file,
+    missing_column,
     normalise_label,
     plain_value,
     who,
 )
-from sgmft.data.image_checks import ImageChecks, Outcome
-from sgmft.data.images import ImageError, colour_layout, decode_image, perceptual_hash, read_image_bytes
+from sgmft.data.image_checks import TEXT_ONLY, ImageChecks, Outcome, check_image
 from sgmft.data.posts import Post, PostTable
 from sgmft.data.readers import read_rows
-from sgmft.text.cleaning import TextConfig, preprocess_text
+from sgmft.text.cleaning import TextConfig, preprocess_texts
+from sgmft.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Manifest:
     posts: PostTable
     labels: tuple[str, ...]
     skipped: list[RowProblem] = field(default_factory=list)
+    text_only: list[int] = field(default_factory=list)   # rows of the posts without an image, left out
 
     def __post_init__(self) -> None:
         if not isinstance(self.posts, PostTable):
@@ -163,25 +166,19 @@ def report_skipped(manifest: Manifest, shown: int = 20) -> dict[str, Any]:
     return summary
 
 
-def resolve_image(value: str, manifest: Path, image_root: Path | None) -> Path:
-    """An image path relative to ``image_root`` (or the manifest's folder); absolute kept."""
-    path = Path(value)
-    if path.is_absolute():
+def resolve_image(value: str, manifest: Path, image_root: Path | None, outside_root: bool = False) -> Path:
+    """An image path relative to ``image_root`` (or the manifest's folder). It must stay inside
+    that root, symbolic links resolved (an absolute path too), unless ``outside_root``; else
+    `ValueError` says where it leads."""
+    root = image_root or manifest.parent
+    path = root / value
+    if outside_root:
         return path
-    return (image_root or manifest.parent) / path
-
-
-def check_image(path: Path) -> Outcome:
-    """The hashes of a usable image (sha256, perceptual hash, colour layout), or its problem."""
-    try:
-        data = read_image_bytes(path)
-    except ImageError as exc:
-        return Outcome.failed(str(exc))
-    try:
-        image = decode_image(data)
-    except ImageError as exc:
-        return Outcome.failed(f"bad image {path}: {exc}")
-    return Outcome(hashlib.sha256(data).hexdigest(), perceptual_hash(image), colour_layout(image), None)
+    inside, where = root.resolve(), path.resolve()
+    if not where.is_relative_to(inside):
+        raise ValueError(f"image path {value[:200]!r} leads outside the image root {root} (to {where}); "
+                         "move the image under it, or pass --allow-outside-root")
+    return path
 
 
 @dataclass
@@ -209,11 +206,14 @@ def iter_manifest(
     any_label: bool = False,
     block_rows: int = BLOCK_ROWS,
     skip_through: int = 0,
+    outside_root: bool = False,
 ) -> Iterator[Block]:
     """The manifest's rows checked ``block_rows`` at a time, in order (see `load_manifest` for
     the options): memory follows a block, not the file (but for one id -> row entry per post,
     which finds a repeated id anywhere). Image checks run in processes for large blocks. Rows
-    up to number ``skip_through`` (done by a killed run) are read for their ids only."""
+    up to number ``skip_through`` (done by a killed run) are read for their ids only. A row
+    with an empty or absent image is a text-only post (``Post.image`` None); a misnamed column
+    (``img``) is a `ValueError` on the first row."""
     path = Path(path)
     check_manifest_file(path)
     root = Path(image_root) if image_root is not None else None
@@ -233,6 +233,7 @@ def iter_manifest(
             return pools[0]
 
         rows = read_rows(path)
+        posts_seen = 0
         while True:
             problems: list[RowProblem] = []
             candidates: list[tuple[int, dict, Path]] = []
@@ -240,40 +241,64 @@ def iter_manifest(
             for number, row, problem in itertools.islice(rows, block_rows):
                 read += 1
                 if row is None:
-                    problems.append(RowProblem(number, None, problem or "malformed row"))
+                    if number > skip_through:
+                        problems.append(RowProblem(number, None, problem or "malformed row"))
                     continue
+                row = canonical_names(row)
+                if not posts_seen:
+                    _check_columns(path, row)
+                posts_seen += 1
                 if not read_labels:
                     row.pop("label", None)
                 post_id = str(row["id"]).strip() if row.get("id") not in (None, "") else None
-                if number <= skip_through:
-                    if post_id is not None:
+                row_problem = check_fields(row, label_set, require_labels and read_labels)
+                if number <= skip_through:      # registered as an uninterrupted run registered it
+                    if row_problem is None and post_id is not None:
                         first_row_of.setdefault(post_id, number)
                     continue
-                row_problem = check_fields(row, label_set, require_labels and read_labels)
                 if row_problem is None and post_id in first_row_of:
                     row_problem = f"duplicate id, first seen in row {first_row_of[post_id]}"
                 if row_problem is not None:
                     problems.append(RowProblem(number, post_id, row_problem, *who(row)))
                     continue
                 first_row_of[post_id] = number  # type: ignore[index]
-                candidates.append((number, row, resolve_image(str(row["image"]).strip(), path, root)))
+                image = str(row.get("image") or "").strip()
+                try:
+                    candidates.append((number, row, resolve_image(image, path, root, outside_root)
+                                       if image else None))
+                except ValueError as exc:
+                    problems.append(RowProblem(number, post_id, str(exc), *who(row)))
             if not read:
                 return
             if not candidates and not problems:   # rows done by a killed run, or blank
                 continue
-            outcomes = checks.check([image for _, _, image in candidates], check_image, workers, processes)
-            yield _block(candidates, outcomes, problems, text_config)
+            images = [image for _, _, image in candidates if image is not None]
+            checked = iter(checks.check(images, check_image, workers, processes))
+            outcomes = [TEXT_ONLY if image is None else next(checked) for _, _, image in candidates]
+            texts = [str(row["text"]) for (_, row, _), outcome in zip(candidates, outcomes, strict=True)
+                     if outcome.problem is None]
+            tokens = iter(preprocess_texts(texts, text_config, processes(len(texts))))
+            yield _block(candidates, outcomes, tokens, problems)
 
 
-def _block(candidates: list[tuple[int, dict, Path]], outcomes: list[Outcome], problems: list[RowProblem],
-           text_config: TextConfig | None) -> Block:
+def _check_columns(path: Path, row: dict) -> None:
+    """A misnamed column is one error for the whole file (`missing_column`)."""
+    problem = missing_column(list(row))
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+
+
+def _block(candidates: list[tuple[int, dict, Path | None]], outcomes: list[Outcome],
+           tokens_of: Iterator[tuple[str, ...]], problems: list[RowProblem]) -> Block:
+    """The posts and problems of a block; ``tokens_of`` gives the tokens of each candidate whose
+    image passed, in order."""
     posts: list[Post] = []
     for (number, row, image), outcome in zip(candidates, outcomes, strict=True):
         post_id = str(row["id"]).strip()
         if outcome.problem is not None:
             problems.append(RowProblem(number, post_id, outcome.problem, *who(row)))
             continue
-        tokens = tuple(map(sys.intern, preprocess_text(str(row["text"]), text_config)))
+        tokens = tuple(map(sys.intern, next(tokens_of)))
         if not tokens:
             problems.append(RowProblem(number, post_id, "empty text after cleaning", *who(row)))
             continue
@@ -292,6 +317,8 @@ def load_manifest(
     text_config: TextConfig | None = None,
     workers: int = 4,
     any_label: bool = False,
+    text_only: bool = False,
+    outside_root: bool = False,
 ) -> Manifest:
     """Read and check a manifest; raise `ManifestError` on any bad row unless ``skip_invalid``.
 
@@ -300,24 +327,37 @@ def load_manifest(
     read_labels: False ignores the label column altogether (prediction needs none).
     any_label: a label outside ``labels`` is kept as the post's true label, not an error (a
         prediction manifest's posts may carry labels the run never learned).
+    text_only: keep the posts without an image; else they are counted in
+        ``Manifest.text_only`` and left out (features, training and evaluation use posts with both).
+    outside_root: image paths may lead outside the image root (`resolve_image`).
     """
     path = Path(path)
     parts: list[PostTable] = []
     problems: list[RowProblem] = []
+    without_image: list[int] = []
     for block in iter_manifest(path, image_root, labels, require_labels, read_labels, text_config, workers,
-                               any_label):
-        parts.append(PostTable.from_posts(block.posts))
+                               any_label, outside_root=outside_root):
+        kept = block.posts if text_only else [p for p in block.posts if p.image is not None]
+        without_image += [p.row for p in block.posts if p.image is None and not text_only]
+        parts.append(PostTable.from_posts(kept))
         problems += block.problems
     posts = PostTable.concat(parts)
+    if without_image:
+        log.warning("%s: %s (no image) left out: features, training and evaluation use posts with both; "
+                    "`sgmft predict` and `profile` answer text-only posts from their text",
+                    path, plural(len(without_image), "text-only post"))
     if not posts and not problems:
+        if without_image:
+            raise ValueError(f"{path} holds no posts with an image (every post is text-only); features and "
+                             "training need posts with images")
         raise ValueError(f"{path} holds no posts (it is empty, or holds only a header or blank lines)")
     if problems and not skip_invalid:
         raise ManifestError(path, problems)
     label_set = tuple(normalise_label(label) for label in (labels or PLACES))
-    return Manifest(path=path, posts=posts, labels=label_set, skipped=problems)
+    return Manifest(path=path, posts=posts, labels=label_set, skipped=problems, text_only=without_image)
 
 
-def _make_post(row: dict, number: int, image: Path, tokens: tuple[str, ...], outcome: Outcome) -> Post:
+def _make_post(row: dict, number: int, image: Path | None, tokens: tuple[str, ...], outcome: Outcome) -> Post:
     def optional(name: str) -> str | None:
         return plain_value(row.get(name))
 

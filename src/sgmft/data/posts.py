@@ -33,7 +33,7 @@ class Post:
 
     id: str
     text: str
-    image: Path
+    image: Path | None          # None: a text-only post
     label: str | None
     user: str | None
     split: str | None
@@ -83,7 +83,7 @@ class PostTable(Sequence[Post]):
         """A table of ``posts``, in their order."""
         posts = list(posts)
         columns: dict[str, list[Any]] = {name: [getattr(p, name) for p in posts] for name in SCHEMA.names}
-        columns["image"] = [str(path) for path in columns["image"]]
+        columns["image"] = [None if path is None else str(path) for path in columns["image"]]
         columns["meta"] = [list(pairs) for pairs in columns["meta"]]
         return cls(pa.table(columns, schema=SCHEMA))
 
@@ -158,7 +158,8 @@ def _posts(batch: pa.RecordBatch | pa.Table) -> Iterator[Post]:
     columns = [column.to_pylist() for column in batch.columns]
     for (id_, text, image, label, user, split, row, tokens, sha, group, phash, layout, meta) in zip(
             *columns, strict=True):
-        yield Post(id_, text, Path(image), label, user, split, row, tuple(tokens), sha, group, phash, layout,
+        path = None if image is None else Path(image)
+        yield Post(id_, text, path, label, user, split, row, tuple(tokens), sha, group, phash, layout,
                    tuple(meta))
 
 

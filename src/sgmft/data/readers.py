@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from sgmft.data.fields import canonical_names
 from sgmft.limits import LIMITS
 
 
@@ -40,6 +41,20 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     else:
         with open(path, "rb") as handle:
             yield from _read_jsonl(handle)
+
+
+def columns_seen(path: Path, rows: int = 1000) -> tuple[set[str], int]:
+    """The column names (stripped; known ones lower-cased) that hold a value in the first
+    ``rows`` rows of a manifest, and how many rows were read."""
+    seen: set[str] = set()
+    read = 0
+    for _, row, _ in read_rows(path):
+        read += 1
+        if row is not None:
+            seen |= {str(k) for k, v in canonical_names(row).items() if v not in (None, "")}
+        if read >= rows:
+            break
+    return seen, read
 
 
 def _records(handle: io.BufferedReader, limit: int) -> Iterator[tuple[int, bytes | None]]:

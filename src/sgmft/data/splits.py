@@ -50,10 +50,12 @@ def stratified_split(labels: list[str], test_fraction: float, seed: int,
                     ", ".join(single), unit[0])
     kept = [labels[i] for i in index]
     classes = len(set(kept))
-    size = max(int(np.ceil(test_fraction * len(kept))), classes)
-    if size > round(test_fraction * len(kept)):
-        log.warning("split: the test part has %d of %d %s (more than %g) so that every class "
-                    "has one in it", size, len(labels), unit[1], test_fraction)
+    asked = int(np.ceil(test_fraction * len(kept)))
+    size = max(asked, classes)
+    if size > asked:
+        log.warning("split: the test part holds %d of the %d %s, more than the %.0f %% asked, so that each "
+                    "of the %d labels has one in it", size, len(labels), unit[1], 100 * test_fraction,
+                    classes)
     from sklearn.model_selection import train_test_split  # here: scikit-learn takes seconds to import
 
     _, test = train_test_split(index, test_size=size, random_state=seed, stratify=kept)
@@ -72,9 +74,8 @@ def grouped_stratified_split(labels: Sequence[str], groups: Sequence[int], test_
         members.setdefault(group, []).append(i)
     order = list(members)
     group_labels = [Counter(labels[i] for i in members[g]).most_common(1)[0][0] for g in order]
-    copies = "(the same photo, resized, re-encoded or lightly cropped)"
     unit = ("post", "posts") if len(order) == len(labels) else \
-        (f"group of near-duplicate images {copies}", f"groups of near-duplicate images {copies}")
+        ("image group", "image groups (posts whose images are copies of one photo count as one)")
     try:
         chosen = stratified_split(group_labels, test_fraction, seed, unit)
     except ValueError:

@@ -1,7 +1,8 @@
 """The work folder of a manifest: where its splits, feature caches and image checks go.
 
 ``$SGMFT_CACHE/<key>`` when that is set, else ``<manifest folder>/.sgmft`` when the folder is
-writable, else ``~/.cache/sgmft/<key>``; <key> names the folder. Files in it are named by
+writable, else ``~/.cache/sgmft/<key>`` (``$XDG_CACHE_HOME/sgmft/<key>`` when that is set); <key>
+names the folder. Files in it are named by
 manifest content, so manifests sharing a folder never collide.
 """
 
@@ -21,9 +22,12 @@ def _writable(folder: Path) -> bool:
 
 
 def user_cache_dir() -> Path:
-    """sgmft's own cache folder: ``$SGMFT_CACHE`` when set, else ``~/.cache/sgmft``."""
+    """sgmft's own cache folder: ``$SGMFT_CACHE`` when set, else ``$XDG_CACHE_HOME/sgmft``, else
+    ``~/.cache/sgmft``."""
     configured = os.environ.get("SGMFT_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "sgmft"
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sgmft"
 
 
 def folder_work_dir(folder: Path) -> Path:

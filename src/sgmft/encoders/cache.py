@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,6 +47,9 @@ from sgmft.io import (
 from sgmft.limits import LIMITS
 from sgmft.progress import progress_bar
 from sgmft.provenance import now, versions
+from sgmft.words import plural
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 HEADER = "cache.json"
@@ -120,10 +124,27 @@ def read_header(folder: Path) -> dict[str, Any] | None:
     return header if isinstance(header, dict) and header.get("format") == FORMAT_VERSION else None
 
 
-def _chunk_is_valid(folder: Path, index: int, header: dict[str, Any]) -> bool:
+def record_chunk(header: dict[str, Any], index: int, path: Path) -> None:
+    """Record a chunk just written in the header: its SHA-256 (read once, now) and its size."""
+    header["chunks"][str(index)] = sha256_file(path)
+    header.setdefault("chunk_bytes", {})[str(index)] = path.stat().st_size
+
+
+def _chunk_is_valid(folder: Path, index: int, header: dict[str, Any], verify: bool = False) -> bool:
+    """Whether chunk ``index`` is there as it was written: its size as recorded (a stat), or with
+    ``verify`` (or for a cache that recorded no sizes) its SHA-256 (a full read)."""
     path = folder / chunk_name(index)
     expected = header.get("chunks", {}).get(str(index))
-    return expected is not None and path.is_file() and sha256_file(path) == expected
+    size = header.get("chunk_bytes", {}).get(str(index))
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        return False
+    if expected is None or (size is not None and actual != size):
+        return False
+    if size is not None and not verify:
+        return True
+    return sha256_file(path) == expected
 
 
 def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
@@ -222,7 +243,7 @@ class Extraction:
         tensors = memo.assemble(self.plan.chunks[index], self.sequences)
         path = self.folder / chunk_name(index)
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
-        self.header["chunks"][str(index)] = sha256_file(path)
+        record_chunk(self.header, index, path)
         if self.sequences:
             self.header["token_shapes"] = {m: list(tensors[f"{m}_tokens"].shape[1:])
                                            for m in ("text", "image")}
@@ -230,7 +251,8 @@ class Extraction:
         memo.release(index)
 
     def finish(self, manifest: Manifest) -> FeatureCache:
-        if self.todo or not self.header["complete"] or "digests" not in self.header:
+        if self.todo or not self.header["complete"] or "digests" not in self.header \
+                or not (self.folder / DIGESTS).is_file():
             self.header["digests"] = write_digests(self.folder, manifest)
             self.header["complete"] = True
             self.header["finished"] = now()
@@ -240,9 +262,11 @@ class Extraction:
 
 @contextmanager
 def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], overwrite: bool,
-               chunk_size: int, batch_size: int, text_config: dict[str, Any]) -> Iterator[Extraction]:
+               chunk_size: int, batch_size: int, text_config: dict[str, Any], verify: bool = False
+               ) -> Iterator[Extraction]:
     """Claim the cache folder (fail early if it cannot be written, lock it, clear killed
-    writers' temp files) and open or start its cache for this request."""
+    writers' temp files) and open or start its cache for this request; the chunks to (re)write
+    are those missing or of another size (with ``verify``: or of another SHA-256)."""
     if not manifest.posts:
         raise ValueError(f"{manifest.path} has no valid posts to encode")
     folder = Path(out)
@@ -257,7 +281,10 @@ def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], ov
                 stale.unlink()
             header = _new_header(manifest, identity, chunk_size, batch_size, text_config)
         plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
-        todo = [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header)]
+        todo = [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header, verify)]
+        if verify and header.get("complete"):
+            log.info("verified %s of %s by their SHA-256: %s to rebuild", plural(len(plan.chunks), "chunk"),
+                     folder, len(todo))
         yield Extraction(folder, header, plan, todo)
 
 
@@ -275,6 +302,7 @@ def extract_features(
     device: str = "cpu",
     sequences: bool = False,
     precision: str = "fp32",
+    verify: bool = False,
 ) -> FeatureCache:
     """Encode every post of ``manifest`` into the cache folder ``out`` and return the cache.
 
@@ -283,20 +311,28 @@ def extract_features(
         registry entry ``encoder_name``); it is only called when some chunk needs encoding.
     sequences: also store the encoders' token states (for the model's sequence reading).
     precision: the encoders' arithmetic (fp32, bf16, fp16), recorded in the header.
+    verify: check every chunk already there by its SHA-256 (a full read; else by its size), and
+        rebuild those that differ.
     The folder is locked while this runs: a second extraction into it waits.
     """
     from sgmft.encoders import create_encoder
 
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
-    with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {}) as job:
+    with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {},
+                    verify) as job:
         if not job.todo:
+            log.info("the features of all %s were in %s already: reused, nothing encoded",
+                     plural(len(manifest.posts), "post"), out)
             return job.finish(manifest)
         factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
         encoder = factory(device=device, precision=precision, **options)
         memo = job.start(encoder_info(encoder) | {"precision": precision})
         budget = PixelBudget(LIMITS.batch_pixels)
         remaining = sum(len(job.plan.chunks[i]) for i in job.todo)
+        if remaining < len(manifest.posts):
+            log.info("the features of %s were in %s already: reused; encoding the other %d",
+                     plural(len(manifest.posts) - remaining, "post"), out, remaining)
         bar = progress_bar(len(manifest.posts), "extract", "post", disable=not progress,
                            initial=len(manifest.posts) - remaining)
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -326,9 +362,11 @@ def write_digests(folder: Path, manifest: Manifest) -> str:
     return sha256_file(folder / DIGESTS)
 
 
-def load_cache(folder: str | Path) -> FeatureCache:
-    """Open a complete cache, checking every chunk against its recorded hash; the features are
-    memory-mapped (`ChunkedArray`), not read into memory."""
+def load_cache(folder: str | Path, verify: bool = False) -> FeatureCache:
+    """Open a complete cache, checking that every chunk is there at its recorded size (with
+    ``verify``: of its recorded SHA-256, a full read: `sgmft extract --verify`); the features
+    are memory-mapped (`ChunkedArray`), not read into memory. Each chunk's hash was checked when
+    it was written."""
     folder = Path(folder)
     header = read_header(folder)
     if header is None:
@@ -338,15 +376,15 @@ def load_cache(folder: str | Path) -> FeatureCache:
     size, ids = header["chunk_size"], header["ids"]
     paths = [folder / chunk_name(index) for index in range(max(1, -(-len(ids) // size)))]
     for index, path in enumerate(paths):
-        if not _chunk_is_valid(folder, index, header):
-            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract` to rebuild")
+        if not _chunk_is_valid(folder, index, header, verify):
+            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract --verify` to rebuild")
     keys = ("text", "image", "text_tokens", "image_tokens") if header["encoder_identity"].get("sequences") \
         else ("text", "image")
     arrays = {key: ChunkedArray(paths, key, size) for key in keys}
     digests = None
     if header.get("digests"):
         path = folder / DIGESTS
-        if not path.is_file() or sha256_file(path) != header["digests"]:
+        if not path.is_file() or (verify and sha256_file(path) != header["digests"]):
             raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract` to rebuild")
         digests = np.load(folder / DIGESTS, mmap_mode="r")
     return FeatureCache(ids=list(ids), header=header, digests=digests, **arrays)

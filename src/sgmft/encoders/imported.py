@@ -184,18 +184,20 @@ def _write(folder: Path, manifest: Manifest, arrays: dict[str, np.ndarray], iden
     (folder / HEADER).unlink(missing_ok=True)
     for stale in folder.glob("chunk-*.safetensors"):
         stale.unlink()
-    chunks = {}
+    chunks, sizes = {}, {}
     for index, start in enumerate(range(0, len(manifest.posts), chunk_rows)):
         tensors = {column: np.ascontiguousarray(arrays[column][start:start + chunk_rows])
                    for column in COLUMNS}
         target = folder / chunk_name(index)
         atomic_write(target, lambda tmp, tensors=tensors: save_file(tensors, str(tmp)))
         chunks[str(index)] = sha256_file(target)
+        sizes[str(index)] = target.stat().st_size
     digests = write_digests(folder, manifest)
     atomic_write_json(folder / HEADER, {
         "format": FORMAT_VERSION, "encoder_identity": identity,
         "encoder": {"name": IMPORTED, "file": str(path.resolve()), "sha256": digest},
         "manifest": str(manifest.path), "content_hash": manifest.content_hash(), "text_preprocessing": None,
         "dtype": "float32", "chunk_size": chunk_rows, "batch_size": None, "ids": manifest.ids,
-        "chunks": chunks, "complete": True, "created": now(), "finished": now(), "versions": versions(),
+        "chunks": chunks, "chunk_bytes": sizes, "complete": True, "created": now(), "finished": now(),
+        "versions": versions(),
         "dims": widths, "shared_space": False, "precision": "fp32", "digests": digests})

@@ -13,6 +13,7 @@ import numpy as np
 from sgmft.metrics.calibration import brier, ece, ece_floor, log_loss, reliability, softmax
 from sgmft.metrics.classification import classification_metrics
 from sgmft.metrics.conformal import (
+    NO_SETS,
     class_conditional_sets,
     mondrian_thresholds,
     prediction_sets,
@@ -26,7 +27,8 @@ def calibration_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Log-loss, Brier, ECE (15 bins, top label) and the ECE floor of these confidences."""
     floor = ece_floor(probs.max(1))
     return {"log_loss": log_loss(probs, labels), "brier": brier(probs, labels), "ece": ece(probs, labels),
-            "ece_floor_mean": floor["mean"], "ece_floor_p95": floor["p95"],
+            "ece_floor_median": floor["median"], "ece_floor_p95": floor["p95"],
+            "ece_floor_mean": floor["mean"],
             "mean_confidence": float(probs.max(1).mean())}
 
 
@@ -64,7 +66,7 @@ def set_report(probs: np.ndarray, labels: np.ndarray, threshold: float | None,
     has no calibration posts)."""
     if threshold is None:
         return {"target": coverage, "threshold": None,
-                "note": "the run has no out-of-fold predictions to calibrate prediction sets on"}
+                "note": NO_SETS}
     sets = prediction_sets(probs, threshold, decided)
     return {"target": coverage, "threshold": threshold, **set_coverage(sets, labels),
             "interval": accuracy_interval(int(sets[np.arange(len(labels)), labels].sum()), len(labels))}

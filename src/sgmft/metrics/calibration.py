@@ -65,9 +65,14 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
 def ece_floor(confidence: np.ndarray, bins: int = BINS, draws: int = 2000, seed: int = 0) -> dict[str, float]:
     """The ECE of a perfectly calibrated model with these top-label confidences, by simulation:
     each post is right with probability equal to its confidence; ``draws`` such test sets give
-    the mean and the 95th percentile. An ECE below that percentile is indistinguishable from
-    sampling noise at this test size."""
+    the median, the 95th percentile and the mean. An ECE below that percentile is
+    indistinguishable from sampling noise at this test size.
+
+    The distribution is skewed where confidences are near 1: a rare miss among few posts costs
+    1/N, so the mean can pass the 95th percentile (9 posts at 0.997: a miss in 2.7 % of the sets,
+    mean 0.006, 95th percentile 0.003). The median is the typical value to quote."""
     rng = np.random.default_rng(seed)
     values = [_ece(confidence, (rng.random(len(confidence)) < confidence).astype(float), bins)
               for _ in range(draws)]
-    return {"mean": float(np.mean(values)), "p95": float(np.percentile(values, 95))}
+    return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
+            "mean": float(np.mean(values))}

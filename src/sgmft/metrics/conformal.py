@@ -17,6 +17,11 @@ import math
 
 import numpy as np
 
+#: the one reason a run gives no prediction sets, wherever it is said
+NO_SETS = ("this run held no posts out of training to calibrate prediction sets on (a tenth of the training "
+           "posts is held out when it holds 200 posts or more: train.calibration, "
+           "train.calibration_min_posts), so a set is every label")
+
 
 def lac_threshold(probs: np.ndarray, labels: np.ndarray, coverage: float) -> float:
     """q such that {c : p_c >= 1 - q} covers the true label with probability >= ``coverage``:

@@ -34,9 +34,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sgmft.data.images import ImageError, decode_image
 from sgmft.limits import LIMITS
@@ -130,12 +131,14 @@ def _header_pixels(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except Image.DecompressionBombError as exc:
-        raise HTTPException(413, f"decompression bomb refused: {exc}") from None
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"decompression bomb refused: more pixels than sgmft's limit of "
+                                 f"{LIMITS.image_pixels:,} (SGMFT_LIMIT_IMAGE_PIXELS)") from None
     except MemoryError:
         raise
     except Exception as exc:   # any decoder's failure (AVIF's is a RuntimeError): this post's 400
-        raise HTTPException(400, f"not an image, or a damaged one ({type(exc).__name__})") from exc
+        raise HTTPException(400, "not an image, or a damaged one: its header cannot be read as any image "
+                                 "format sgmft reads") from exc
     return width * height
 
 
@@ -204,7 +207,8 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
             raise HTTPException(400, "the image file is empty")
         pixels = await asyncio.get_running_loop().run_in_executor(state["decoder"], _header_pixels, data)
         if pixels > max_pixels:
-            raise HTTPException(413, f"decompression bomb refused: {pixels} pixels exceeds {max_pixels}")
+            raise HTTPException(413, f"decompression bomb refused: {pixels:,} pixels, more than sgmft's "
+                                     f"limit of {max_pixels:,} (SGMFT_LIMIT_IMAGE_PIXELS)")
         return Upload(data, pixels)
 
     def check_text(text: str | None) -> str | None:
@@ -270,13 +274,27 @@ def create_app(run: str | Path | None = None, predictor: Predictor | None = None
                 "temperature": float(batcher().predictor.run.model.temperature),
                 "calibrated": batcher().predictor.calibrated, "notes": batcher().predictor.notes}
 
+    @app.exception_handler(StarletteHTTPException)
+    async def in_words(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals, in words (the others pass as they are)."""
+        detail = exc.detail
+        if detail == "Invalid multipart data.":
+            detail = ("the form could not be read: it is not valid multipart/form-data, or a part's header "
+                      "is longer than 4,224 bytes (a file name of thousands of characters, say)")
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
     @app.post("/predict")
-    async def predict_one(text: Annotated[str | None, Form()] = None,
+    async def predict_one(request: Request, text: Annotated[str | None, Form()] = None,
                           image: Annotated[UploadFile | None, File()] = None,
                           coverage: Annotated[float | None, Form()] = None,
                           min_confidence: Annotated[float | None, Form()] = None) -> dict:
         """Predict one post from its text and/or image; ``coverage`` asks for the prediction
         set, ``min_confidence`` for "unsure" below it (defaults: the server's)."""
+        form = await request.form()     # parsed once already: FastAPI read the fields from it
+        for name in ("text", "image"):
+            if len(form.getlist(name)) > 1:
+                raise HTTPException(400, f"{len(form.getlist(name))} {name} fields: /predict takes one post, "
+                                         "one text and one image at most; send several to /predict/batch")
         options = check_options(coverage, min_confidence)
         text = check_text(text)
         upload = await read_upload(image) if image is not None else None

@@ -16,15 +16,17 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgmft.data.fields import check_manifest_file
 from sgmft.data.manifest import Block, Post, iter_manifest
 from sgmft.data.times import wall_clock
 from sgmft.encoders.cache import IMPORTED, FeatureCache
 from sgmft.encoders.features import find_cache
-from sgmft.io import atomic_write_json
+from sgmft.io import StorageError, atomic_write_json, check_writable, storage_error
 from sgmft.progress import progress_bar
 from sgmft.serving.batch_shift import drift_sample, learn_shift, save_sample, write_drift
 from sgmft.serving.post_features import cached as cached_features
@@ -191,7 +193,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
                      progress: bool = True, coverage: float | None = None,
                      min_confidence: float | None = None, resume: bool = False,
                      caches: tuple[Path, ...] = (), block_rows: int = 4096, weighted_sets: bool = True,
-                     by: str | None = None, time: str | None = None,
+                     by: str | None = None, time: str | None = None, outside_root: bool = False,
                      windows: Callable[[Iterator[Block], BlockPredictor], Predicted] = local_windows
                      ) -> BatchSummary:
     """Predict every valid row of a manifest into ``out`` (see the module docstring); a bad row
@@ -206,16 +208,20 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     local path only), with ``min_confidence`` "unsure" below it. ``by`` and ``time`` name
     columns whose values records carry as ``by`` and ``time`` (`sgmft profile`).
     ``windows`` predicts the blocks (`local_windows` here; `sgmft.serving.ray_predict` on Ray).
+    ``outside_root``: image paths may lead outside the image root (`resolve_image`). A failed
+    write is a `StorageError` that says what is kept for ``resume``.
     """
     predictor.set_threshold(coverage)   # a run that cannot give sets says so before any work
     manifest_path, out = Path(manifest_path), Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out {out}: write predictions to a .jsonl, .json, .csv or .parquet file")
+    check_output(out)
+    check_manifest_file(manifest_path)
+    check_writable(out.parent)
     predictor.batch_size = batch_size
     weighted_sets = weighted_sets and windows is local_windows    # Ray's actors answer with plain sets
     options = {"coverage": coverage, "min_confidence": min_confidence, "skip_invalid": skip_invalid,
                "labels": labels, "image_root": str(image_root), "min_gain": predictor.min_gain,
-               "format": out.suffix.lower(), "weighted_sets": weighted_sets, "by": by, "time": time}
+               "format": out.suffix.lower(), "weighted_sets": weighted_sets, "by": by, "time": time,
+               "outside_root": outside_root}
     progress_file = out.with_name(out.name + ".progress.json")
     settings = _settings(predictor, manifest_path, options)
     saved = _saved_progress(progress_file, settings) if resume else None
@@ -223,7 +229,8 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     summary = BatchSummary(**saved["summary"]) if saved else BatchSummary()
     summary.resumed_rows = done_rows
     kept = tuple(name for name, column in (("by", by), ("time", time)) if column is not None)
-    writer = open_writer(out, predictor.labels, saved["state"] if saved else None, kept)
+    with _writing(out, done_rows):
+        writer = open_writer(out, predictor.labels, saved["state"] if saved else None, kept)
     predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
                              options)
     drift_file = out.with_name(out.name + ".drift-sample.npz")
@@ -231,31 +238,65 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     if coverage is not None and weighted_sets:
         def every_block() -> Iterator[Block]:
             return iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
-                                 any_label=True, block_rows=block_rows)
+                                 any_label=True, block_rows=block_rows, outside_root=outside_root)
 
         predictor.weighting = learn_shift(predictor, every_block, predict.caches)
         summary.weighted_sets = predictor.weighting is not None
     bar = progress_bar(_lines(manifest_path), "predict", "row", disable=not progress, initial=done_rows)
     blocks = iter_manifest(manifest_path, image_root, labels or predictor.labels, require_labels=False,
-                           any_label=True, block_rows=block_rows, skip_through=done_rows)
+                           any_label=True, block_rows=block_rows, skip_through=done_rows,
+                           outside_root=outside_root)
     for block, predicted, from_cache in windows(_checked(blocks, manifest_path), predict):
         records = sorted(_problem_records(block, skip_invalid) + predicted, key=lambda r: r["row"])
         summary.from_cache += from_cache
-        writer.write(records)
-        _count(summary, block, records, skip_invalid)
         last = max([p.row for p in block.posts] + [p.row for p in block.problems])
-        if predictor.drift is not None:
-            save_sample(drift_file, predictor.drift)
-        atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
-                                          "state": writer.checkpoint(), "summary": asdict(summary)})
+        with _writing(out, done_rows):
+            writer.write(records)
+            state = writer.checkpoint()
+            if predictor.drift is not None:
+                save_sample(drift_file, predictor.drift)
+            _count(summary, block, records, skip_invalid)
+            atomic_write_json(progress_file, {"settings": settings, "rows_done": last,
+                                              "state": state, "summary": asdict(summary)})
+        done_rows = last
         bar.update(len(block.posts) + len(block.problems))
     bar.close()
-    writer.finish()
+    with _writing(out, done_rows):
+        writer.finish()
     summary.drift = write_drift(predictor, out.with_name(out.name + ".drift.json"))
     predictor.drift = predictor.weighting = None
     progress_file.unlink(missing_ok=True)
     drift_file.unlink(missing_ok=True)
     return summary
+
+
+def check_output(out: Path) -> None:
+    """``--out`` must name a file of a known format (`FORMATS`), not a folder; `ValueError`
+    otherwise."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name a file in it, such as {out / 'predictions.jsonl'}")
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out {out}: its extension chooses the format; use {', '.join(FORMATS)}")
+
+
+@contextmanager
+def _writing(out: Path, done_rows: int) -> Iterator[None]:
+    """Turn a failed write (a full disk, a file-size limit, a read-only folder) into one
+    `StorageError` that says what is kept for ``--resume``."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StorageError(exc.errno, f"{exc}{_kept(out, done_rows)}") from None
+    except OSError as exc:
+        problem = storage_error(out, exc) or f"cannot write {out}: {exc.strerror or exc}"
+        raise StorageError(getattr(exc, "errno", None), f"{problem}{_kept(out, done_rows)}") from None
+
+
+def _kept(out: Path, done_rows: int) -> str:
+    if not done_rows:
+        return f"; no block was finished ({out.name}.partial, if there, can go)"
+    return (f"; the predictions of the first {done_rows:,} rows are kept in {out.name}.partial: run the "
+            "same command with --resume to go on from there")
 
 
 def _checked(blocks: Iterator[Block], path: Path) -> Iterator[Block]:

@@ -49,12 +49,14 @@ def cached(predictor: Predictor, caches: list[FeatureCache], posts: list[Post]
 
 
 def encoded(predictor: Predictor, posts: list[Post]) -> tuple[list[Post], Features | None, list[dict]]:
-    """Features of posts encoded here; a post whose image fails, or that cannot be encoded (a
-    run on imported features), gets an error record instead."""
+    """Features of posts encoded here (a text-only post with the training mean of the image
+    features); a post whose image fails, or that cannot be encoded (a run on imported
+    features), gets an error record instead."""
     inputs, ready, errors = [], [], []
     for post in posts:
         try:
-            inputs.append(PostInput(post.text, load_image(post.image), post.id))
+            image = None if post.image is None else load_image(post.image)
+            inputs.append(PostInput(post.text, image, post.id))
             ready.append(post)
         except ImageError as exc:
             errors.append(error_record(post, str(exc)))

@@ -29,7 +29,7 @@ from sgmft.device import resolve_precision
 from sgmft.encoders import Encoder, create_encoder
 from sgmft.encoders.cache import IMPORTED
 from sgmft.encoders.features import encoder_options
-from sgmft.metrics.conformal import prediction_sets, weighted_thresholds
+from sgmft.metrics.conformal import NO_SETS, prediction_sets, weighted_thresholds
 from sgmft.models.fallback import COMPONENTS, MODALITIES, present_weights
 from sgmft.models.model import UNSURE_MIN_GAIN
 from sgmft.serving.evidence import (
@@ -335,8 +335,7 @@ class Predictor:
         prediction.set = [name for name, keep in zip(self.labels, members, strict=True) if keep]
         prediction.coverage = coverage
         if coverage not in self._calibrated:
-            prediction.warnings.append("this run kept no held-out posts to calibrate prediction sets on: the "
-                                       "set is every label")
+            prediction.warnings.append(NO_SETS)
         elif flagged:
             widened = "every label" if flagged == 2 else f"coverage {1 - (1 - coverage) / 2:.0%}"
             prediction.warnings.append(f"the set is widened because the post is unlike the training posts "

@@ -176,15 +176,32 @@ def profile(predictions: Path, labels: list[str], spec: ProfileSpec, rates: Rate
     return path
 
 
-def row_errors(predictions: Path, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+#: the file of a profile's row errors, all of them (profiles.json lists the first ones)
+ERRORS_FILE = "profile_errors.parquet"
+
+
+def row_errors(predictions: Path, out: Path | None = None, limit: int = 1000
+               ) -> tuple[int, list[dict[str, Any]]]:
     """How many records of a Parquet predictions file are errors, and the first ``limit`` of them
-    (id, row, user, true label, error)."""
+    (id, row, user, true label, error); with ``out``, every one of them streamed (DuckDB, out of
+    core) into ``out/profile_errors.parquet`` in row order (the file is removed when none)."""
     import duckdb
 
+    where = "FROM read_parquet(?) WHERE error IS NOT NULL"
+    columns = 'id, "row", "user", true_label, error'
     with duckdb.connect() as db:
-        count = db.execute("SELECT count(*) FROM read_parquet(?) WHERE error IS NOT NULL",
-                           [str(predictions)]).fetchone()[0]
-        found = db.execute("SELECT id, \"row\", \"user\", true_label, error FROM read_parquet(?) "
-                           "WHERE error IS NOT NULL ORDER BY \"row\" LIMIT ?", [str(predictions), limit])
+        count = db.execute(f"SELECT count(*) {where}", [str(predictions)]).fetchone()[0]
+        found = db.execute(f'SELECT {columns} {where} ORDER BY "row" LIMIT ?', [str(predictions), limit])
         names = [d[0] for d in found.description]
-        return count, [dict(zip(names, values, strict=True)) for values in found.fetchall()]
+        first = [dict(zip(names, values, strict=True)) for values in found.fetchall()]
+        if out is not None:
+            target = Path(out) / ERRORS_FILE
+            temp = target.with_name(f".{target.name}.tmp")
+            if count:
+                quoted = str(temp).replace("'", "''")
+                db.execute(f"COPY (SELECT {columns} {where} ORDER BY \"row\") TO '{quoted}' (FORMAT parquet)",
+                           [str(predictions)])
+                temp.replace(target)
+            else:
+                target.unlink(missing_ok=True)
+        return count, first

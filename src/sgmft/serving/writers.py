@@ -60,7 +60,7 @@ class _TextWriter:
     def _head(self) -> bytes:
         if self.kind == ".csv":
             buffer = io.StringIO()
-            csv.writer(buffer).writerow(flat_columns(self.labels, self.kept))
+            csv.writer(buffer).writerow([*flat_columns(self.labels, self.kept), "warnings"])
             return buffer.getvalue().encode()
         return b"[\n" if self.kind == ".json" else b""
 
@@ -68,8 +68,9 @@ class _TextWriter:
         if self.kind == ".csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            for r in records:
-                writer.writerow(["" if v is None else v for v in flat(r, self.labels, self.kept).values()])
+            for r in records:   # warnings joined by " | ", as Parquet's list column holds them
+                writer.writerow(["" if v is None else v for v in flat(r, self.labels, self.kept).values()]
+                                + [" | ".join(r.get("warnings") or [])])
             data = buffer.getvalue().encode()
         elif self.kind == ".json":
             first = self.handle.tell() <= 2

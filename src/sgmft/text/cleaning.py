@@ -9,8 +9,12 @@ at whitespace, so Latin words stay whole, accents included ("tempête", "café")
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import unicodedata
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from sgmft.text.stopwords import is_stopword
@@ -194,3 +198,20 @@ def preprocess_text(text: str, config: TextConfig | None = None) -> list[str]:
     cleaned = clean_text(text, config)
     tokens = segment(cleaned) if config.segment else cleaned.split()
     return filter_stopwords(tokens) if config.remove_stopwords else tokens
+
+
+def _clean(texts: list[str], config: TextConfig | None) -> list[list[str]]:
+    """`preprocess_text` of each text: a worker process's piece of `preprocess_texts`."""
+    return [preprocess_text(text, config) for text in texts]
+
+
+def preprocess_texts(texts: list[str], config: TextConfig | None = None,
+                     pool: Executor | None = None) -> Iterator[list[str]]:
+    """`preprocess_text` of each text, in order; in ``pool``'s worker processes when given (a
+    large block of a manifest: segmentation is the slowest step of reading one), in pieces."""
+    size = max(1, -(-len(texts) // (4 * (os.cpu_count() or 1))))
+    pieces = [texts[i:i + size] for i in range(0, len(texts), size)]
+    done = pool.map(_clean, pieces, itertools.repeat(config)) if pool is not None and len(pieces) > 1 \
+        else (_clean(piece, config) for piece in pieces)
+    for piece in done:
+        yield from piece

@@ -21,6 +21,7 @@ DEFAULT_PRESET = "sgmft"
 class DataConfig:
     manifest: str = ""
     image_root: str | None = None
+    allow_outside_root: bool = False  # image paths may lead outside image_root (or the manifest's folder)
     labels: list[str] | None = None
     encoder: str = DEFAULT_ENCODER
     checkpoint: str | None = None     # chinese-clip: local folder or hub id
@@ -50,7 +51,10 @@ class TrainConfig:
     seed: int = 0
     early_stopping: int = 0           # patience in epochs on the validation part; 0 = off
     min_steps: int = 0                # small data: stretch epochs and patience alike until
-                                      # training takes at least this many optimizer steps
+                                      # training takes at least this many optimizer steps ...
+    max_epochs: int = 100             # ... but to no more than this many epochs (passes over the posts)
+    threads: int = 0                  # torch CPU threads while training; 0 = by the work: one below
+                                      # `trainer.ONE_THREAD_POSTS` training posts, else torch's count
     folds: int = 5                    # K grouped validation folds: the best epoch, the probes, the
                                       # fallback mixture and the temperature come from out-of-fold
                                       # predictions, then the model is refitted on all training

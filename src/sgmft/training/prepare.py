@@ -4,17 +4,20 @@ built for it; and the validation folds of its training split."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sgmft import PLACES
 from sgmft.data.folds import Folds, carve_groups, carve_validation, make_folds, validation_column
 from sgmft.data.manifest import Manifest, load_manifest, report_skipped
 from sgmft.data.splits import load_or_make_split
 from sgmft.encoders.cache import FeatureCache
 from sgmft.encoders.features import ensure_features
+from sgmft.metrics.conformal import NO_SETS
 from sgmft.models.model import MultimodalModel
 from sgmft.training.config import RunConfig
 
@@ -36,8 +39,8 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
     """Load the manifest, extract (on ``device``, default the run's) or reuse its features,
     and load or make its split."""
     data = config.data
-    manifest = load_manifest(data.manifest, data.image_root, data.labels,
-                             skip_invalid=data.skip_invalid)
+    manifest = load_manifest(data.manifest, data.image_root, data.labels, skip_invalid=data.skip_invalid,
+                             any_label=data.labels is None, outside_root=data.allow_outside_root)
     report_skipped(manifest)
     if data.labels is None:
         manifest = labels_with_posts(manifest)
@@ -51,9 +54,20 @@ def prepare_data(config: RunConfig, progress: bool = True, device: str | None = 
 
 
 def labels_with_posts(manifest: Manifest) -> Manifest:
-    """The manifest with the default label set cut to the labels its posts carry (in their
-    order), said in the log; a label set given with ``--labels`` is kept as given."""
-    present = set(manifest.posts.column("label"))
+    """The run's label set when ``--labels`` was not given: the default places cut to those the
+    posts carry (in their order), or, when the posts carry labels that are not places, the
+    data's own labels (sorted); either way said in the log. A set given with ``--labels`` is
+    kept as given."""
+    counts = Counter(manifest.posts.column("label"))
+    present = set(counts) - {None}
+    if not present <= set(PLACES):
+        labels = tuple(sorted(present))
+        if len(labels) < 2:
+            raise ValueError(f"{manifest.path}: every post carries the label {labels[0]!r}; a classifier "
+                             "needs two labels or more")
+        log.warning("labels from the data (not the default places): %s; --labels fixes the set",
+                    ", ".join(f"{label} ({counts[label]})" for label in labels))
+        return replace(manifest, labels=labels)
     kept = tuple(label for label in manifest.labels if label in present)
     if len(kept) == len(manifest.labels) or len(kept) < 2:
         return manifest
@@ -85,7 +99,7 @@ def calibration_part(config: RunConfig, prepared: PreparedData) -> Folds | None:
     held = len(carved.validated)
     if held < config.train.calibration_min_posts:
         log.info("calibration: no posts held out for the prediction sets (the part would hold %d, fewer than "
-                 "%d); sets will be every label", held, config.train.calibration_min_posts)
+                 "%d): %s", held, config.train.calibration_min_posts, NO_SETS)
         return None
     return carved
 

@@ -45,7 +45,8 @@ from sgmft.training.rundir import (
     write_rates,
     write_run_info,
 )
-from sgmft.training.trainer import FitResult, Parallel, fit, predict
+from sgmft.training.trainer import FitResult, Parallel, fit, predict, work_threads
+from sgmft.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,11 @@ def train_run(config: RunConfig, out: Path, prepared: PreparedData | None = None
         config.save(out / "config.json")
         prepared = prepared or prepare_data(config, progress)
         parallel.barrier()
-        return _train(config, out, prepared, resume, progress, on_epoch_end, parallel, device)
+        with work_threads(len(prepared.split["train"]), device or config.train.device,
+                          config.train.threads) as threads:
+            log.info("training on %s", plural(threads, "CPU thread") if str(
+                device or config.train.device).startswith("cpu") else device or config.train.device)
+            return _train(config, out, prepared, resume, progress, on_epoch_end, parallel, device)
 
 
 def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, progress: bool,
@@ -83,8 +88,12 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     calibration = carved.validated if carved is not None else []
     folds = validation_folds(config, prepared, set(calibration))
     if needs_validation(config) and parallel.is_main:
-        log.info("validation: %s (%d of the %d training posts held out)", folds.how, len(folds.validated),
-                 len(folds.ids))
+        if folds.k >= 2:
+            log.info("validation: %s; each of the %d training posts is predicted once, by the model of the "
+                     "fold that held it out", folds.how, len(folds.ids))
+        else:
+            log.info("validation: %s (%d of the %d training posts held out)", folds.how,
+                     len(folds.validated), len(folds.ids))
     if calibration and parallel.is_main:
         log.info("calibration: %s, held out from training and every choice, for the prediction sets and "
                  "the novelty flags", carved.how)

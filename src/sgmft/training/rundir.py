@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sgmft.io import atomic_write, atomic_write_json
+from sgmft.metrics.conformal import NO_SETS
 from sgmft.models.model import MultimodalModel
 from sgmft.provenance import now, versions
 from sgmft.quantify.rates import Rates
@@ -109,8 +110,7 @@ def write_conformal_scores(out: Path, posts: list[dict[str, Any]],
     posts of new groups). Returns what run.json records."""
     if not posts:
         (out / CONFORMAL).unlink(missing_ok=True)
-        return {"posts": 0, "how": "none: the run held out no calibration posts (train.calibration), so "
-                                   "prediction sets can only be every label"}
+        return {"posts": 0, "how": f"none: {NO_SETS}"}
     sorted_scores = {"scores" if name == "both" else f"scores_{name}":
                      sorted(p[key] for p in posts if key in p) for name, key in SCORE_FIELDS.items()}
     posts = [{k: v for k, v in p.items() if k != "probabilities"} for p in posts]
@@ -291,11 +291,17 @@ def _upgrade(state: dict[str, Any], model: MultimodalModel) -> dict[str, Any]:
 def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
     """A finished run folder -> its config, model (eval mode), labels and vocabulary."""
     folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"run {folder} not found")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is a file, not a run folder (a run is the folder `sgmft train "
+                                "--out` wrote)")
     if not (folder / "run.json").is_file():
         if (folder / "model.safetensors").is_file() or (folder / CHECKPOINT).is_file():
             raise FileNotFoundError(f"{folder} holds an unfinished run (it was stopped before writing "
                                     "run.json): finish it with `sgmft train ... --resume`")
-        raise FileNotFoundError(f"{folder} is not a finished run (no run.json)")
+        raise FileNotFoundError(f"{folder} is not a run: it holds no run.json (a run is the folder "
+                                "`sgmft train --out` wrote)")
     config = RunConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     vocab = Vocabulary.load(folder / "vocab.json")

@@ -13,7 +13,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sgmft.progress import on_terminal, progress_bar
 from sgmft.training.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, rng_state, save_checkpoint
 from sgmft.training.config import TrainConfig
 from sgmft.training.data import batches
+from sgmft.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,35 @@ class FitResult:
 
 def schedule(config: TrainConfig, n: int) -> tuple[int, int]:
     """(epochs, patience) for ``n`` training posts: the configured ones, both stretched by the
-    same factor when they would take fewer than ``min_steps`` optimizer steps in all."""
+    same factor when they would take fewer than ``min_steps`` optimizer steps in all, to at
+    most ``max_epochs`` epochs (so that a few dozen posts are not passed over hundreds of times)."""
     steps = -(-n // config.batch_size)
     scale = max(1.0, config.min_steps / max(1, config.epochs * steps))
+    scale = max(1.0, min(scale, config.max_epochs / max(1, config.epochs)))
     if scale > 1:
-        log.info("%d step(s) per epoch: up to %d epochs, patience %d, to take at least %d steps",
-                 steps, math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale),
-                 config.min_steps)
+        log.info("%s per epoch: up to %d epochs, patience %d, to take at least %s",
+                 plural(steps, "step"), math.ceil(config.epochs * scale),
+                 math.ceil(config.early_stopping * scale),
+                 plural(min(config.min_steps, math.ceil(config.epochs * scale) * steps), "step"))
     return math.ceil(config.epochs * scale), math.ceil(config.early_stopping * scale)
+
+
+#: training sets below this many posts train on one CPU thread when ``train.threads`` is 0: a
+#: step's matrices are too small to share out, and idle threads spin on every step under load
+ONE_THREAD_POSTS = 20_000
+
+
+@contextmanager
+def work_threads(posts: int, device: str, threads: int = 0) -> Iterator[int]:
+    """Torch's CPU threads while training ``posts`` posts: ``threads`` when set, else one below
+    `ONE_THREAD_POSTS` on a CPU, else torch's own count; restored afterwards. Yields the count."""
+    before = torch.get_num_threads()
+    wanted = threads or (1 if posts < ONE_THREAD_POSTS and str(device).startswith("cpu") else before)
+    torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:
