@@ -230,6 +230,24 @@ def test_a_finished_run_is_not_overwritten_without_asking(demo, tmp_path):
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
 
 
+def test_text_only_posts_are_left_out_of_training_and_scored_apart_by_evaluate(demo, tmp_path):
+    rows = rows_of(demo, into=tmp_path)
+    for row in rows[:3]:
+        row["image"] = ""
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--data", str(path), "--out", str(run), *FAST])
+    assert trained.exit_code == 0, trained.output
+    assert "3 text-only posts (no image) left out" in trained.output
+    assert json.loads((run / "run.json").read_text())["text_only_posts"] == 3
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--no-figures"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "text-only posts (no image, left out of training, predicted from their text)" in evaluated.output
+    scored = json.loads((run / "eval" / "metrics.json").read_text())["text_only_posts"]
+    assert scored["posts"] == 3 and 0 <= scored["accuracy"] <= 1 and scored["accuracy_interval"][0] <= \
+        scored["accuracy"] <= scored["accuracy_interval"][1]
+
+
 def test_split_column_is_followed_and_tiny_data_trains(demo, tmp_path):
     """A 10-post manifest of three labels with its own split column: validate, train (no
     --set), evaluate (too few test posts for a t-SNE map: skipped with a note)."""
@@ -412,3 +430,27 @@ def test_evaluate_warns_when_a_split_of_ones_own_shares_photos(demo, tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--no-figures"])
     assert result.exit_code == 0, result.output
     assert "1 of the 8 test posts share their photo" in result.output
+
+
+def test_the_train_summary_says_when_every_answer_comes_from_one_modality(tmp_path, capsys):
+    from sgmft.cli.training import print_train_summary
+
+    info = {"history": [{"train_loss": 0.5}], "variant": "sg-mft", "folds": {}, "best_epoch": None,
+            "mixture": {"weights": {"fused": 0.0, "text": 0.0, "image": 1.0, "prior": 0.0}},
+            "skipped_rows": {"count": 0}, "warnings": []}
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    print_train_summary(tmp_path)
+    out = capsys.readouterr()
+    assert "fallback mixture: fused 0.0, text 0.0, image 1.0, prior 0.0: the answer comes from the image " \
+        "alone" in out.out
+    assert "note: every answer comes from the image alone" in out.err
+
+
+def test_one_reason_for_no_prediction_sets_everywhere():
+    from sgmft.evaluation.report import set_report
+    from sgmft.metrics.conformal import NO_SETS
+
+    note = set_report(np.eye(3), np.arange(3), None, 0.9)["note"]
+    assert note == NO_SETS and "held no posts out of training" in NO_SETS
+    help_text = runner.invoke(app, ["predict", "--help"], terminal_width=300).output
+    assert "out-of-fold" not in help_text and "held out of training" in help_text

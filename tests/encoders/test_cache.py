@@ -78,6 +78,7 @@ def test_resume_after_interruption(small_manifest, tmp_path, fake_encoder_factor
 def test_a_truncated_chunk_is_found_on_open_and_a_flipped_byte_by_verify(small_manifest, tmp_path,
                                                                          fake_encoder_factory, monkeypatch):
     from sgmft.encoders import cache as cache_module
+    from sgmft.encoders import chunks as chunks_module
 
     manifest = load_manifest(small_manifest)
     reference = run(manifest, tmp_path / "c", fake_encoder_factory)
@@ -90,7 +91,8 @@ def test_a_truncated_chunk_is_found_on_open_and_a_flipped_byte_by_verify(small_m
     assert fake_encoder_factory.built[-1].texts_seen == [p.clean_text for p in manifest.posts[3:6]]
     np.testing.assert_array_equal(rebuilt.image, reference.image)
     hashed = []
-    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+    for module in (cache_module, chunks_module):
+        monkeypatch.setattr(module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
     load_cache(tmp_path / "c")
     assert hashed == []                                           # opening reads no chunk whole
     data[-1] ^= 0xFF
@@ -130,6 +132,19 @@ def test_rows_lookup(small_manifest, tmp_path, fake_encoder_factory):
     assert cache.rows(["p3", "p0"]).tolist() == [3, 0]
     with pytest.raises(KeyError, match="'zz' is not in the feature cache"):
         cache.rows(["zz"])
+
+
+def test_posts_are_found_by_digest_without_an_index_of_every_id(small_manifest, tmp_path,
+                                                                fake_encoder_factory):
+    from dataclasses import replace
+
+    manifest = load_manifest(small_manifest)
+    cache = run(manifest, tmp_path / "c", fake_encoder_factory)
+    posts = list(manifest.posts)
+    edited = replace(posts[2], tokens=("别的", "内容"))             # same id, another text
+    stranger = replace(posts[5], id="zz")
+    assert cache.holding([posts[6], edited, posts[1], stranger]) == [6, None, 1, None]
+    assert cache.holds(posts[4]) == 4 and "index" not in vars(cache)   # no id -> row dict was built
 
 
 def test_token_sequences_are_stored_in_float16(small_manifest, tmp_path, fake_encoder_factory):

@@ -198,3 +198,11 @@ def test_a_write_that_fails_is_one_line_that_says_what_is_kept(sgmft_run, demo_f
     assert [json.loads(line)["row"] for line in out.read_text(encoding="utf-8").splitlines()] == list(
         range(1, 21)
     )
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(sgmft_run, demo_folder, tmp_path):
+    manifest = write_jsonl(demo_folder / "three.jsonl", rows(demo_folder, 3))
+    result = runner.invoke(app, ["predict", str(sgmft_run), "--manifest", str(manifest), "--out",
+                                 "/sys/sgmft-test.jsonl"])
+    assert result.exit_code == 1
+    one_line_error(result, "cannot write")

@@ -22,8 +22,11 @@ def test_ray_gives_the_local_records(predictor, sgmft_run, demo_folder, tmp_path
     predict_manifest(predictor, manifest, local, progress=False, block_rows=10)
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
+        windows = RayWindows(sgmft_run, workers=2, window_rows=8192)     # 2 blocks a window: 2 windows
         summary = predict_manifest(predictor, manifest, remote, progress=False, block_rows=10,
-                                   windows=RayWindows(sgmft_run, workers=2, window_rows=8192))
+                                   windows=windows)
+        # one pool for the job: its 2 actors (each loaded the run once) answered the 3 batches of both
+        assert len(windows.actors) == 2 and sum(ray.get([a.answered.remote() for a in windows.actors])) == 3
     finally:
         ray.shutdown()
     assert summary.predicted == 23 and summary.errors == 1 and summary.from_cache == 23

@@ -21,6 +21,7 @@ from sgmft.cli.common import (
     resolve,
     with_data_options,
 )
+from sgmft.words import plural
 
 app = typer.Typer()
 
@@ -160,7 +161,22 @@ def evaluate(
         metrics = evaluate_run(run, figures=figures, allow_data_change=allow_data_change, device=device,
                                coverage=coverage, group_by=group_by, sets_by=sets_by,
                                novel_unsure=novel_unsure)
+        metrics = _with_text_only(run, metrics, device)
     print_evaluation(run, metrics)
+
+
+def _with_text_only(run: Path, metrics: dict, device: str) -> dict:
+    """The run's labelled posts without an image (left out of training: `sgmft.serving.text_only`)
+    scored apart, into ``eval/metrics.json`` too."""
+    if not json.loads((run / "run.json").read_text(encoding="utf-8")).get("text_only_posts"):
+        return metrics
+    from sgmft.io import atomic_write_json
+    from sgmft.serving.predictor import Predictor
+    from sgmft.serving.text_only import text_only_scores
+
+    metrics["text_only_posts"] = text_only_scores(Predictor(run, device=device))
+    atomic_write_json(run / "eval" / "metrics.json", metrics)
+    return metrics
 
 
 def print_evaluation(run: Path, metrics: dict) -> None:
@@ -205,6 +221,12 @@ def print_evaluation(run: Path, metrics: dict) -> None:
         typer.echo(f"answered (not unsure): {answered['share']:.1%} of posts, accuracy "
                    f"{answered['accuracy']:.4f} on "
                    f"them ({answered['accuracy_all']:.4f} on all)")
+    text_only = metrics.get("text_only_posts")
+    if text_only:
+        low, high = text_only["accuracy_interval"]
+        typer.echo(f"text-only posts (no image, left out of training, predicted from their text): accuracy "
+                   f"{text_only['accuracy']:.4f} (95 % interval {low:.3f}-{high:.3f}), macro-F1 "
+                   f"{text_only['macro_f1']:.4f} on {plural(text_only['posts'], 'post')}")
     if metrics.get("sets_by"):
         by = metrics["sets_by"]
         typer.echo(f"sets by {by['by']} (a threshold per group): {by['coverage']:.3f} covered, "

@@ -34,7 +34,7 @@ from safetensors.numpy import load_file, save_file
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
 from sgmft.encoders.base import Encoder
-from sgmft.encoders.chunks import ChunkedArray
+from sgmft.encoders.chunks import ChunkedArray, chunk_is_valid, chunk_name, record_chunk
 from sgmft.encoders.plan import Job, Memo, Plan, encode_job, make_plan
 from sgmft.io import (
     atomic_write,
@@ -82,10 +82,25 @@ class FeatureCache:
     def holds(self, post) -> int | None:
         """The row of ``post`` when this cache holds its features (same id, cleaned text and
         image bytes, by digest), else None."""
-        row = self.index.get(post.id)
-        if row is None or self.digests is None or int(self.digests[row]) != post.digest():
-            return None
-        return row
+        return self.holding([post])[0]
+
+    def holding(self, posts) -> list[int | None]:
+        """`holds` for many posts at once: their digests looked up in the sorted digests (no
+        index of every id is built; a cache written before digests: by id, then None)."""
+        if self.digests is None:
+            return [None] * len(posts)
+        ordered, order = self._by_digest
+        wanted = np.fromiter((post.digest() for post in posts), np.uint64, len(posts))
+        at = np.minimum(np.searchsorted(ordered, wanted), max(len(ordered) - 1, 0))
+        found = (ordered[at] == wanted) if len(ordered) else np.zeros(len(posts), bool)
+        return [int(order[i]) if hit and self.ids[int(order[i])] == post.id else None
+                for i, hit, post in zip(at, found, posts, strict=True)]
+
+    @functools.cached_property
+    def _by_digest(self) -> tuple[np.ndarray, np.ndarray]:
+        """The digests sorted, and the row of each (built once: a sort of N 64-bit numbers)."""
+        order = np.argsort(self.digests, kind="stable")
+        return np.asarray(self.digests)[order], order
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -104,10 +119,6 @@ class FeatureCache:
             raise KeyError(f"post {exc.args[0]!r} is not in the feature cache") from None
 
 
-def chunk_name(index: int) -> str:
-    return f"chunk-{index:05d}.safetensors"
-
-
 def encoder_identity(name: str, options: dict[str, Any], sequences: bool = False) -> dict[str, Any]:
     """What a cache is checked against before an encoder is loaded: its name, its options, and
     whether token sequences are stored."""
@@ -122,29 +133,6 @@ def read_header(folder: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return header if isinstance(header, dict) and header.get("format") == FORMAT_VERSION else None
-
-
-def record_chunk(header: dict[str, Any], index: int, path: Path) -> None:
-    """Record a chunk just written in the header: its SHA-256 (read once, now) and its size."""
-    header["chunks"][str(index)] = sha256_file(path)
-    header.setdefault("chunk_bytes", {})[str(index)] = path.stat().st_size
-
-
-def _chunk_is_valid(folder: Path, index: int, header: dict[str, Any], verify: bool = False) -> bool:
-    """Whether chunk ``index`` is there as it was written: its size as recorded (a stat), or with
-    ``verify`` (or for a cache that recorded no sizes) its SHA-256 (a full read)."""
-    path = folder / chunk_name(index)
-    expected = header.get("chunks", {}).get(str(index))
-    size = header.get("chunk_bytes", {}).get(str(index))
-    try:
-        actual = path.stat().st_size
-    except OSError:
-        return False
-    if expected is None or (size is not None and actual != size):
-        return False
-    if size is not None and not verify:
-        return True
-    return sha256_file(path) == expected
 
 
 def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
@@ -281,7 +269,7 @@ def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], ov
                 stale.unlink()
             header = _new_header(manifest, identity, chunk_size, batch_size, text_config)
         plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
-        todo = [i for i in range(len(plan.chunks)) if not _chunk_is_valid(folder, i, header, verify)]
+        todo = [i for i in range(len(plan.chunks)) if not chunk_is_valid(folder, i, header, verify)]
         if verify and header.get("complete"):
             log.info("verified %s of %s by their SHA-256: %s to rebuild", plural(len(plan.chunks), "chunk"),
                      folder, len(todo))
@@ -376,7 +364,7 @@ def load_cache(folder: str | Path, verify: bool = False) -> FeatureCache:
     size, ids = header["chunk_size"], header["ids"]
     paths = [folder / chunk_name(index) for index in range(max(1, -(-len(ids) // size)))]
     for index, path in enumerate(paths):
-        if not _chunk_is_valid(folder, index, header, verify):
+        if not chunk_is_valid(folder, index, header, verify):
             raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract --verify` to rebuild")
     keys = ("text", "image", "text_tokens", "image_tokens") if header["encoder_identity"].get("sequences") \
         else ("text", "image")

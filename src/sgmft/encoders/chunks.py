@@ -15,14 +15,44 @@ import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from sgmft.io import sha256_file
 
 #: safetensors dtype names -> NumPy
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64, "I64": np.int64,
           "I32": np.int32, "U8": np.uint8}
 #: chunks mapped at once (least recently used closed first)
 OPEN_CHUNKS = 256
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.safetensors"
+
+
+def record_chunk(header: dict[str, Any], index: int, path: Path) -> None:
+    """Record a chunk just written in the header: its SHA-256 (read once, now) and its size."""
+    header["chunks"][str(index)] = sha256_file(path)
+    header.setdefault("chunk_bytes", {})[str(index)] = path.stat().st_size
+
+
+def chunk_is_valid(folder: Path, index: int, header: dict[str, Any], verify: bool = False) -> bool:
+    """Whether chunk ``index`` is there as it was written: its size as recorded (a stat), or with
+    ``verify`` (or for a cache that recorded no sizes) its SHA-256 (a full read)."""
+    path = folder / chunk_name(index)
+    expected = header.get("chunks", {}).get(str(index))
+    size = header.get("chunk_bytes", {}).get(str(index))
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        return False
+    if expected is None or (size is not None and actual != size):
+        return False
+    if size is not None and not verify:
+        return True
+    return sha256_file(path) == expected
 
 
 def layout(path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:

@@ -31,8 +31,9 @@ def cached(predictor: Predictor, caches: list[FeatureCache], posts: list[Post]
     left = list(range(len(posts)))
     parts: list[tuple[list[int], FeatureCache, np.ndarray]] = []
     for cache in caches:
-        rows = [(i, cache.holds(posts[i]) if cache.digests is not None else cache.index.get(posts[i].id))
-                for i in left]
+        held_rows = cache.holding([posts[i] for i in left]) if cache.digests is not None else \
+            [cache.index.get(posts[i].id) for i in left]
+        rows = list(zip(left, held_rows, strict=True))
         held = [(i, row) for i, row in rows if row is not None]
         if held:
             parts.append(([i for i, _ in held], cache, np.asarray([row for _, row in held])))

@@ -2,12 +2,15 @@
 
 The driver reads and checks the manifest in blocks exactly as the local path does
 (`sgmft.serving.batch`: the same row errors, the same order, the same writers and ``--resume``).
-A window of blocks at a time becomes a Ray Data dataset of post batches; an actor pool, one
-`sgmft.serving.batch.BlockPredictor` per actor (the run, its encoders and the feature caches
-loaded once per actor and window), decodes the images and predicts; the records come back to the
-driver, which writes them block by block (Parquet, JSONL, JSON or CSV). The records equal the
-local path's (tested). Run folders, caches and images must sit where every actor can read them.
-Needs the optional extra: ``pip install 'sgmft[ray]'``.
+One pool of actors serves the whole job (`ray.util.ActorPool`): each actor loads the run, its
+encoders and the feature caches once, then predicts batches of posts as the driver streams them
+in, a window of blocks at a time (what bounds the posts in flight); the records come back in
+order to the driver, which writes them block by block (Parquet, JSONL, JSON or CSV). The records
+equal the local path's, byte for byte (tested). An actor pool rather than a Ray Data
+``map_batches`` pipeline: the driver must keep the manifest's order and its resumable writers,
+and a Ray Data dataset is made from a finished list, so each window was a new dataset with a new
+pool, every actor loading the run again. Run folders, caches and images must sit where every
+actor can read them. Needs the optional extra: ``pip install 'sgmft[ray]'``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sgmft.data.manifest import Block
 from sgmft.serving.batch import BlockPredictor, Predicted
 
@@ -29,7 +30,8 @@ POSTS_PER_CALL = 256
 
 
 class PredictActor:
-    """A Ray actor: a run's block predictor, loaded once; predicts one batch of posts per call."""
+    """A Ray actor: a run's block predictor, loaded once for the job; predicts a batch of posts
+    per call."""
 
     def __init__(self, run: str, device: str, min_gain: float, caches: list[str], options: dict[str, Any],
                  threads: int):
@@ -42,20 +44,23 @@ class PredictActor:
         predictor = Predictor(run, device=device, min_gain=min_gain)
         self.predict = BlockPredictor(predictor, [load_cache(folder) for folder in caches],
                                       predictor.run.part_of(), options)
+        self.calls = 0
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"window": [], "records": [], "from_cache": []}
-        for window, posts in zip(batch["window"], batch["posts"], strict=True):
-            records, from_cache = self.predict(pickle.loads(posts))
-            out["window"].append(int(window))
-            out["records"].append(pickle.dumps(records))
-            out["from_cache"].append(from_cache)
-        return out
+    def posts(self, posts: bytes) -> tuple[bytes, int]:
+        """The records (pickled) of pickled posts, and how many came from a cache."""
+        self.calls += 1
+        records, from_cache = self.predict(pickle.loads(posts))
+        return pickle.dumps(records), from_cache
+
+    def answered(self) -> int:
+        """The batches this actor predicted (over every window of the job)."""
+        return self.calls
 
 
 @dataclass
 class RayWindows:
-    """Predicts blocks on Ray, ``window_rows`` rows at a time (see the module docstring)."""
+    """Predicts blocks on Ray with one actor pool, ``window_rows`` rows in flight at a time (see
+    the module docstring). ``actors`` holds the pool's actors while a job runs."""
 
     run: Path
     device: str = "cpu"
@@ -67,33 +72,29 @@ class RayWindows:
     def __call__(self, blocks: Iterator[Block], predict: BlockPredictor) -> Predicted:
         import ray
         import torch
+        from ray.util import ActorPool
 
-        from sgmft.encoders.ray_extract import _connect, _ordered_quiet_data
+        from sgmft.encoders.ray_extract import _connect
 
         started = _connect(self.address, self.workers)
-        actor = {"run": str(self.run), "device": self.device, "min_gain": predict.predictor.min_gain,
-                 "caches": [str(Path(c.paths[0]).parent) for c in _chunked(predict)],
-                 "options": predict.options, "threads": torch.get_num_threads()}
+        options = {"run": str(self.run), "device": self.device, "min_gain": predict.predictor.min_gain,
+                   "caches": [str(Path(c.paths[0]).parent) for c in _chunked(predict)],
+                   "options": predict.options, "threads": torch.get_num_threads()}
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker or None)(PredictActor)
+        self.actors = [remote.remote(**options) for _ in range(self.workers)]
+        pool = ActorPool(self.actors)
         try:
             while True:
                 window = list(itertools.islice(blocks, max(1, self.window_rows // 4096)))
                 if not window:
                     return
-                items = [{"window": w, "posts": pickle.dumps(block.posts[start:start + POSTS_PER_CALL])}
+                items = [(w, pickle.dumps(block.posts[start:start + POSTS_PER_CALL]))
                          for w, block in enumerate(window)
                          for start in range(0, len(block.posts), POSTS_PER_CALL)]
                 found: dict[int, tuple[list, int]] = {w: ([], 0) for w in range(len(window))}
-                if items:
-                    with _ordered_quiet_data():
-                        parts = min(len(items), 4 * self.workers)    # so every actor gets work
-                        dataset = ray.data.from_items(items, override_num_blocks=parts).map_batches(
-                            PredictActor, batch_size=1, batch_format="numpy", num_cpus=1,
-                            compute=ray.data.ActorPoolStrategy(size=self.workers),
-                            num_gpus=self.gpus_per_worker or None, fn_constructor_kwargs=actor)
-                        for row in dataset.iter_rows():
-                            records, count = found[int(row["window"])]
-                            found[int(row["window"])] = (records + pickle.loads(row["records"]),
-                                                         count + int(row["from_cache"]))
+                answers = pool.map(lambda actor, item: actor.posts.remote(item[1]), items)
+                for (w, _), (records, count) in zip(items, answers, strict=True):
+                    found[w] = (found[w][0] + pickle.loads(records), found[w][1] + count)
                 for w, block in enumerate(window):
                     yield block, *found[w]
         finally:

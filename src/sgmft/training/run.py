@@ -162,6 +162,7 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     for warning in info["warnings"]:
         log.warning("%s", warning)
     info["skipped_rows"] = skipped_summary(manifest)
+    info["text_only_posts"] = len(manifest.text_only)
     trained_on = len(ids) - len(folds.validated) if folds.k == 1 else len(ids)
     write_run_info(out, config, prepared, result, trained_on, info, model)
     return out

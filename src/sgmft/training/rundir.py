@@ -168,6 +168,7 @@ def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result:
         "patience": result.patience,
         "stopped_early": result.stopped_early,
         "skipped_rows": info["skipped_rows"],
+        "text_only_posts": info.get("text_only_posts", 0),   # left out of training, scored by evaluate
         "processes": info["processes"],
         "probes": info["probes"],
         "mixture": info.get("mixture"),
