@@ -81,9 +81,9 @@ def main() -> None:
     for n in map(int, args.sizes.split(",")):
         results.append(measure(n, args.per_distance))
         print(json.dumps(results[-1]), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        if args.out:   # after each size: a long run keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_train_evaluate_and_resume(demo, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST])
     assert result.exit_code == 0, result.output
-    assert "trained sg-mft for 2 epoch(s)" in result.output
+    assert "trained sg-mft for 2 epochs" in result.output
     for name in ("config.json", "model.safetensors", "labels.json", "vocab.json", "run.json",
                  "checkpoint.pt"):
         assert (run / name).is_file(), name
@@ -115,7 +115,7 @@ def test_train_evaluate_and_resume(demo, tmp_path):
     assert metrics["versions"]["torch"].startswith("2.13.0")
 
     resumed = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), *FAST, "--resume"])
-    assert resumed.exit_code == 0 and "2 epoch(s)" in resumed.output
+    assert resumed.exit_code == 0 and "2 epochs" in resumed.output
     other = runner.invoke(app, ["train", "--data", str(demo), "--out", str(run), "--resume",
                                 "--config", "fast"])
     assert other.exit_code == 1 and "another configuration" in other.output

@@ -22,7 +22,7 @@ from sgmft.cli.common import (
 )
 from sgmft.cli.serving import CacheDirs, MinConfidence, MinGain, NovelUnsure, _predictor
 from sgmft.quantify.estimators import DEFAULT_METHOD, METHODS, choose_method
-from sgmft.words import plural
+from sgmft.words import noun, plural
 
 app = typer.Typer()
 
@@ -240,10 +240,10 @@ def _print(report: dict, shown: int, out: Path, by: str) -> None:
         )
     more = report["ranked_groups"] - min(shown, len(report["groups"]))
     if more > 0:
-        typer.echo(f"... and {more} more {by} group(s) in {out / 'profiles.parquet'}")
+        typer.echo(f"... and {more} more {by} {noun(more, 'group')} in {out / 'profiles.parquet'}")
     small = report["small_groups"]
     if small["count"]:
         typer.echo(
-            f"{small['count']} {by} group(s) with fewer than {report['min_posts']} posts: listed apart, "
-            "not ranked (their intervals are wide)"
+            f"{small['count']} {by} {noun(small['count'], 'group')} with fewer than {report['min_posts']} "
+            "posts: listed apart, not ranked (their intervals are wide)"
         )

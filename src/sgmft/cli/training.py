@@ -54,7 +54,7 @@ def print_train_summary(folder: Path) -> None:
     info = json.loads((folder / "run.json").read_text())
     history = info["history"]
     folds = info.get("folds") or {}
-    line = f"trained {info['variant']} for {len(history)} epoch(s) into {folder} " \
+    line = f"trained {info['variant']} for {plural(len(history), 'epoch')} into {folder} " \
            f"(final train loss {history[-1]['train_loss']:.4f}"
     if folds.get("k", 0) >= 2:
         line += f"; refitted on all {info['split']['train']} training posts after {folds['k']} folds"
@@ -86,9 +86,12 @@ def print_train_summary(folder: Path) -> None:
                    f"{c['before']['log_loss']:.3f} -> {c['after']['log_loss']:.3f}, "
                    f"ECE {c['before']['ece']:.3f} -> {c['after']['ece']:.3f})")
     if info["skipped_rows"]["count"]:
-        typer.echo(f"{info['skipped_rows']['count']} invalid row(s) were skipped (listed in run.json)")
+        skipped = info["skipped_rows"]["count"]
+        typer.echo(f"{plural(skipped, 'invalid row')} {'was' if skipped == 1 else 'were'} skipped (listed in "
+                   "run.json)")
     if info["warnings"]:
-        typer.echo(f"{len(info['warnings'])} warning(s), printed above and kept in run.json", err=True)
+        typer.echo(f"{plural(len(info['warnings']), 'warning')}, printed above and kept in run.json",
+                   err=True)
     typer.echo(f"next: sgmft evaluate {folder}")
 
 
@@ -233,7 +236,7 @@ def print_evaluation(run: Path, metrics: dict) -> None:
                    f"{by['mean_size']:.2f} labels on average")
         for value, row in by["per_group"].items():
             typer.echo(f"  {value}: {row['coverage']:.3f} covered, {row['mean_size']:.2f} labels, "
-                       f"{row['posts']} test and {row['calibration_posts']} calibration post(s)")
+                       f"{row['posts']} test and {plural(row['calibration_posts'], 'calibration post')}")
     typer.echo("selective prediction: area under the accuracy-coverage curve "
                f"{metrics['selective']['area']:.3f}")
     if metrics.get("groups"):
