@@ -12,7 +12,8 @@ import numpy as np
 from sgmft.data.manifest import iter_manifest
 from sgmft.metrics.classification import classification_metrics
 from sgmft.metrics.intervals import wilson
-from sgmft.serving.predictor import PostInput, Predictor
+from sgmft.serving.post_features import encoded
+from sgmft.serving.predictor import Predictor
 
 
 def text_only_scores(predictor: Predictor, batch: int = 256) -> dict[str, Any] | None:
@@ -27,11 +28,12 @@ def text_only_scores(predictor: Predictor, batch: int = 256) -> dict[str, Any] |
                                outside_root=data.allow_outside_root):
         posts = [p for p in block.posts if p.image is None and p.label in labels]
         for start in range(0, len(posts), batch):
-            part = posts[start:start + batch]
-            features = predictor.encode([PostInput(p.text, None, p.id) for p in part])
-            answers = predictor.predict_features(features, [p.id for p in part])
+            ready, features, _ = encoded(predictor, posts[start:start + batch])   # as `predict` encodes them
+            if features is None:
+                continue
+            answers = predictor.predict_features(features, [p.id for p in ready])
             decided += [labels.index(a.best_guess or a.label) for a in answers]
-            truth += [labels.index(p.label) for p in part]
+            truth += [labels.index(p.label) for p in ready]
     if not truth:
         return None
     y_true, y_pred = np.asarray(truth), np.asarray(decided)
