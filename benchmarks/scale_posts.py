@@ -68,11 +68,13 @@ class TreeAnon:
         return self.peak
 
 
-def run(arguments: list[str], cwd: Path) -> dict[str, float]:
-    """Run ``sgmft ARGUMENTS``; its seconds and peak anonymous MiB (an error stops the benchmark)."""
+def run(arguments: list[str], cwd: Path, module: bool = True) -> dict[str, float]:
+    """Run ``sgmft ARGUMENTS`` (``module`` False: ``python ARGUMENTS``); its seconds, peak anonymous
+    MiB and last line of output (an error stops the benchmark)."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "SGMFT_CACHE": str(cwd / ".sgmft-cache")}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "sgmft", *arguments], cwd=cwd, env=environment,
+    command = [sys.executable, "-m", "sgmft", *arguments] if module else [sys.executable, *arguments]
+    process = subprocess.Popen(command, cwd=cwd, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     meter = TreeAnon(process.pid)
     output, _ = process.communicate()
@@ -80,7 +82,8 @@ def run(arguments: list[str], cwd: Path) -> dict[str, float]:
     seconds = time.perf_counter() - started
     if process.returncode:
         raise SystemExit(f"sgmft {' '.join(arguments)} failed ({process.returncode}):\n{output[-3000:]}")
-    return {"seconds": round(seconds, 2), "anon_mib": round(peak / 2**20, 1)}
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return {"seconds": round(seconds, 2), "anon_mib": round(peak / 2**20, 1), "said": last[-300:]}
 
 
 def make_posts(folder: Path, n: int, seed: int = 0) -> Path:

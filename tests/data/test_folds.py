@@ -178,3 +178,12 @@ def test_folds_record_the_events_as_bootstrap_units_even_when_images_stand_in():
     folds = make_folds(posts, 3, seed=0, column="event", images=False, why="by event")
     assert not folds.shift_like and folds.units_by_column
     assert set(folds.units) == {"mixed", "x", "y", "z"}
+
+
+def test_the_calibration_part_records_each_held_post_s_event_as_its_unit():
+    from sgmft.data.folds import carve_groups
+
+    posts = _event_posts([(f"e{k}", 10, 0.5) for k in range(10)])
+    carved = carve_groups(posts, 0.3, 0, column="event", images=False, why="by event")
+    held = [dict(p.meta)["event"] for p, f in zip(posts, carved.fold, strict=True) if f == 0]
+    assert carved.units_by_column and carved.validated_units() == held and len(set(held)) == 3

@@ -77,8 +77,8 @@ def test_resume_after_interruption(small_manifest, tmp_path, fake_encoder_factor
 
 def test_a_truncated_chunk_is_found_on_open_and_a_flipped_byte_by_verify(small_manifest, tmp_path,
                                                                          fake_encoder_factory, monkeypatch):
-    from sgmft.encoders import cache as cache_module
     from sgmft.encoders import chunks as chunks_module
+    from sgmft.encoders import store as store_module
 
     manifest = load_manifest(small_manifest)
     reference = run(manifest, tmp_path / "c", fake_encoder_factory)
@@ -91,7 +91,7 @@ def test_a_truncated_chunk_is_found_on_open_and_a_flipped_byte_by_verify(small_m
     assert fake_encoder_factory.built[-1].texts_seen == [p.clean_text for p in manifest.posts[3:6]]
     np.testing.assert_array_equal(rebuilt.image, reference.image)
     hashed = []
-    for module in (cache_module, chunks_module):
+    for module in (store_module, chunks_module):
         monkeypatch.setattr(module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
     load_cache(tmp_path / "c")
     assert hashed == []                                           # opening reads no chunk whole

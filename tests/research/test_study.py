@@ -10,6 +10,7 @@ from sgmft.data.demo import make_demo
 from sgmft.research.space import parse_space, read_space
 from sgmft.research.study import run_study
 from sgmft.training.config import resolve_config
+from sgmft.training.splitfile import read_split
 
 TINY = ["model.dim=8", "model.heads=2", "model.head_dim=2", "model.ffn_hidden=8",
         "model.classifier_hidden=[8,8,8,8]", "train.epochs=3", "train.min_steps=0",
@@ -62,7 +63,7 @@ def test_study_runs_resumes_reports_and_never_reads_the_test_split(demo, tmp_pat
     split = next((demo.parent / ".sgmft").glob("split-stratified-*.json"))
     test_ids = set(json.loads(split.read_text())["test"])
     for trial in (out / "trials").iterdir():
-        record = json.loads((trial / "split.json").read_text())
+        record = read_split(trial)
         assert not test_ids & (set(record["train"]) | set(record["val"]) | set(record["test"]))
     # resuming: two more trials on top of the three, nothing redone
     run_study(base, parse_space(SPACE), out, trials=5, confirm=2, confirm_seeds=2)

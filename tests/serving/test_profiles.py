@@ -46,6 +46,12 @@ def test_planted_habits_are_recovered_within_their_intervals(habits, tmp_path):
     report = json.loads((out / "profiles.json").read_text())
     assert report["method_choice"]["asked"] == "auto" and report["method"] in ("pcc", "pacc")
     assert report["population"]["posts"] == len(rows)
+    saved = json.loads((run / "rates.json").read_text())
+    units = len(set(saved["units"]))
+    assert len(saved["units"]) == len(saved["true"]) and units >= 2
+    # no shift from the training posts, too few held-out groups to earn a margin: not widened
+    assert report["intervals"] == {"margin": 0.0, "units": units, "how": report["intervals"]["how"]}
+    assert "no shift detected" in report["intervals"]["how"]
     inside = total = 0
     for user, habit in HABITS.items():
         labels = collections.Counter(r["label"] for r in rows if r["user"] == user)

@@ -73,9 +73,9 @@ class OtherRankDue(Parallel):
     def any(self, flag):
         return flag or self.epoch == 0
 
-    def order(self, n, seed, epoch):
+    def order(self, n, seed, epoch, chunks=None):
         self.epoch = epoch
-        return super().order(n, seed, epoch)[: n // 2]
+        return super().order(n, seed, epoch, chunks)[: n // 2]
 
 
 def test_the_decision_to_checkpoint_is_one_for_every_process(tmp_path):

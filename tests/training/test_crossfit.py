@@ -16,6 +16,7 @@ from sgmft.metrics.calibration import softmax
 from sgmft.training.config import resolve_config
 from sgmft.training.prepare import prepare_data
 from sgmft.training.run import train_run
+from sgmft.training.splitfile import read_split
 from tests.conftest import with_images
 
 TINY = ["model.dim=16", "model.heads=2", "model.head_dim=4", "model.ffn_hidden=16",
@@ -44,7 +45,7 @@ def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
     for name in ("probe_text", "probe_image", "mixture", "temperature", "decision_offsets", "epochs"):
         choice = info["decisions"][name]
         assert choice["choice"] == (choice["candidate"] if choice["earned"] else choice["default"])
-    assert info["split"]["train"] == len(json.loads((run / "split.json").read_text())["train"])
+    assert info["split"]["train"] == len(read_split(run)["train"])
     state = load_file(run / "model.safetensors")
     weights = info["mixture"]["weights"]
     assert state["probes.mixture"].tolist() == pytest.approx([weights[k] for k in ("fused", "text", "image",
@@ -56,7 +57,7 @@ def test_the_refit_carries_the_recorded_choices(demo, tmp_path):
     assert len(per_fold) == 3 and info["mixture"]["worst_fold_log_loss"] == pytest.approx(
         max(f["log_loss"] for f in per_fold), abs=1e-6)
     # the prediction sets are calibrated on posts held out of everything, scored by the deployed model
-    split = json.loads((run / "split.json").read_text())
+    split = read_split(run)
     calibration = split["calibration"]
     assert calibration and not set(calibration) & (set(split["train"]) | set(split["test"]))
     conformal = json.loads((run / "conformal.json").read_text())

@@ -116,13 +116,19 @@ def extract(
     from_file: Annotated[Path | None, typer.Option(
         "--from", help="Import features made elsewhere instead of encoding: a Parquet file with columns "
                        "id, text and image (lists of floats), one row per post.")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="How the features are stored: float32, or float16 (half the disk and page cache; "
+             "read as float32). Default: float32 for a new cache, as stored for one already there.")] = None,
 ) -> None:
     """Encode every post once, in batches, into an on-disk feature cache (resumable), or import
     features made elsewhere (--from FILE.parquet)."""
     from sgmft.encoders.features import ensure_features
 
+    if dtype not in (None, "float32", "float16"):
+        raise typer.BadParameter(f"{dtype!r}: expected float32 or float16", param_hint="--dtype")
     if from_file is not None:
-        _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid, allow_outside_root)
+        _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid, allow_outside_root,
+                dtype)
         return
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker reserves GPUs for the encoder actors; add --device cuda, "
@@ -134,28 +140,29 @@ def extract(
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
                                         batch_size=batch_size, chunk_size=chunk_size,
                                         overwrite=overwrite, sequences=sequences, precision=precision,
-                                        ray=cluster, verify=verify)
+                                        ray=cluster, verify=verify, dtype=dtype)
     dims = cache.header["dims"]
     shapes = cache.header.get("token_shapes")
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
               f"image {shapes['image'][0]}x{shapes['image'][1]}") if shapes else ""
     typer.echo(f"features of {len(cache)} posts in {folder} "
                f"(text {dims['text']}-d, image {dims['image']}-d, {cache.header['encoder']['name']}, "
-               f"{cache.header.get('precision', 'fp32')}{tokens})")
+               f"{cache.header.get('precision', 'fp32')}, stored in {cache.header.get('dtype', 'float32')}"
+               f"{tokens})")
 
 
 def _import(manifest: Path, source: Path, out: Path | None, overwrite: bool, image_root, labels,
-            skip_invalid: bool, outside_root: bool) -> None:
+            skip_invalid: bool, outside_root: bool, dtype: str | None) -> None:
     from sgmft.encoders.features import default_cache_dir
     from sgmft.encoders.imported import IMPORTED, import_features
 
     loaded = load_for_command(manifest, image_root, labels, skip_invalid, outside_root=outside_root)
     folder = out or default_cache_dir(loaded, IMPORTED)
     with reported():
-        cache = import_features(loaded, source, folder, overwrite)
+        cache = import_features(loaded, source, folder, overwrite, dtype=dtype)
     dims = cache.header["dims"]
     typer.echo(f"features of {len(cache)} posts imported from {source} into {folder} "
-               f"(text {dims['text']}-d, image {dims['image']}-d)")
+               f"(text {dims['text']}-d, image {dims['image']}-d, stored in {cache.header['dtype']})")
     typer.echo(f"next: sgmft train --data {manifest} --cache {folder}")
 
 

@@ -94,6 +94,8 @@ def profile(
     """Estimated label shares per group (and per time bucket), each with a 95 % interval: the posts
     are predicted into OUT/predictions.parquet, then estimated out of core into
     OUT/profiles.parquet, profiles.json, profiles.csv, profiles.png (and profiles-time.png)."""
+    from sgmft.decision.drift import shifted_modalities
+    from sgmft.quantify.shift import margin
     from sgmft.serving.batch import predict_manifest
     from sgmft.serving.profile_report import write_report
     from sgmft.serving.profiles import ERRORS_FILE, ProfileSpec, remember_profile, row_errors
@@ -119,7 +121,6 @@ def profile(
         )
         raise typer.Exit(1)
     predictions = out / "predictions.parquet"
-    spec = ProfileSpec(by=by, every=every, method=method, min_posts=min_posts)
     with reported():
         out.mkdir(parents=True, exist_ok=True)
         result = predict_manifest(
@@ -141,11 +142,11 @@ def profile(
                        f"(the rows' errors are in {predictions})", err=True)
             raise typer.Exit(NOTHING_DONE)
         chosen = {"asked": method}
+        shifted = bool(shifted_modalities(result.drift))
         if method == "auto":
-            from sgmft.decision.drift import shifted_modalities
-
-            method, chosen["why"] = choose_method(held_out, bool(shifted_modalities(result.drift)))
-            spec = ProfileSpec(by=by, every=every, method=method, min_posts=min_posts)
+            method, chosen["why"] = choose_method(held_out, shifted)
+        widened = margin(rates, method, shifted)
+        spec = ProfileSpec(by=by, every=every, method=method, min_posts=min_posts, margin=widened.value)
         path = estimate_profiles(predictions, list(predictor.labels), spec, rates, out)
         errors, listed = row_errors(predictions, out)
         report = write_report(
@@ -156,6 +157,7 @@ def profile(
             {
                 "rates": _rates_note(rates, result.drift),
                 "method_choice": chosen,
+                "intervals": widened.record(),
                 "row_errors": errors,
                 "errors": listed,
                 "errors_file": ERRORS_FILE if errors else None,
@@ -174,6 +176,8 @@ def profile(
         typer.echo(result.drift["words"])
     if report["rates"].get("elsewhere"):
         typer.echo(report["rates"]["elsewhere"])
+    if widened.value > 0:
+        typer.echo(f"intervals: {widened.how}")
     if errors or result.left_out:
         typer.echo(
             f"left out: {plural(errors + result.left_out, 'row')} that could not be predicted "

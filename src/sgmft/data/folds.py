@@ -82,6 +82,13 @@ class Folds:
         """The posts that get an out-of-fold prediction, in ``ids`` order."""
         return [i for i, f in zip(self.ids, self.fold, strict=True) if f >= 0]
 
+    def validated_units(self) -> list:
+        """Each validated post's bootstrap unit value (``units``; None: a unit of its own), in
+        `validated` order."""
+        if not self.units:
+            return [None] * sum(f >= 0 for f in self.fold)
+        return [u for u, f in zip(self.units, self.fold, strict=True) if f >= 0]
+
     def record(self) -> dict[str, Any]:
         """What run.json keeps of the folds."""
         sizes = Counter(f for f in self.fold if f >= 0)
@@ -154,8 +161,7 @@ def make_folds(posts: Sequence[Post], k: int, seed: int, column: str | None = No
                     ", ".join(rare))
     eligible = [i for i, label in enumerate(labels) if label not in rare]
     groups, kept = _groups(posts, ids, eligible, column, images)
-    units = list(values_of(posts, column)) if column is not None else list(groups)
-    units_by_column = column is not None
+    units, units_by_column = _units(posts, column, groups)
     why = why or "by near-duplicate images"
     problem = _unusable(labels, eligible, [i for i in eligible if groups[i] is not None], groups, column)
     if problem is not None:    # the column's groups cannot validate: the images alone
@@ -277,6 +283,7 @@ def carve_groups(posts: Sequence[Post], share: float, seed: int, column: str | N
     counts = Counter(labels)
     eligible = [i for i, label in enumerate(labels) if counts[label] > MIN_TRAIN_PER_CLASS]
     groups, kept = _groups(posts, ids, eligible, column, images)
+    units, units_by_column = _units(posts, column, groups)
     problem = _unusable(labels, eligible, [i for i in eligible if groups[i] is not None], groups, column)
     if problem is not None:
         groups, kept = _groups(posts, ids, eligible, None, images)
@@ -294,4 +301,12 @@ def carve_groups(posts: Sequence[Post], share: float, seed: int, column: str | N
     how = (f"{len(chosen)} whole group(s) {why or 'by near-duplicate images'}, {total} posts "
            f"(target {share:.0%}: {target:.0f})")
     return Folds(ids, fold, 1 if total else 0, how, None if problem else column, kept, notes,
-                 problem is None)
+                 problem is None, units, units_by_column)
+
+
+def _units(posts: Sequence[Post], column: str | None, groups: list[object | None]) -> tuple[list, bool]:
+    """Each post's bootstrap unit (`Folds.units`): its value of ``column`` when one is asked for
+    (even where images stand in for it), else its group; and whether they are the column's."""
+    if column is not None:
+        return list(values_of(posts, column)), True
+    return list(groups), False

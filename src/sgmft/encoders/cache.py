@@ -1,12 +1,5 @@
-"""The on-disk feature cache: every post encoded once, in chunks, written atomically.
-
-Layout of a cache folder::
-
-    cache.json              header: encoder, manifest content hash, row ids, chunk hashes
-    chunk-00000.safetensors {"text": (n, D_text), "image": (n, D_image)} float32, and with
-                            sequences=True also {"text_tokens": (n, L_text, D_text),
-                            "image_tokens": (n, L_image, D_image)} float16
-    ...
+"""The on-disk feature cache: every post encoded once, in chunks, written atomically (its layout
+and how it is opened: `sgmft.encoders.store`).
 
 `extract_features` resumes after a kill from the last finished chunk, reuses a complete
 cache when nothing changed, rebuilds chunks whose bytes no longer match their recorded hash,
@@ -17,8 +10,6 @@ SHA-256s) every time; `sgmft.encoders.ray_extract` fills the same cache on a Ray
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,22 +18,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
 from sgmft.encoders.base import Encoder
-from sgmft.encoders.chunks import ChunkedArray, chunk_is_valid, chunk_name, record_chunk
+from sgmft.encoders.chunks import chunk_is_valid, chunk_name, record_chunk
 from sgmft.encoders.plan import Job, Memo, Plan, encode_job, make_plan
+from sgmft.encoders.store import (
+    DIGESTS,
+    FORMAT_VERSION,
+    HEADER,
+    IDS,
+    CacheCorruptError,
+    CacheMismatchError,
+    FeatureCache,
+    check_dtype,
+    load_cache,
+    read_header,
+    stored_as,
+    write_ids,
+)
 from sgmft.io import (
     atomic_write,
     atomic_write_json,
     check_writable,
     folder_lock,
     remove_stale_temp_files,
-    sha256_file,
 )
 from sgmft.limits import LIMITS
 from sgmft.progress import progress_bar
@@ -51,72 +54,14 @@ from sgmft.words import plural
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-HEADER = "cache.json"
-DIGESTS = "digests.npy"
+#: what the rest of the package imports from here (the store's names, for the cache as one place)
+__all__ = ["FORMAT_VERSION", "HEADER", "IDS", "IMPORTED", "CacheCorruptError", "CacheMismatchError",
+           "FeatureCache", "check_compatible", "check_dtype", "chunk_name", "encoder_identity",
+           "encoder_info", "extract_features", "extraction", "load_cache", "read_header", "stored_as",
+           "write_ids"]
+
 #: the encoder name of features imported from a file (`sgmft.encoders.imported`)
 IMPORTED = "imported"
-
-
-class CacheMismatchError(RuntimeError):
-    """The folder holds a cache of another encoder or another manifest."""
-
-
-class CacheCorruptError(RuntimeError):
-    """A chunk is missing or its bytes do not match the hash recorded when it was written."""
-
-
-@dataclass
-class FeatureCache:
-    """Features of every post of a manifest, in manifest order: memory-mapped chunks
-    (`ChunkedArray`) when loaded from disk, gathered a batch of rows at a time."""
-
-    ids: list[str]
-    text: ChunkedArray | np.ndarray             # (N, D_text)
-    image: ChunkedArray | np.ndarray            # (N, D_image)
-    header: dict[str, Any]
-    text_tokens: ChunkedArray | np.ndarray | None = None    # (N, L_text, D_text) float16, sequence caches
-    image_tokens: ChunkedArray | np.ndarray | None = None   # (N, L_image, D_image) float16
-    digests: np.ndarray | None = None   # (N,) uint64 `Post.digest` of each row (caches written before: None)
-
-    def holds(self, post) -> int | None:
-        """The row of ``post`` when this cache holds its features (same id, cleaned text and
-        image bytes, by digest), else None."""
-        return self.holding([post])[0]
-
-    def holding(self, posts) -> list[int | None]:
-        """`holds` for many posts at once: their digests looked up in the sorted digests (no
-        index of every id is built; a cache written before digests: by id, then None)."""
-        if self.digests is None:
-            return [None] * len(posts)
-        ordered, order = self._by_digest
-        wanted = np.fromiter((post.digest() for post in posts), np.uint64, len(posts))
-        at = np.minimum(np.searchsorted(ordered, wanted), max(len(ordered) - 1, 0))
-        found = (ordered[at] == wanted) if len(ordered) else np.zeros(len(posts), bool)
-        return [int(order[i]) if hit and self.ids[int(order[i])] == post.id else None
-                for i, hit, post in zip(at, found, posts, strict=True)]
-
-    @functools.cached_property
-    def _by_digest(self) -> tuple[np.ndarray, np.ndarray]:
-        """The digests sorted, and the row of each (built once: a sort of N 64-bit numbers)."""
-        order = np.argsort(self.digests, kind="stable")
-        return np.asarray(self.digests)[order], order
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @functools.cached_property
-    def index(self) -> dict[str, int]:
-        """Post id -> row, built once."""
-        return {post_id: i for i, post_id in enumerate(self.ids)}
-
-    def rows(self, ids: list[str]) -> np.ndarray:
-        """Row indices of ``ids`` in this cache (KeyError naming the first missing id)."""
-        index = self.index
-        try:
-            return np.fromiter((index[post_id] for post_id in ids), dtype=np.int64, count=len(ids))
-        except KeyError as exc:
-            raise KeyError(f"post {exc.args[0]!r} is not in the feature cache") from None
 
 
 def encoder_identity(name: str, options: dict[str, Any], sequences: bool = False) -> dict[str, Any]:
@@ -124,15 +69,6 @@ def encoder_identity(name: str, options: dict[str, Any], sequences: bool = False
     whether token sequences are stored."""
     return {"name": name, "options": {k: options[k] for k in sorted(options)},
             "sequences": sequences}
-
-
-def read_header(folder: Path) -> dict[str, Any] | None:
-    """The cache header, or None when it is absent or unreadable (then the cache is rebuilt)."""
-    try:
-        header = json.loads((folder / HEADER).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return header if isinstance(header, dict) and header.get("format") == FORMAT_VERSION else None
 
 
 def check_compatible(header: dict[str, Any], identity: dict[str, Any], manifest: Manifest,
@@ -167,7 +103,7 @@ def _options(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int, batch_size: int,
-                text_config: dict[str, Any]) -> dict[str, Any]:
+                text_config: dict[str, Any], dtype: str = "float32") -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "encoder_identity": identity,
@@ -175,10 +111,10 @@ def _new_header(manifest: Manifest, identity: dict[str, Any], chunk_size: int, b
         "manifest": str(manifest.path),
         "content_hash": manifest.content_hash(),
         "text_preprocessing": text_config,
-        "dtype": "float32",
+        "dtype": dtype,
         "chunk_size": chunk_size,
         "batch_size": batch_size,
-        "ids": manifest.ids,
+        "posts": len(manifest.posts),
         "chunks": {},
         "complete": False,
         "created": now(),
@@ -228,7 +164,8 @@ class Extraction:
     def write(self, index: int, memo: Memo) -> None:
         """Write a chunk atomically and record its hash (no safetensors metadata: its key order
         is not stable, and the same features must give the same bytes)."""
-        tensors = memo.assemble(self.plan.chunks[index], self.sequences)
+        tensors = stored_as(memo.assemble(self.plan.chunks[index], self.sequences),
+                            self.header.get("dtype", "float32"))
         path = self.folder / chunk_name(index)
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
         record_chunk(self.header, index, path)
@@ -239,9 +176,12 @@ class Extraction:
         memo.release(index)
 
     def finish(self, manifest: Manifest) -> FeatureCache:
-        if self.todo or not self.header["complete"] or "digests" not in self.header \
-                or not (self.folder / DIGESTS).is_file():
-            self.header["digests"] = write_digests(self.folder, manifest)
+        if self.todo or not self.header["complete"] or "ids_file" not in self.header \
+                or not (self.folder / IDS).is_file():
+            for old in ("ids", "digests"):   # a cache before ids.arrow, extended
+                self.header.pop(old, None)
+            (self.folder / DIGESTS).unlink(missing_ok=True)
+            self.header.update(write_ids(self.folder, manifest))
             self.header["complete"] = True
             self.header["finished"] = now()
             atomic_write_json(self.folder / HEADER, self.header)
@@ -250,8 +190,8 @@ class Extraction:
 
 @contextmanager
 def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], overwrite: bool,
-               chunk_size: int, batch_size: int, text_config: dict[str, Any], verify: bool = False
-               ) -> Iterator[Extraction]:
+               chunk_size: int, batch_size: int, text_config: dict[str, Any], verify: bool = False,
+               dtype: str | None = None) -> Iterator[Extraction]:
     """Claim the cache folder (fail early if it cannot be written, lock it, clear killed
     writers' temp files) and open or start its cache for this request; the chunks to (re)write
     are those missing or of another size (with ``verify``: or of another SHA-256)."""
@@ -264,10 +204,11 @@ def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], ov
         header = None if overwrite else read_header(folder)
         if header is not None:
             check_compatible(header, identity, manifest, folder)
+            check_dtype(header, dtype, folder)
         else:
             for stale in folder.glob("chunk-*.safetensors"):
                 stale.unlink()
-            header = _new_header(manifest, identity, chunk_size, batch_size, text_config)
+            header = _new_header(manifest, identity, chunk_size, batch_size, text_config, dtype or "float32")
         plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
         todo = [i for i in range(len(plan.chunks)) if not chunk_is_valid(folder, i, header, verify)]
         if verify and header.get("complete"):
@@ -291,6 +232,7 @@ def extract_features(
     sequences: bool = False,
     precision: str = "fp32",
     verify: bool = False,
+    dtype: str | None = None,
 ) -> FeatureCache:
     """Encode every post of ``manifest`` into the cache folder ``out`` and return the cache.
 
@@ -301,6 +243,8 @@ def extract_features(
     precision: the encoders' arithmetic (fp32, bf16, fp16), recorded in the header.
     verify: check every chunk already there by its SHA-256 (a full read; else by its size), and
         rebuild those that differ.
+    dtype: how the pooled features are stored: float32, or float16 (half the bytes); None:
+        float32 for a new cache, as stored for an existing one.
     The folder is locked while this runs: a second extraction into it waits.
     """
     from sgmft.encoders import create_encoder
@@ -308,7 +252,7 @@ def extract_features(
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
     with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {},
-                    verify) as job:
+                    verify, dtype) as job:
         if not job.todo:
             log.info("the features of all %s were in %s already: reused, nothing encoded",
                      plural(len(manifest.posts), "post"), out)
@@ -336,43 +280,3 @@ def extract_features(
         return job.finish(manifest)
 
 
-def write_digests(folder: Path, manifest: Manifest) -> str:
-    """Write ``digests.npy``, every post's `Post.digest` (N,) uint64 in cache order, and return
-    its SHA-256 (for the header)."""
-    digests = np.fromiter((post.digest() for post in manifest.posts), dtype=np.uint64,
-                          count=len(manifest.posts))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, digests, allow_pickle=False)
-
-    atomic_write(folder / DIGESTS, write)
-    return sha256_file(folder / DIGESTS)
-
-
-def load_cache(folder: str | Path, verify: bool = False) -> FeatureCache:
-    """Open a complete cache, checking that every chunk is there at its recorded size (with
-    ``verify``: of its recorded SHA-256, a full read: `sgmft extract --verify`); the features
-    are memory-mapped (`ChunkedArray`), not read into memory. Each chunk's hash was checked when
-    it was written."""
-    folder = Path(folder)
-    header = read_header(folder)
-    if header is None:
-        raise FileNotFoundError(f"no feature cache in {folder}: run `sgmft extract` first")
-    if not header.get("complete"):
-        raise CacheCorruptError(f"the feature cache in {folder} is incomplete: run `sgmft extract`")
-    size, ids = header["chunk_size"], header["ids"]
-    paths = [folder / chunk_name(index) for index in range(max(1, -(-len(ids) // size)))]
-    for index, path in enumerate(paths):
-        if not chunk_is_valid(folder, index, header, verify):
-            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract --verify` to rebuild")
-    keys = ("text", "image", "text_tokens", "image_tokens") if header["encoder_identity"].get("sequences") \
-        else ("text", "image")
-    arrays = {key: ChunkedArray(paths, key, size) for key in keys}
-    digests = None
-    if header.get("digests"):
-        path = folder / DIGESTS
-        if not path.is_file() or (verify and sha256_file(path) != header["digests"]):
-            raise CacheCorruptError(f"{path} is missing or corrupt: run `sgmft extract` to rebuild")
-        digests = np.load(folder / DIGESTS, mmap_mode="r")
-    return FeatureCache(ids=list(ids), header=header, digests=digests, **arrays)

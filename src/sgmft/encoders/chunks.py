@@ -5,12 +5,15 @@ A chunk is a safetensors file: 8 bytes (little-endian header length), a JSON hea
 each tensor's dtype, shape and byte range, then the bytes. `layout` reads the header alone, and
 `numpy.memmap` maps a tensor's bytes; the pages the kernel brings in belong to the page cache,
 not to the process's anonymous memory, so a cache of ten million posts costs what one batch
-costs. At most `OPEN_CHUNKS` chunks are mapped at once (a mapping holds a file descriptor).
+costs. A chunk file is mapped once for all its tensors (`ChunkFiles.view`), and at most
+`open_budget` files are mapped at once in the process, whatever the caches (a mapping holds a
+file descriptor: the budget stays within a quarter of RLIMIT_NOFILE).
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,7 +27,7 @@ from sgmft.io import sha256_file
 #: safetensors dtype names -> NumPy
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64, "I64": np.int64,
           "I32": np.int32, "U8": np.uint8}
-#: chunks mapped at once (least recently used closed first)
+#: chunk files mapped at once at most (least recently used unmapped first; `open_budget`)
 OPEN_CHUNKS = 256
 
 
@@ -71,20 +74,85 @@ def layout(path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
     return found
 
 
-class ChunkedArray:
-    """One feature (``key``) of every post, (N, ...) over chunk files of ``chunk_rows`` rows
-    each (the last may hold fewer). ``array[rows]`` gathers rows (an int array, a list, a slice
-    or an int) into a new in-memory array, in the order asked."""
+def open_budget(limit: int | None = None) -> int:
+    """How many chunk files may be mapped at once: ``limit`` (default `OPEN_CHUNKS`), within a
+    quarter of the process's soft limit on open files (each mapping holds a descriptor; the rest
+    are the program's)."""
+    limit = OPEN_CHUNKS if limit is None else limit
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return limit if soft == resource.RLIM_INFINITY else max(1, min(limit, soft // 4))
 
-    def __init__(self, paths: Sequence[Path], key: str, chunk_rows: int):
-        self.paths, self.key, self.chunk_rows = list(paths), key, chunk_rows
-        self._open: OrderedDict[int, np.memmap] = OrderedDict()
-        self._layouts = [layout(path)[key] for path in self.paths]
-        counts = [shape[0] for _, shape, _ in self._layouts]
-        if any(n != chunk_rows for n in counts[:-1]) or not 0 < counts[-1] <= chunk_rows:
-            raise ValueError(f"chunks of {key!r} hold {counts} rows, expected {chunk_rows} each")
-        self.dtype = self._layouts[0][0]
-        self.shape = (sum(counts), *self._layouts[0][1][1:])
+
+#: every chunk file mapped in this process, least recently used first (one budget for all
+#: caches), by path and the file's identity (a chunk rewritten in place is another file)
+_MAPPED: OrderedDict[tuple[Path, tuple[int, int]], np.memmap] = OrderedDict()
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def mapped(path: Path, identity: tuple[int, int]) -> np.memmap:
+    """The bytes of a chunk file (as it was when ``identity`` was taken), mapped read-only once
+    for all its tensors; the least recently used file is unmapped when more than `open_budget`
+    are. A file replaced since is an error, not the new file's bytes read by the old layout."""
+    key = (path, identity)
+    found = _MAPPED.get(key)
+    if found is not None:
+        _MAPPED.move_to_end(key)
+        return found
+    found = np.memmap(path, dtype=np.uint8, mode="r")
+    if file_identity(path) != identity:
+        raise ValueError(f"{path} was replaced after its cache was opened: open the cache again")
+    _MAPPED[key] = found
+    while len(_MAPPED) > open_budget():
+        _MAPPED.popitem(last=False)
+    return found
+
+
+class ChunkFiles:
+    """The chunk files of one cache, ``chunk_rows`` rows each (the last may hold fewer; ``rows``
+    in all). A file's layout is read when it is first used, so opening costs one header."""
+
+    def __init__(self, paths: Sequence[Path], chunk_rows: int, rows: int):
+        self.paths, self.chunk_rows, self.rows = list(paths), chunk_rows, rows
+        self._layouts: dict[int, dict[str, tuple[np.dtype, tuple[int, ...], int]]] = {}
+        self._identities: dict[int, tuple[int, int]] = {}
+
+    def layout(self, index: int) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
+        """Chunk ``index``'s tensors (checked to hold the rows it should)."""
+        found = self._layouts.get(index)
+        if found is None:
+            self._identities[index] = file_identity(self.paths[index])
+            found = layout(self.paths[index])
+            expected = min(self.chunk_rows, self.rows - index * self.chunk_rows)
+            wrong = {key: shape[0] for key, (_, shape, _) in found.items() if shape[0] != expected}
+            if wrong:
+                raise ValueError(f"{self.paths[index]} holds {wrong} rows, expected {expected}")
+            self._layouts[index] = found
+        return found
+
+    def view(self, index: int, key: str) -> np.ndarray:
+        """Tensor ``key`` of chunk ``index``: a view of the file's one mapping."""
+        dtype, shape, offset = self.layout(index)[key]
+        size = int(np.prod(shape)) * dtype.itemsize
+        raw = mapped(self.paths[index], self._identities[index])
+        return raw[offset:offset + size].view(dtype).reshape(shape)
+
+
+class ChunkedArray:
+    """One feature (``key``) of every post, (N, ...) over a cache's chunk files (`ChunkFiles`).
+    ``array[rows]`` gathers rows (an int array, a list, a slice or an int) into a new in-memory
+    array, in the order asked, of ``as_dtype`` (default: as stored; float16 features are read
+    as float32 where a cache stores them in half precision)."""
+
+    def __init__(self, files: ChunkFiles, key: str, as_dtype: np.dtype | type | None = None):
+        self.files, self.key, self.chunk_rows = files, key, files.chunk_rows
+        dtype, shape, _ = files.layout(0)[key]
+        self.stored = dtype
+        self.dtype = np.dtype(as_dtype) if as_dtype is not None else dtype
+        self.shape = (files.rows, *shape[1:])
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -93,18 +161,14 @@ class ChunkedArray:
     def ndim(self) -> int:
         return len(self.shape)
 
-    def chunk(self, index: int) -> np.memmap:
-        """Chunk ``index`` mapped (read-only)."""
-        mapped = self._open.get(index)
-        if mapped is None:
-            dtype, shape, offset = self._layouts[index]
-            mapped = np.memmap(self.paths[index], dtype=dtype, mode="r", offset=offset, shape=shape)
-            self._open[index] = mapped
-            if len(self._open) > OPEN_CHUNKS:
-                self._open.popitem(last=False)
-        else:
-            self._open.move_to_end(index)
-        return mapped
+    @property
+    def paths(self) -> list[Path]:
+        """The chunk files (their folder is the cache's)."""
+        return self.files.paths
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Chunk ``index``'s rows (a read-only view of its mapped file)."""
+        return self.files.view(index, self.key)
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, tuple):   # rows first, then the other axes of what they gather

@@ -35,9 +35,11 @@ from sgmft.encoders.cache import (
     HEADER,
     IMPORTED,
     FeatureCache,
+    check_dtype,
     chunk_name,
     load_cache,
-    write_digests,
+    stored_as,
+    write_ids,
 )
 from sgmft.io import atomic_write, atomic_write_json, check_writable, folder_lock, sha256_file
 from sgmft.provenance import now, versions
@@ -128,9 +130,10 @@ def _batches(file: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatc
 
 
 def import_features(manifest: Manifest, path: str | Path, out: str | Path, overwrite: bool = False,
-                    chunk_rows: int = CHUNK_ROWS) -> FeatureCache:
+                    chunk_rows: int = CHUNK_ROWS, dtype: str | None = None) -> FeatureCache:
     """The feature cache of ``manifest`` in ``out`` from the Parquet file ``path`` (see the
-    module docstring); a complete cache of the same file and manifest is reused."""
+    module docstring), its features stored in ``dtype`` (float32, float16; None: float32, or as
+    an existing cache stores them); a complete cache of the same file and manifest is reused."""
     path, folder = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"features file not found: {path}")
@@ -141,6 +144,7 @@ def import_features(manifest: Manifest, path: str | Path, out: str | Path, overw
         header = _existing(folder)
         if header is not None and not overwrite:
             if header["encoder_identity"] == identity and header["content_hash"] == manifest.content_hash():
+                check_dtype(header, dtype, folder)
                 return load_cache(folder)
             raise FeatureImportError(
                 f"{folder} holds another feature cache ({header['encoder_identity']['name']}, "
@@ -162,7 +166,7 @@ def import_features(manifest: Manifest, path: str | Path, out: str | Path, overw
                 for column in COLUMNS:
                     arrays[column][rows] = _values(batch, column, widths[column], ids, path)
                 start += len(ids)
-            _write(folder, manifest, arrays, identity, path, digest, widths, chunk_rows)
+            _write(folder, manifest, arrays, identity, path, digest, widths, chunk_rows, dtype or "float32")
         finally:
             arrays = {}
             for temp in temporary.values():
@@ -178,7 +182,7 @@ def _existing(folder: Path) -> dict[str, Any] | None:
 
 
 def _write(folder: Path, manifest: Manifest, arrays: dict[str, np.ndarray], identity: dict[str, Any],
-           path: Path, digest: str, widths: dict[str, int], chunk_rows: int) -> None:
+           path: Path, digest: str, widths: dict[str, int], chunk_rows: int, dtype: str) -> None:
     """Chunks of ``chunk_rows`` rows, then the header (complete) last: a killed import leaves no
     cache that claims to be one."""
     (folder / HEADER).unlink(missing_ok=True)
@@ -186,18 +190,18 @@ def _write(folder: Path, manifest: Manifest, arrays: dict[str, np.ndarray], iden
         stale.unlink()
     chunks, sizes = {}, {}
     for index, start in enumerate(range(0, len(manifest.posts), chunk_rows)):
-        tensors = {column: np.ascontiguousarray(arrays[column][start:start + chunk_rows])
-                   for column in COLUMNS}
+        tensors = stored_as({column: np.ascontiguousarray(arrays[column][start:start + chunk_rows])
+                             for column in COLUMNS}, dtype)
         target = folder / chunk_name(index)
         atomic_write(target, lambda tmp, tensors=tensors: save_file(tensors, str(tmp)))
         chunks[str(index)] = sha256_file(target)
         sizes[str(index)] = target.stat().st_size
-    digests = write_digests(folder, manifest)
+    ids = write_ids(folder, manifest)
     atomic_write_json(folder / HEADER, {
         "format": FORMAT_VERSION, "encoder_identity": identity,
         "encoder": {"name": IMPORTED, "file": str(path.resolve()), "sha256": digest},
         "manifest": str(manifest.path), "content_hash": manifest.content_hash(), "text_preprocessing": None,
-        "dtype": "float32", "chunk_size": chunk_rows, "batch_size": None, "ids": manifest.ids,
+        "dtype": dtype, "chunk_size": chunk_rows, "batch_size": None,
         "chunks": chunks, "chunk_bytes": sizes, "complete": True, "created": now(), "finished": now(),
         "versions": versions(),
-        "dims": widths, "shared_space": False, "precision": "fp32", "digests": digests})
+        "dims": widths, "shared_space": False, "precision": "fp32", **ids})

@@ -90,7 +90,8 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
                      workers: int = 2, gpus_per_worker: float = 0.0, batch_size: int = 32,
                      chunk_size: int = 1024, overwrite: bool = False, progress: bool = True,
                      text_config: dict[str, Any] | None = None, device: str = "cpu",
-                     sequences: bool = False, precision: str = "fp32", verify: bool = False) -> FeatureCache:
+                     sequences: bool = False, precision: str = "fp32", verify: bool = False,
+                     dtype: str | None = None) -> FeatureCache:
     """`sgmft.encoders.cache.extract_features` on a Ray cluster (see the module docstring)."""
     import ray
 
@@ -99,7 +100,7 @@ def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
     with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {},
-                    verify) as job:
+                    verify, dtype) as job:
         if not job.todo:
             return job.finish(manifest)
         jobs = [work for index in job.todo for work in job.plan.jobs[index]]

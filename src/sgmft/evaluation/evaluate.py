@@ -80,9 +80,7 @@ def recorded_split(run: LoadedRun, prepared: PreparedData, part: str) -> list[st
 def shared_photos(run: LoadedRun, prepared: PreparedData, test: list[str]) -> int:
     """How many test posts share an image group (`sgmft.data.groups`) with a post the final
     model trained on: a split of the user's own can put a photo on both sides."""
-    parts = run.part_of()
-    trained = {i for i, part in parts.items() if part == "train"} or \
-        set(recorded_split(run, prepared, "train"))
+    trained = set(run.split.trained() if run.split is not None else recorded_split(run, prepared, "train"))
     wanted = trained | set(test)
     posts = prepared.manifest.posts.having(wanted)
     groups = dict(zip(posts.column("id"), image_groups(posts), strict=True))

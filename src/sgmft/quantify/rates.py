@@ -13,17 +13,22 @@ import numpy as np
 @dataclass(frozen=True)
 class Rates:
     """probs (m, K): the deployed model's probabilities of m held-out posts; labels (m,) their true
-    classes; train_prior (K,): the label shares of the posts the model was trained on."""
+    classes; train_prior (K,): the label shares of the posts the model was trained on; units (m,)
+    or None: each held-out post's unit (the event, user or image group it was held out with, as
+    ints), which `sgmft.quantify.shift` treats as new groups."""
 
     probs: np.ndarray
     labels: np.ndarray
     train_prior: np.ndarray
+    units: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.probs.ndim != 2 or len(self.probs) != len(self.labels):
             raise ValueError(
                 f"rates: probabilities {self.probs.shape} and labels {self.labels.shape} disagree"
             )
+        if self.units is not None and self.units.shape != self.labels.shape:
+            raise ValueError(f"rates: units {self.units.shape} for {len(self.labels)} held-out posts")
         if self.train_prior.shape != (self.probs.shape[1],):
             raise ValueError(
                 f"rates: training shares {self.train_prior.shape} for {self.probs.shape[1]} labels"
@@ -68,6 +73,13 @@ class Rates:
                 centred = outputs[self.labels == j] - matrix[:, j]
                 cov[j] = centred.T @ centred / (self.per_class[j] - 1)
         return cov
+
+    def without(self, rows: np.ndarray) -> Rates:
+        """The rates measured without the held-out posts ``rows`` (a bool mask (m,) or indices)."""
+        keep = np.ones(len(self.labels), bool)
+        keep[rows] = False
+        return Rates(self.probs[keep], self.labels[keep], self.train_prior,
+                     None if self.units is None else self.units[keep])
 
     def informative(self) -> bool:
         """Whether every label has held-out posts (else its rates are the identity: unadjusted)."""

@@ -34,6 +34,7 @@ from sgmft.serving.post_features import encoded as encoded_features
 from sgmft.serving.post_features import error_record, record
 from sgmft.serving.predictor import Features, Predictor
 from sgmft.serving.writers import open_writer
+from sgmft.training.splitfile import RunSplit
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,12 @@ class BlockPredictor:
 
     predictor: Predictor
     caches: list[FeatureCache]
-    in_split: dict[str, str]
+    split: RunSplit | None
     options: dict[str, Any]
 
     def __call__(self, posts: list[Post]) -> tuple[list[dict[str, Any]], int]:
         """The records of ``posts`` (not in order) and how many came from a cache."""
-        return _predict_posts(self.predictor, posts, self.caches, self.in_split, self.options)
+        return _predict_posts(self.predictor, posts, self.caches, self.split, self.options)
 
 
 def _problem_records(block: Block, skip_invalid: bool) -> list[dict[str, Any]]:
@@ -130,17 +131,19 @@ def _problem_records(block: Block, skip_invalid: bool) -> list[dict[str, Any]]:
 
 
 def _predict_posts(predictor: Predictor, posts: list[Post], caches: list[FeatureCache],
-                   in_split: dict[str, str], options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+                   split: RunSplit | None, options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     records: list[dict[str, Any]] = []
 
     def answer(chosen: list[Post], features: Features | None) -> None:
         if features is None:
             return
-        predictions = predictor.predict_features(features, [p.id for p in chosen], options["coverage"],
+        ids = [p.id for p in chosen]
+        predictions = predictor.predict_features(features, ids, options["coverage"],
                                                  options["min_confidence"])
-        for post, prediction in zip(chosen, predictions, strict=True):
+        parts = split.parts(ids) if split is not None else [None] * len(ids)
+        for post, prediction, part in zip(chosen, predictions, parts, strict=True):
             records.append(record(post.id, post.row, user=post.user, true_label=post.label,
-                                   split=in_split.get(post.id), **prediction.to_dict(), **kept[post.id]))
+                                   split=part, **prediction.to_dict(), **kept[post.id]))
 
     kept, posts = _kept_columns(posts, options.get("by"), options.get("time"), records)
     order, cached = cached_features(predictor, caches, posts)
@@ -231,7 +234,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, out: str |
     kept = tuple(name for name, column in (("by", by), ("time", time)) if column is not None)
     with _writing(out, done_rows):
         writer = open_writer(out, predictor.labels, saved["state"] if saved else None, kept)
-    predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.part_of(),
+    predict = BlockPredictor(predictor, _caches(predictor, caches, manifest_path), predictor.run.split,
                              options)
     drift_file = out.with_name(out.name + ".drift-sample.npz")
     predictor.drift = drift_sample(predictor, drift_file if saved else None)

@@ -20,6 +20,7 @@ import numpy as np
 
 from sgmft.quantify.estimators import DEFAULT_METHOD, estimate
 from sgmft.quantify.rates import Rates
+from sgmft.quantify.shift import widen
 
 #: the time buckets, as DuckDB expressions of the ``time`` column (a wall clock, ISO 8601)
 EVERY = {"hour": "strftime(CAST(\"time\" AS TIMESTAMP), '%H')",
@@ -55,12 +56,14 @@ def last_profile(run: Path) -> Path | None:
 @dataclass(frozen=True)
 class ProfileSpec:
     """What to profile: by which column, by which time bucket (None: overall only), how (a
-    method of `sgmft.quantify.estimators.METHODS`), and the posts a group needs to be ranked."""
+    method of `sgmft.quantify.estimators.METHODS`), the posts a group needs to be ranked, and
+    what every interval is widened by on each side (`sgmft.quantify.shift.margin`)."""
 
     by: str = "user"
     every: str | None = None
     method: str = DEFAULT_METHOD
     min_posts: int = 5
+    margin: float = 0.0
 
 
 @dataclass
@@ -101,11 +104,11 @@ def grouped(predictions: Path, labels: list[str], spec: ProfileSpec, rates: Rate
             if rows >= BATCH_ROWS:
                 done, held = _split_last_group(held)
                 if done is not None:
-                    yield _estimate(done, labels, spec.method, rates)
+                    yield _estimate(done, labels, spec, rates)
         if held and sum(b.num_rows for b in held):
             import pyarrow as pa
 
-            yield _estimate(pa.Table.from_batches(held), labels, spec.method, rates)
+            yield _estimate(pa.Table.from_batches(held), labels, spec, rates)
 
 
 def _split_last_group(held: list[Any]) -> tuple[Any, list[Any]]:
@@ -123,12 +126,12 @@ def _split_last_group(held: list[Any]) -> tuple[Any, list[Any]]:
     return table.slice(0, last), table.slice(last).to_batches()
 
 
-def _estimate(table: Any, labels: list[str], method: str, rates: Rates | None) -> Chunk:
+def _estimate(table: Any, labels: list[str], spec: ProfileSpec, rates: Rates | None) -> Chunk:
     g, t = table.column("g").to_pylist(), table.column("t").to_pylist()
     starts = np.flatnonzero([i == 0 or (g[i], t[i]) != (g[i - 1], t[i - 1]) for i in range(len(g))])
     probs = np.column_stack([table.column(f"p_{label}").to_numpy(zero_copy_only=False) for label in labels])
     unsure = table.column("unsure").to_numpy(zero_copy_only=False).astype(np.int64)
-    found = estimate(method, probs, starts, rates)
+    found = widen(estimate(spec.method, probs, starts, rates), spec.margin)
     posts = np.diff(np.append(starts, len(g)))
     return Chunk([str(g[s]) for s in starts], [t[s] for s in starts], posts, np.add.reduceat(unsure, starts),
                  found.shares, found.low, found.high)

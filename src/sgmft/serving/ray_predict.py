@@ -43,7 +43,7 @@ class PredictActor:
         torch.set_num_threads(threads)
         predictor = Predictor(run, device=device, min_gain=min_gain)
         self.predict = BlockPredictor(predictor, [load_cache(folder) for folder in caches],
-                                      predictor.run.part_of(), options)
+                                      predictor.run.split, options)
         self.calls = 0
 
     def posts(self, posts: bytes) -> tuple[bytes, int]:

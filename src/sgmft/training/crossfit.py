@@ -235,11 +235,9 @@ def validation_units(folds: Folds, labels: np.ndarray) -> Units:
     """The bootstrap units (`sgmft.decision.earned.Units`) of the validated posts, in ``ids``
     order: the grouping column's values asked for (events, users) when the data has it, else the
     near-duplicate image groups."""
-    fold = np.asarray(folds.fold)
-    rows = np.nonzero(fold >= 0)[0]
-    values = [folds.units[i] for i in rows] if folds.units else [None] * len(rows)
+    rows = np.asarray(folds.fold) >= 0
     how = "held-out values of its grouping column" if folds.units_by_column else "held-out image groups"
-    return Units.of(values, labels[rows], how)
+    return Units.of(folds.validated_units(), labels[rows], how)
 
 
 def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, torch.Tensor],
@@ -249,7 +247,8 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
     at its default (`sgmft.decision.probes.DEFAULT`, the fused head alone, T = 1, no offsets)
     unless its gain is earned (`sgmft.decision.earned`); install them in ``model``. Returns the
     record, ``decisions`` holding every choice's default, candidate, gain and interval, and
-    ``oof``: the out-of-fold probabilities as the run answers (N, K) with their labels (N,)."""
+    ``oof``: the out-of-fold probabilities as the run answers (N, K) with their labels (N,) and
+    bootstrap units (N,)."""
     model.cpu()
     fold, labels = np.asarray(folds.fold), tensors["label"].numpy()
     num_classes = model.probes.prior.shape[0]
@@ -309,5 +308,6 @@ def finish_model(model: MultimodalModel, config: RunConfig, tensors: dict[str, t
         decisions["decision_offsets"] = earned.record()
         model.decision_bias.copy_(torch.tensor(earned.choice, dtype=torch.float32))
         found["decision"] = {"offsets": [round(float(v), 2) for v in earned.choice], "candidate": record}
-    found["oof"] = (calibrated, y)     # the out-of-fold error rates (`sgmft.training.rundir.write_rates`)
+    # the out-of-fold error rates and their units (`sgmft.training.rundir.write_rates`)
+    found["oof"] = (calibrated, y, units.unit)
     return found

@@ -96,6 +96,15 @@ class Rows:
 Data = dict[str, "torch.Tensor | Rows"]
 
 
+def chunks_of(tensors: Data) -> np.ndarray | None:
+    """(N,) the cache chunk that holds each row, when the rows are read from a chunked cache
+    (`Rows` of a `sgmft.encoders.chunks.ChunkedArray`); None for tensors in memory."""
+    for value in tensors.values():
+        if isinstance(value, Rows) and hasattr(value.source, "chunk_rows"):
+            return value.rows // value.source.chunk_rows
+    return None
+
+
 def select(tensors: Data, index) -> Data:
     """The rows ``index`` (int array or tensor) of every tensor (copied: small) and every
     `Rows` (a view)."""

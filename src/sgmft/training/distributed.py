@@ -46,7 +46,8 @@ class DistributedParallel(Parallel):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = device
 
-    def order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
+    def order(self, n: int, seed: int, epoch: int, chunks: np.ndarray | None = None) -> torch.Tensor:
+        """This rank's rows: torch's `DistributedSampler` (a full shuffle, whatever ``chunks``)."""
         sampler = DistributedSampler(range(n), num_replicas=self.world, rank=self.rank, shuffle=True,
                                      seed=seed)
         sampler.set_epoch(epoch)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sgmft.data.manifest import skipped_summary
+from sgmft.decision.earned import Units
 from sgmft.decision.novelty import MODALITIES, NOVELTY_FILE, fit_novelty
 from sgmft.decision.probes import gather
 from sgmft.io import atomic_write_json, check_writable, folder_lock, remove_stale_temp_files
@@ -45,6 +46,7 @@ from sgmft.training.rundir import (
     write_rates,
     write_run_info,
 )
+from sgmft.training.splitfile import write_split
 from sgmft.training.trainer import FitResult, Parallel, fit, predict, work_threads
 from sgmft.words import plural
 
@@ -101,9 +103,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     words = config.model.text_input != "features"     # a word-level text input (Table 2's baseline)
     vocab = Vocabulary.build(tokens_of(manifest, ids) if words else ())
     if parallel.is_main:
-        atomic_write_json(out / "split.json", {
-            "kind": prepared.split["kind"], "train": ids, "val": folds.validated, "folds": folds.fold,
-            "calibration": calibration, "test": prepared.split["test"], "posts": manifest.post_digests()})
+        write_split(out, prepared.split["kind"], ids, folds.fold, calibration, prepared.split["test"],
+                    manifest.post_digests())
         vocab.save(out / "vocab.json")
         atomic_write_json(out / "labels.json", list(manifest.labels))
     tensors = post_tensors(manifest, prepared.cache, ids, vocab, config.model)
@@ -149,7 +150,8 @@ def _train(config: RunConfig, out: Path, prepared: PreparedData, resume: bool, p
     scored = conformal_posts(model, config, held, calibration, manifest.labels)
     after["conformal"] = write_conformal_scores(out, scored, None if carved is None else carved.shift_like)
     prior = np.bincount(tensors["label"].numpy(), minlength=len(manifest.labels)) / len(ids)
-    after["rates"] = write_rates(out, scored, oof, prior, manifest.labels)
+    units = None if held is None else Units.of(carved.validated_units(), held["label"].numpy(), "").unit
+    after["rates"] = write_rates(out, scored, oof, prior, manifest.labels, units)
     after["novelty"] = write_novelty(out, tensors, held, fold if folds.k >= 1 else None, config.train.seed)
     write_examples(out, manifest, ids)
     save_model(out, model)

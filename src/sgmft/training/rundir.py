@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sgmft.data.idtable import index_path
 from sgmft.io import atomic_write, atomic_write_json
 from sgmft.metrics.conformal import NO_SETS
 from sgmft.models.model import MultimodalModel
@@ -33,6 +34,8 @@ from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary
 from sgmft.training.prepare import PreparedData, token_lengths
+from sgmft.training.splitfile import FILE as SPLIT_FILE
+from sgmft.training.splitfile import RunSplit, read_split
 from sgmft.training.trainer import FitResult
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,9 @@ class RunExistsError(ValueError):
     """The run folder already holds a run, and neither resuming nor overwriting was asked for."""
 
 
-RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", "vocab.json", "labels.json",
-             "conformal.json", "examples.json", "novelty.safetensors", "rates.json")
+RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", SPLIT_FILE,
+             index_path(Path(SPLIT_FILE), "id").name, "vocab.json", "labels.json", "conformal.json",
+             "examples.json", "novelty.safetensors", "rates.json")
 CONFORMAL = "conformal.json"
 RATES = "rates.json"
 
@@ -120,28 +124,35 @@ def write_conformal_scores(out: Path, posts: list[dict[str, Any]],
                    "the deployed model as they are, text only and image only"}
 
 
-def write_rates(out: Path, calibration: list[dict[str, Any]], oof: tuple[np.ndarray, np.ndarray] | None,
-                train_prior: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
-    """``rates.json``: held-out posts' probabilities as the run answers them and their labels,
-    whose error rates the adjusted profile shares correct for (`sgmft.quantify`), and the
-    training posts' label shares. The calibration posts when the run has them (held out from
-    everything, scored by the deployed model), else the out-of-fold predictions (each by the fold
-    model that did not train on it: a little less accurate than the deployed ensemble); none
-    without either. Returns what run.json records."""
+def write_rates(out: Path, calibration: list[dict[str, Any]],
+                oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None, train_prior: np.ndarray,
+                labels: tuple[str, ...], calibration_units: np.ndarray | None = None) -> dict[str, Any]:
+    """``rates.json``: held-out posts' probabilities as the run answers them, their labels and
+    their bootstrap units (the events, users or image groups they were held out by: what
+    `sgmft.quantify.shift` treats as new groups), whose error rates the adjusted profile shares
+    correct for (`sgmft.quantify`), and the training posts' label shares. The calibration posts
+    when the run has them (held out from everything, scored by the deployed model; units
+    ``calibration_units``), else the out-of-fold predictions (each by the fold model that did not
+    train on it: a little less accurate than the deployed ensemble); none without either.
+    Returns what run.json records."""
     if calibration:
         probs = np.asarray([p["probabilities"] for p in calibration])
         truth = np.asarray([labels.index(p["label"]) for p in calibration])
+        units = calibration_units
         source = "the calibration posts, scored by the deployed model"
     elif oof is not None:
-        probs, truth = oof
+        probs, truth, units = oof
         source = "the out-of-fold predictions of the fold models (mixture and temperature as deployed)"
     else:
         (out / RATES).unlink(missing_ok=True)
         return {"posts": 0, "source": "none: no held-out posts (no validation folds, no calibration part)"}
-    atomic_write_json(out / RATES, {"source": source, "labels": list(labels),
-                                    "train_prior": np.round(train_prior, 6).tolist(),
-                                    "true": truth.tolist(), "probabilities": np.round(probs, 6).tolist()})
-    return {"posts": len(truth), "source": source}
+    saved = {"source": source, "labels": list(labels), "train_prior": np.round(train_prior, 6).tolist(),
+             "true": truth.tolist(), "probabilities": np.round(probs, 6).tolist()}
+    if units is not None:
+        saved["units"] = np.asarray(units).tolist()
+    atomic_write_json(out / RATES, saved)
+    return {"posts": len(truth), "source": source,
+            "units": None if units is None else int(np.unique(units).size)}
 
 
 def write_run_info(out: Path, config: RunConfig, prepared: PreparedData, result: FitResult,
@@ -197,23 +208,11 @@ class LoadedRun:
     info: dict[str, Any]
 
     @functools.cached_property
-    def split(self) -> dict[str, Any] | None:
-        """The run's ``split.json`` (its train, val and test ids, the validation folds and the
-        posts' digests), read once; None for a run without one."""
-        path = self.folder / "split.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    def part_of(self) -> dict[str, str]:
-        """Post id -> the part of the split it was in for the final model: ``train`` (trained
-        on; with K >= 2 folds the refit trains on every validated post too), ``val`` (held out
-        for validation only), ``calibration`` (held out for the prediction sets) or ``test``."""
-        split = self.split or {}
-        refitted = max(split.get("folds") or [-1]) >= 1
-        parts = {i: "test" for i in split.get("test", [])}
-        parts |= {i: "calibration" for i in split.get("calibration", [])}
-        if not refitted:
-            parts |= {i: "val" for i in split.get("val", [])}
-        return parts | {i: "train" for i in split.get("train", []) if i not in parts}
+    def split(self) -> RunSplit | None:
+        """The run's split (`sgmft.training.splitfile`: its train, val, calibration and test
+        ids, the validation folds and the posts' digests), opened once; None for a run without
+        one."""
+        return read_split(self.folder)
 
     def conformal_posts(self) -> list[dict[str, Any]]:
         """The calibration posts of ``conformal.json`` (id, label, score); none for older runs."""
@@ -236,8 +235,10 @@ class LoadedRun:
             k = len(self.labels)
             return Rates(np.zeros((0, k)), np.zeros(0, np.int64), prior) if prior.sum() > 0 else None
         saved = json.loads(path.read_text(encoding="utf-8"))
+        units = saved.get("units")   # runs before units were kept: None
         return Rates(np.asarray(saved["probabilities"], np.float64), np.asarray(saved["true"], np.int64),
-                     np.asarray(saved["train_prior"], np.float64))
+                     np.asarray(saved["train_prior"], np.float64),
+                     None if units is None else np.asarray(units, np.int64))
 
     def conformal_threshold(self, coverage: float, pattern: str = "both") -> float | None:
         """The LAC threshold of prediction sets at ``coverage`` for posts of a presence

@@ -24,11 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 from sgmft.device import resolve_precision
+from sgmft.encoders.chunks import open_budget
 from sgmft.models.model import MultimodalModel
 from sgmft.progress import on_terminal, progress_bar
 from sgmft.training.checkpoint import CHECKPOINT, TrainingState, load_checkpoint, rng_state, save_checkpoint
 from sgmft.training.config import TrainConfig
-from sgmft.training.data import batches
+from sgmft.training.data import batches, chunks_of
 from sgmft.words import plural
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+#: the chunks whose rows a chunk-aware epoch shuffles together (`chunked_order`)
+SHUFFLE_CHUNKS = 16
+
+
+def epoch_order(n: int, seed: int, epoch: int, chunks: np.ndarray | None = None) -> torch.Tensor:
+    """(n,) the rows of epoch ``epoch`` in training order: a permutation drawn from (seed,
+    epoch); `chunked_order` instead when the rows come from more cache chunks (``chunks`` (n,),
+    each row's) than can stay mapped at once (`sgmft.encoders.chunks.open_budget`)."""
+    if chunks is not None and len(np.unique(chunks)) > open_budget():
+        return chunked_order(chunks, seed, epoch)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator)
+
+
+def chunked_order(chunks: np.ndarray, seed: int, epoch: int, window: int = SHUFFLE_CHUNKS) -> torch.Tensor:
+    """A permutation that reads the cache a few chunks at a time: the chunks in a random order,
+    and the rows of each run of ``window`` consecutive chunks of that order shuffled together
+    (a shuffle buffer of ``window`` chunks, as WebDataset's or tf.data's). Each row is drawn
+    once per epoch, as in a full shuffle; a batch mixes the rows of ``window`` random chunks
+    rather than of the whole set, so rows written next to each other (a manifest sorted by user
+    or label) share batches more often than a full shuffle would make them."""
+    rng = np.random.default_rng([seed, epoch])
+    present = np.unique(chunks)
+    rank = np.empty(int(present.max()) + 1, np.int64)
+    rank[present] = rng.permutation(len(present))
+    key = (rank[chunks] // window) + rng.random(len(chunks))
+    return torch.from_numpy(np.argsort(key, kind="stable"))
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -130,9 +155,9 @@ class Parallel:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
-        """This process's training rows for an epoch, in order."""
-        return epoch_order(n, seed, epoch)
+    def order(self, n: int, seed: int, epoch: int, chunks: np.ndarray | None = None) -> torch.Tensor:
+        """This process's training rows for an epoch, in order (``chunks``: `epoch_order`)."""
+        return epoch_order(n, seed, epoch, chunks)
 
     def wrap(self, model: MultimodalModel) -> torch.nn.Module:
         """The module to call for training forward passes."""
@@ -222,6 +247,7 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
              if resume and path.is_file() else TrainingState())
     result = FitResult(history=state.history or [], best_epoch=state.best_epoch, seconds=state.seconds)
     n, waited = len(train["label"]), 0
+    chunks = chunks_of(train)
     result.epochs, result.patience = schedule(config, n)
     if result.best_epoch is not None:
         waited = len(result.history) - 1 - result.best_epoch
@@ -235,7 +261,7 @@ def fit(model: MultimodalModel, train: dict[str, torch.Tensor], config: TrainCon
             result.stopped_early = True
             break
         net.train()
-        order = parallel.order(n, config.seed, epoch)
+        order = parallel.order(n, config.seed, epoch, chunks)
         total, seen = 0.0, 0
         bar = tqdm(batches(train, local_batch, order), total=-(-len(order) // local_batch),
                    desc=f"epoch {epoch + 1}/{result.epochs}", disable=not show or not on_terminal(),
