@@ -135,3 +135,16 @@ def test_a_300k_sequence_cache_is_read_for_a_training_epoch_under_ulimit_n_256(t
     assert done.returncode == 0, done.stderr[-2000:]
     seen, mapped, budget = map(int, done.stdout.split())
     assert seen == 300_000 and budget == 64 and mapped <= budget
+
+
+def test_threads_share_the_mappings_safely(small_manifest, tmp_path, fake_encoder_factory, monkeypatch):
+    # the server gathers features from several threads at once, through one LRU of mappings
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = _extract(load_manifest(small_manifest), tmp_path / "c", fake_encoder_factory)
+    expected = np.asarray(cache.text)
+    monkeypatch.setattr(chunks, "OPEN_CHUNKS", 1)             # every gather evicts another file
+    rows = np.random.default_rng(0).integers(0, 8, (400, 5))
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda r: cache.text[r], rows))
+    assert all(np.array_equal(f, expected[r]) for f, r in zip(found, rows, strict=True))

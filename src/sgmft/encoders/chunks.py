@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import resource
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,7 @@ def open_budget(limit: int | None = None) -> int:
 #: every chunk file mapped in this process, least recently used first (one budget for all
 #: caches), by path and the file's identity (a chunk rewritten in place is another file)
 _MAPPED: OrderedDict[tuple[Path, tuple[int, int]], np.memmap] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def file_identity(path: Path) -> tuple[int, int]:
@@ -98,17 +100,18 @@ def mapped(path: Path, identity: tuple[int, int]) -> np.memmap:
     for all its tensors; the least recently used file is unmapped when more than `open_budget`
     are. A file replaced since is an error, not the new file's bytes read by the old layout."""
     key = (path, identity)
-    found = _MAPPED.get(key)
-    if found is not None:
-        _MAPPED.move_to_end(key)
+    with _LOCK:   # the server reads caches from several threads
+        found = _MAPPED.get(key)
+        if found is not None:
+            _MAPPED.move_to_end(key)
+            return found
+        found = np.memmap(path, dtype=np.uint8, mode="r")
+        if file_identity(path) != identity:
+            raise ValueError(f"{path} was replaced after its cache was opened: open the cache again")
+        _MAPPED[key] = found
+        while len(_MAPPED) > open_budget():
+            _MAPPED.popitem(last=False)
         return found
-    found = np.memmap(path, dtype=np.uint8, mode="r")
-    if file_identity(path) != identity:
-        raise ValueError(f"{path} was replaced after its cache was opened: open the cache again")
-    _MAPPED[key] = found
-    while len(_MAPPED) > open_budget():
-        _MAPPED.popitem(last=False)
-    return found
 
 
 class ChunkFiles:

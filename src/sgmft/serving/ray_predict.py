@@ -4,9 +4,11 @@ The driver reads and checks the manifest in blocks exactly as the local path doe
 (`sgmft.serving.batch`: the same row errors, the same order, the same writers and ``--resume``).
 One pool of actors serves the whole job (`ray.util.ActorPool`): each actor loads the run, its
 encoders and the feature caches once, then predicts batches of posts as the driver streams them
-in, a window of blocks at a time (what bounds the posts in flight); the records come back in
-order to the driver, which writes them block by block (Parquet, JSONL, JSON or CSV). The records
-equal the local path's, byte for byte (tested). An actor pool rather than a Ray Data
+in, a block per call, a window of blocks at a time (what bounds the posts in flight); the records
+come back in order to the driver, which writes them block by block (Parquet, JSONL, JSON or CSV).
+The records equal the local path's, byte for byte (tested; at 200,000 posts too, where calls of
+256 posts had moved 0.4 % of the novelty scores in their fourth decimal: a matrix product's last
+bits depend on its shape). An actor pool rather than a Ray Data
 ``map_batches`` pipeline: the driver must keep the manifest's order and its resumable writers,
 and a Ray Data dataset is made from a finished list, so each window was a new dataset with a new
 pool, every actor loading the run again. Run folders, caches and images must sit where every
@@ -24,9 +26,6 @@ from typing import Any
 
 from sgmft.data.manifest import Block
 from sgmft.serving.batch import BlockPredictor, Predicted
-
-#: posts per actor call
-POSTS_PER_CALL = 256
 
 
 class PredictActor:
@@ -88,9 +87,9 @@ class RayWindows:
                 window = list(itertools.islice(blocks, max(1, self.window_rows // 4096)))
                 if not window:
                     return
-                items = [(w, pickle.dumps(block.posts[start:start + POSTS_PER_CALL]))
-                         for w, block in enumerate(window)
-                         for start in range(0, len(block.posts), POSTS_PER_CALL)]
+                # a call per block: an actor computes exactly what the local path computes for
+                # it (the same batch shapes, so the same bits, novelty scores included)
+                items = [(w, pickle.dumps(block.posts)) for w, block in enumerate(window)]
                 found: dict[int, tuple[list, int]] = {w: ([], 0) for w in range(len(window))}
                 answers = pool.map(lambda actor, item: actor.posts.remote(item[1]), items)
                 for (w, _), (records, count) in zip(items, answers, strict=True):
