@@ -153,7 +153,6 @@ class ChunkedArray:
     def __init__(self, files: ChunkFiles, key: str, as_dtype: np.dtype | type | None = None):
         self.files, self.key, self.chunk_rows = files, key, files.chunk_rows
         dtype, shape, _ = files.layout(0)[key]
-        self.stored = dtype
         self.dtype = np.dtype(as_dtype) if as_dtype is not None else dtype
         self.shape = (files.rows, *shape[1:])
 

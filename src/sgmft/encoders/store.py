@@ -33,6 +33,7 @@ IDS = "ids.arrow"
 #: the pooled features, stored in the cache's dtype and read as float32 (`stored_as`)
 POOLED = ("text", "image")
 
+
 class CacheMismatchError(RuntimeError):
     """The folder holds a cache of another encoder or another manifest."""
 

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from sgmft.data.idtable import index_path
 from sgmft.io import atomic_write, atomic_write_json
 from sgmft.metrics.conformal import NO_SETS
 from sgmft.models.model import MultimodalModel
@@ -34,7 +33,7 @@ from sgmft.training.checkpoint import CHECKPOINT
 from sgmft.training.config import RunConfig
 from sgmft.training.data import Vocabulary
 from sgmft.training.prepare import PreparedData, token_lengths
-from sgmft.training.splitfile import FILE as SPLIT_FILE
+from sgmft.training.splitfile import FILES as SPLIT_FILES
 from sgmft.training.splitfile import RunSplit, read_split
 from sgmft.training.trainer import FitResult
 
@@ -45,9 +44,8 @@ class RunExistsError(ValueError):
     """The run folder already holds a run, and neither resuming nor overwriting was asked for."""
 
 
-RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", "split.json", SPLIT_FILE,
-             index_path(Path(SPLIT_FILE), "id").name, "vocab.json", "labels.json", "conformal.json",
-             "examples.json", "novelty.safetensors", "rates.json")
+RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", *SPLIT_FILES, "vocab.json", "labels.json",
+             "conformal.json", "examples.json", "novelty.safetensors", "rates.json")
 CONFORMAL = "conformal.json"
 RATES = "rates.json"
 

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from sgmft.data.idtable import IdTable, write_table
+from sgmft.data.idtable import IdTable, index_path, write_table
 from sgmft.io import atomic_write_json
 
 META = "split.json"
 FILE = "split.arrow"
+#: every file of a run's split
+FILES = (META, FILE, index_path(Path(FILE), "id").name)
 #: the part codes of split.arrow
 PARTS = ("none", "train", "calibration", "test")
 #: the keys of the parts, as lists of ids (``posts``: id -> digest)
@@ -111,13 +113,13 @@ class RunSplit(Mapping):
             return [self._legacy.get(i) for i in ids]
         rows = self.table.positions(ids)
         found = np.flatnonzero(rows >= 0)
-        codes = self.table.table.column("part").take(rows[found]).to_numpy()
-        folds = self.table.table.column("fold").take(rows[found]).to_numpy()
+        validation_only = not self.refitted
         named: list[str | None] = [None] * len(ids)
-        for j, code, fold in zip(found.tolist(), codes.tolist(), folds.tolist(), strict=True):
+        for j, code, fold in zip(found.tolist(), self.table.take("part", rows[found]),
+                                 self.table.take("fold", rows[found]), strict=True):
             name = PARTS[code]
-            named[j] = None if name == "none" else "val" if name == "train" and fold >= 0 and \
-                not self.refitted else name
+            if name != "none":
+                named[j] = "val" if name == "train" and fold >= 0 and validation_only else name
         return named
 
     @functools.cached_property
