@@ -4,13 +4,16 @@ imported from Parquet, at 20 k, 200 k and 1 M posts by default.
 
     python benchmarks/scale_posts.py [--sizes 20000,200000,1000000] [--out results/scale_posts]
                                      [--stages validate,groups,extract,fast,default,predict,profile]
+                                     [--dtype float32|float16]
 
 Each stage runs `sgmft` as a subprocess (start-up counted, as a user pays it) under
 OMP_NUM_THREADS=1; its peak anonymous memory is the largest sum of RssAnon over the process and
 its descendants, sampled every 0.1 s (pages of memory-mapped files are not anonymous: the
 feature cache read in place does not count, as it does not count against a machine's memory).
 `groups` times the near-duplicate grouping alone, in process. The default preset (`default`) is
-measured up to --default-max posts. Writes results.json, scale.png and a table with the fitted
+measured up to --default-max posts. ``--dtype float16`` stores the features in half precision
+(`extract --dtype float16`; its cache, runs and outputs are named with the dtype, beside the
+float32 ones). Writes results.json, scale.png and a table with the fitted
 power laws (time = a N^b) and their projections to 10 M and 100 M posts.
 """
 
@@ -141,7 +144,7 @@ def time_groups(manifest: Path) -> dict[str, float]:
 def hashes_only(n: int) -> float:
     """Seconds to find near-duplicate pairs among ``n`` random 64-bit hashes with 10 % planted
     copies, and to group them."""
-    from sgmft.data.groups import near_duplicate_pairs, star_groups
+    from sgmft.data.groups import components, near_duplicate_pairs
 
     rng = np.random.default_rng(0)
     values = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
@@ -149,11 +152,12 @@ def hashes_only(n: int) -> float:
     copies = values[rng.integers(0, n, n // 10)] ^ flips
     values = np.concatenate([values, copies])
     started = time.perf_counter()
-    star_groups(len(values), near_duplicate_pairs(values))
+    components(len(values), near_duplicate_pairs(values))
     return round(time.perf_counter() - started, 1)
 
 
-def measure(size: int, root: Path, stages: tuple[str, ...], default_max: int) -> dict[str, dict]:
+def measure(size: int, root: Path, stages: tuple[str, ...], default_max: int,
+            dtype: str = "float32") -> dict[str, dict]:
     folder = root / f"posts-{size}"
     manifest = folder / "posts.jsonl"
     if not manifest.is_file():
@@ -161,15 +165,17 @@ def measure(size: int, root: Path, stages: tuple[str, ...], default_max: int) ->
         make_posts(folder, size)
         print(f"  made {size} posts in {time.perf_counter() - started:.0f} s", flush=True)
     found: dict[str, dict] = {}
+    tag = "" if dtype == "float32" else f"-{dtype}"
+    cache, fast = f"cache{tag}", f"run-fast{tag}"
     steps = {
         "validate": ["validate", "posts.jsonl"],
-        "extract": ["extract", "posts.jsonl", "--from", "features.parquet", "--out", "cache"],
-        "fast": ["train", "--data", "posts.jsonl", "--cache", "cache", "--out", "run-fast",
+        "extract": ["extract", "posts.jsonl", "--from", "features.parquet", "--out", cache, "--dtype", dtype],
+        "fast": ["train", "--data", "posts.jsonl", "--cache", cache, "--out", fast,
                  "--config", "fast", "--set", "train.epochs=2", "--overwrite"],
-        "default": ["train", "--data", "posts.jsonl", "--cache", "cache", "--out", "run-default",
+        "default": ["train", "--data", "posts.jsonl", "--cache", cache, "--out", f"run-default{tag}",
                     "--overwrite"],
-        "predict": ["predict", "run-fast", "--manifest", "posts.jsonl", "--out", "preds.parquet"],
-        "profile": ["profile", "run-fast", "--manifest", "posts.jsonl", "--out", "profiles"],
+        "predict": ["predict", fast, "--manifest", "posts.jsonl", "--out", f"preds{tag}.parquet"],
+        "profile": ["profile", fast, "--manifest", "posts.jsonl", "--out", f"profiles{tag}"],
     }
     for stage in STAGES:
         if stage not in stages or (stage == "default" and size > default_max):
@@ -232,6 +238,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/scale_posts"))
     parser.add_argument("--default-max", type=int, default=200_000)
     parser.add_argument("--hashes", default="1000000,10000000", help="sizes for the grouping of hashes alone")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                        help="the features' storage (extract --dtype)")
     parser.add_argument("--report-only", action="store_true",
                         help="redraw the table and plot from results.json")
     args = parser.parse_args()
@@ -244,7 +252,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s):
         print(f"{size:,} posts", flush=True)
         results.setdefault(str(size), {}).update(measure(size, args.work, tuple(args.stages.split(",")),
-                                                         args.default_max))
+                                                         args.default_max, args.dtype))
         path.write_text(json.dumps(results, indent=1))
     hashes = {n: hashes_only(int(n)) for n in args.hashes.split(",") if n}
     if hashes:

@@ -11,6 +11,8 @@ from PIL import Image
 from sgmft.data.groups import (
     LAYOUT_LEVELS,
     NEAR_DUPLICATE_BITS,
+    _lsh_pairs,
+    _table_pairs,
     components,
     image_groups,
     lsh_plan,
@@ -128,8 +130,29 @@ def test_lsh_plan_grows_keys_with_the_data_and_tables_with_the_recall():
     assert lsh_plan(1_000) == (16, 248)                 # C(52,16)/C(64,16) = 0.0212: 248 tables for 99.5 %
     assert lsh_plan(1_000, bits=8) == (16, 60)          # C(56,16)/C(64,16) = 0.085
     k, tables = lsh_plan(10_000_000)
-    assert k == 21 and tables > 248
+    assert k == 23 and tables == 2201                   # log2(10 M) - 1; C(52,23)/C(64,23) = 0.0024
     assert lsh_plan(1_000, recall=0.9)[1] < 248
+
+
+def test_one_table_finds_the_pairs_that_differ_only_outside_its_bits():
+    plan = [(np.arange(16), 0x9E3779B97F4A7C15)]          # the table samples bits 0-15
+    outside13, outside16 = ((1 << 13) - 1) << 20, 0xFFFF << 48
+    # 1 differs from 0 in bit 40 (same key, 1 bit: found); 2 in bit 3 (another key: not found by
+    # this table); 3 and 4 share 0's key but are 13 and 16 bits away (candidates, not pairs)
+    values = np.array([0, 1 << 40, 1 << 3, outside13, outside16], np.uint64)
+    assert _table_pairs(values, plan, 12, window=32).tolist() == [0 * 5 + 1]
+    # in a run of equal keys each hash meets the `window` hashes after it (in order of index)
+    values = np.array([0, outside13, 1 << 40], np.uint64)
+    assert _table_pairs(values, plan, 12, window=1).tolist() == []
+    assert _table_pairs(values, plan, 12, window=2).tolist() == [0 * 3 + 2]
+
+
+def test_the_locality_sensitive_pairs_do_not_depend_on_the_threads():
+    values = np.array(planted(3000, 600, seed=2), np.uint64)
+    one = _lsh_pairs(values, 12, threads=1)
+    assert len(one) >= 600 and np.array_equal(one, _lsh_pairs(values, 12, threads=3))
+    assert _lsh_pairs(values[:1], 12).shape == (0, 2) and _lsh_pairs(values[:0], 12).shape == (0, 2)
+    assert _lsh_pairs(np.array([5, 5], np.uint64), 12).tolist() == [[0, 1]]
 
 
 def test_every_verified_pair_is_in_one_group():

@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from sgmft.data.manifest import ManifestError, load_manifest
@@ -13,7 +14,8 @@ def test_valid_jsonl_manifest(small_manifest):
     post = manifest.posts[0]
     assert post.id == "p0" and post.label == "home" and post.user == "u0" and post.row == 1
     assert post.tokens and "[" not in post.clean_text and "哈哈" not in post.clean_text
-    assert manifest.label_indices() == list(range(8))
+    assert manifest.label_indices().tolist() == list(range(8))
+    assert manifest.label_indices(np.array([3, 0])).tolist() == [3, 0]
     assert manifest.posts[0].image_sha256 == manifest.posts[7].image_sha256
 
 

@@ -94,6 +94,13 @@ def test_the_index_round_trips_through_its_file(tmp_path):
     posts = draw(rng, 50, shift=0.5)
     assert np.allclose(back.flags(posts)["p"]["text"], index.flags(posts)["p"]["text"])
     assert back.how == index.how and back.alpha == index.alpha
+    # the held-out posts' features (they grow with the calibration part) are read when first used
+    assert not back.calibration_features._read
+    assert np.array_equal(back.calibration_features["image"], index.calibration_features["image"])
+    assert set(back.calibration_features._read) == {"image"}
+    index.save(tmp_path / "novelty.safetensors")          # replaced under an open run: refused
+    with pytest.raises(RuntimeError, match="replaced after it was opened"):
+        back.calibration_features["text"]
 
 
 def test_the_streamed_sample_is_the_same_whatever_the_blocks():

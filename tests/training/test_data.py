@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from sgmft.data.manifest import Manifest
@@ -41,3 +42,5 @@ def test_post_tensors_follow_the_ids_and_hold_word_ids_only_for_a_word_model():
     words = post_tensors(manifest, cache, ["p1", "p0"], vocab, reader, with_labels=False)
     assert "label" not in words and words["tokens"].tolist() == [[1, 0, 0], [2, 3, 0]]
     assert words["image"][np.arange(2)].tolist() == [[3, 4, 5], [0, 1, 2]]
+    with pytest.raises(ValueError, match="'p1' has label 'gym', not one of"):
+        post_tensors(Manifest(Path("m.jsonl"), posts, ("home",)), cache, ["p0", "p1"], vocab, ModelConfig())

@@ -12,6 +12,7 @@ from sgmft.cli import app
 from sgmft.data.demo import make_demo
 from sgmft.training.config import resolve_config
 from sgmft.training.run import train_run
+from sgmft.training.rundir import load_run
 from tests.conftest import write_jsonl
 
 runner = CliRunner()
@@ -64,9 +65,9 @@ def test_with_one_informative_group_the_defaults_are_kept(one_event_run):
 
 def test_answers_carry_novelty_and_sets_of_their_presence_pattern(one_event_run, tmp_path):
     run, manifest = one_event_run
-    conformal = json.loads((run / "conformal.json").read_text())
-    assert {"scores", "scores_text_only", "scores_image_only"} <= set(conformal)
-    assert conformal["scores_text_only"] != conformal["scores"]
+    loaded = load_run(run)
+    assert not np.array_equal(loaded.conformal_scores("text_only"), loaded.conformal_scores("both"))
+    assert len(loaded.conformal_scores("image_only")) == loaded.conformal["posts"]
     image = manifest.parent / json.loads(manifest.read_text().splitlines()[0])["image"]
     both = runner.invoke(
         app,

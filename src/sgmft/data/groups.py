@@ -16,10 +16,11 @@ while the copies above stay within 3.4 (JPEG quality 30 of a dark photo; the oth
 popcount in blocks). Beyond, pairs are found by bit-sampling locality-sensitive hashing: each of
 L tables sorts the hashes by k of their 64 bits and compares neighbours with equal keys, so a
 pair within d bits is found with probability 1 - (1 - C(64 - d, k) / C(64, k))^L; k grows with
-log2 of the number of images less 3 (a key is shared by about eight) and L is chosen for
+log2 of the number of images less 1 (a key is shared by about two) and L is chosen for
 `LSH_RECALL` (99.5 %) at `LSH_RECALL_BITS` bits: the threshold itself, so every pair the threshold admits
 is found with at least that probability, at any N (measured: benchmarks/lsh_recall.py). Cost: L
-sorts of N hashes.
+sorts of N integers, in as many threads as the job has cores (1 M hashes: 603 tables; 10 M:
+2,201).
 
 **Groups are the components of the verified pairs.** A pair is verified when both signals
 agree (the hash within the threshold, the layouts close); every verified pair's two images are
@@ -34,8 +35,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow.compute as pc
@@ -63,10 +66,11 @@ def hash_values(hashes: Sequence[str]) -> np.ndarray:
 
 
 def lsh_plan(n: int, recall: float = LSH_RECALL, bits: int = LSH_RECALL_BITS) -> tuple[int, int]:
-    """(bits sampled per table k, tables L) for ``n`` hashes: k about log2 n - 3 (a key is
-    shared by about eight hashes: fewer tables, each a little more to compare, the window of
-    `_lsh_pairs` still far off), L for ``recall`` of the pairs within ``bits`` bits."""
-    k = int(min(32, max(16, math.ceil(math.log2(max(n, 2))) - 3)))
+    """(bits sampled per table k, tables L) for ``n`` hashes: k about log2 n - 1 (a key is
+    shared by about two random hashes: more tables, each with few candidates to verify; the
+    fastest at 200 k to 10 M, benchmarks/lsh_recall.py), L for ``recall`` of the pairs within
+    ``bits`` bits."""
+    k = int(min(32, max(16, math.ceil(math.log2(max(n, 2))) - 1)))
     found = math.comb(64 - bits, k) / math.comb(64, k)
     return k, math.ceil(math.log(1 - recall) / math.log(1 - found))
 
@@ -83,30 +87,73 @@ def _exact_pairs(values: np.ndarray, max_bits: int, block: int = 1024) -> np.nda
     return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
 
 
-def _lsh_pairs(values: np.ndarray, max_bits: int, seed: int = 0, window: int = 32) -> np.ndarray:
-    """Pairs (i < j) within ``max_bits`` found by bit sampling (see the module docstring):
-    (M, 2) int64. Within a run of equal keys each hash meets the ``window`` hashes after it
-    (degenerate runs of thousands, flat images say, cost N x window, not their square)."""
-    k, tables = lsh_plan(len(values))
-    n = np.int64(len(values))
-    rng = np.random.default_rng(seed)
-    found = np.zeros(0, np.int64)            # pairs as i * n + j (i < j), unique
+def lsh_threads() -> int:
+    """Threads for the tables: ``OMP_NUM_THREADS`` where set (the cores given to the job), else
+    the cores this process may use (numpy's sorts and gathers release the GIL)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, int(os.environ.get("OMP_NUM_THREADS") or cores)))
+
+
+def _table_pairs(values: np.ndarray, plans: Sequence[tuple[np.ndarray, int]], max_bits: int,
+                 window: int) -> np.ndarray:
+    """The pairs found by the tables ``plans`` (sampled bits (k,), an odd multiplier each), as
+    unique i * N + j (i < j) int64. A table's key is the top 64 - b bits of the masked hash times
+    the multiplier (multiply-shift hashing: equal sampled bits give equal keys, different ones
+    share a key with probability about 2^(b - 63), a candidate more to verify, not a pair), its
+    index in the low b bits; one sort of plain integers puts equal keys together in order of
+    index. Within a run of equal keys each hash meets the ``window`` hashes after it. The
+    N-sized arrays are allocated once, not per table (a fresh 80 MB array at 10 M hashes costs
+    more in page faults than its sort)."""
+    n = len(values)
+    index_bits = max(1, (n - 1).bit_length())
+    low = np.uint64((1 << index_bits) - 1)
+    packed, order, hashes = (np.empty(n, np.uint64) for _ in range(3))
+    keys = np.empty(n + window + 1, np.uint64)       # past the end: a key no hash has
+    same = np.empty(max(n - 1, 0), bool)
+    positions = np.arange(n, dtype=np.uint64)
+    index = order.view(np.int64)
+    found = np.zeros(0, np.int64)
     fresh: list[np.ndarray] = []
-    for table in range(tables):
-        mask = np.uint64(sum(1 << int(b) for b in rng.choice(64, k, replace=False)))
-        order = np.argsort(values & mask, kind="stable")
-        keys = (values & mask)[order]
+    for table, (bits, multiplier) in enumerate(plans):
+        np.bitwise_and(values, np.uint64(sum(1 << int(b) for b in bits)), out=packed)
+        packed *= np.uint64(multiplier)
+        packed &= ~low
+        packed |= positions
+        packed.sort()
+        np.right_shift(packed, np.uint64(index_bits), out=keys[:n])
+        keys[n:] = keys[n - 1] + np.uint64(1)
+        np.bitwise_and(packed, low, out=order)
+        np.take(values, index, out=hashes)
+        start = np.flatnonzero(np.equal(keys[1:n], keys[:n - 1], out=same))   # the next hash shares the key
         for offset in range(1, window + 1):
-            same = np.nonzero(keys[offset:] == keys[:-offset])[0]
-            if not len(same):
+            if offset > 1:               # runs are contiguous: a run reaching offset reached offset - 1
+                start = start[keys[start + offset] == keys[start]]
+            if not len(start):
                 break
-            i, j = order[same], order[same + offset]
-            close = (np.bitwise_count(values[i] ^ values[j]) <= max_bits) & (i != j)
-            low, high = np.minimum(i[close], j[close]), np.maximum(i[close], j[close])
-            fresh.append(low.astype(np.int64) * n + high)
-        if fresh and (table % 8 == 7 or table == tables - 1):   # a table finds mostly the same pairs
+            close = start[np.bitwise_count(hashes[start] ^ hashes[start + offset]) <= max_bits]
+            i, j = index[close], index[close + offset]
+            fresh.append(np.minimum(i, j) * n + np.maximum(i, j))
+        if fresh and (table % 16 == 15 or table == len(plans) - 1):   # a table finds mostly the same pairs
             found = np.unique(np.concatenate([found, *fresh]))
             fresh = []
+    return found
+
+
+def _lsh_pairs(values: np.ndarray, max_bits: int, seed: int = 0, window: int = 32,
+               threads: int | None = None) -> np.ndarray:
+    """Pairs (i < j) within ``max_bits`` found by bit sampling (see the module docstring):
+    (M, 2) int64, the same for any number of ``threads`` (the tables are drawn first, in order).
+    Degenerate runs of equal keys (thousands of flat images) cost N x ``window``, not their square."""
+    if len(values) < 2:
+        return np.zeros((0, 2), np.int64)
+    k, tables = lsh_plan(len(values))
+    rng = np.random.default_rng(seed)
+    plans = [(rng.choice(64, k, replace=False), int(rng.integers(0, 2**63)) * 2 + 1) for _ in range(tables)]
+    threads = min(threads or lsh_threads(), tables)
+    with ThreadPoolExecutor(threads) as pool:
+        parts = pool.map(lambda t: _table_pairs(values, plans[t::threads], max_bits, window), range(threads))
+        found = np.unique(np.concatenate(list(parts)))
+    n = len(values)
     return np.stack([found // n, found % n], 1)
 
 

@@ -24,6 +24,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from sgmft import PLACES
 from sgmft.data.fields import (
     OPTIONAL,
@@ -100,10 +104,19 @@ class Manifest:
         """Post id -> its value of ``column`` (a field of `Post`, or a metadata column)."""
         return dict(zip(self.ids, self.posts.column(column), strict=True))
 
-    def label_indices(self) -> list[int]:
-        """Class index of every post (posts must be labelled)."""
-        index = {label: i for i, label in enumerate(self.labels)}
-        return [index[label] for label in self.posts.column("label")]
+    def label_indices(self, where: np.ndarray | None = None) -> np.ndarray:
+        """(N,) int64 the index in `labels` of the label of every post, or of the posts at
+        positions ``where`` (N,); matched by Arrow, no Python object per post (ValueError naming
+        a post whose label is not one of them)."""
+        table = self.posts.table
+        if where is not None:
+            table = table.take(pa.array(np.asarray(where, np.int64)))
+        found = pc.index_in(table.column("label"), value_set=pa.array(list(self.labels), pa.string()))
+        if found.null_count:
+            first = int(pc.index(pc.is_null(found), True).as_py())
+            raise ValueError(f"post {table.column('id')[first].as_py()!r} has label "
+                             f"{table.column('label')[first].as_py()!r}, not one of {list(self.labels)}")
+        return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
     def content_hash(self) -> str:
         """SHA-256 over what the encoders see: ids, cleaned texts and image bytes (not labels)."""

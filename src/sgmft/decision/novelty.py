@@ -17,14 +17,14 @@ The batch's side (the two-sample test, density ratios for weighted sets) is
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from sgmft.io import atomic_write
 
@@ -115,7 +115,7 @@ class NoveltyIndex:
     neighbours: dict[str, np.ndarray]  # (R, Q) projected normalised float16, for the novelty scores
     projections: dict[str, np.ndarray]  # (D, Q) the random projection of each modality
     calibration: dict[str, np.ndarray]  # sorted scores per modality
-    calibration_features: dict[str, np.ndarray]  # (n, P) per modality, in calibration-post order
+    calibration_features: Mapping[str, np.ndarray]  # (n, P) per modality, in calibration-post order
     how: str
     alpha: float = ALPHA
     _search: dict[str, NearestSearch] = field(default_factory=dict, repr=False)  # built at first use
@@ -182,21 +182,54 @@ class NoveltyIndex:
 
     @classmethod
     def load(cls, path: Path) -> NoveltyIndex:
+        """The index saved at ``path``; the held-out posts' reduced features, which grow with the
+        calibration part and only the density ratios read, are read when first asked for."""
         from safetensors import safe_open
 
         with safe_open(str(path), "np") as handle:
             meta = handle.metadata()
-        t = load_file(str(path))
+            names = handle.keys()
+            t = {key: handle.get_tensor(key) for key in names if not key.endswith(".calibration_features")}
         return cls(
             {n: Reduction(t[f"{n}.mean"], t[f"{n}.basis"]) for n in MODALITIES},
             {n: t[f"{n}.refs"] for n in MODALITIES},
             {n: t[f"{n}.neighbours"] for n in MODALITIES},
             {n: t[f"{n}.projection"] for n in MODALITIES},
             {n: np.sort(t[f"{n}.calibration"].astype(np.float64)) for n in MODALITIES},
-            {n: t[f"{n}.calibration_features"] for n in MODALITIES},
+            LazyTensors(path, {n: f"{n}.calibration_features" for n in MODALITIES}),
             meta["how"],
             json.loads(meta["alpha"]),
         )
+
+
+class LazyTensors(Mapping[str, np.ndarray]):
+    """{name: array} read from a safetensors file at first access (each once); a file replaced
+    since is an error, not another run's rows."""
+
+    def __init__(self, path: Path, keys: dict[str, str]):
+        self.path, self.keys, self._read = path, keys, {}
+        self._identity = _identity(path)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            from safetensors import safe_open
+
+            if _identity(self.path) != self._identity:
+                raise RuntimeError(f"{self.path} was replaced after it was opened: load the run again")
+            with safe_open(str(self.path), "np") as handle:
+                self._read[name] = handle.get_tensor(self.keys[name])
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _projection(dim: int, rng: np.random.Generator) -> np.ndarray:

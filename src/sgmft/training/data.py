@@ -142,10 +142,9 @@ def post_tensors(manifest: Manifest, cache: FeatureCache, ids: list[str], vocab:
         tensors["text_tokens"] = Rows(cache.text_tokens, rows)
         tensors["image_tokens"] = Rows(cache.image_tokens, rows)
     if with_labels:
-        index = {label: i for i, label in enumerate(manifest.labels)}
-        tensors["label"] = torch.tensor([index[label] for part in parts() for label in part.column("label")],
-                                        dtype=torch.long)
+        tensors["label"] = torch.from_numpy(manifest.label_indices(where))
     return tensors
+
 
 
 def batches(tensors: Data, batch_size: int, order: torch.Tensor | None = None):

@@ -1,13 +1,13 @@
 """The run folder: claiming it for a run, writing what a finished run leaves, and loading it back.
 
 A run folder holds: ``config.json`` (the resolved RunConfig), ``model.safetensors``,
-``labels.json``, ``vocab.json``, ``split.json`` (the posts of each part, and the validation
-folds), ``checkpoint.pt`` (for ``--resume``), ``folds/`` (the fold models' out-of-fold
-predictions, see `sgmft.training.crossfit`), ``conformal.json`` (the calibration scores of the
-prediction sets), ``rates.json`` (held-out posts' probabilities: the error rates profiles correct
-for) and ``run.json`` (history, timings, split, folds and the choices made on them,
-feature cache, data hash, seed and package versions). ``run.json`` is written last: a folder
-without it holds no finished run, whatever else it holds.
+``labels.json``, ``vocab.json``, ``split.json`` and ``split.arrow`` (the posts of each part, and
+the validation folds), ``checkpoint.pt`` (for ``--resume``), ``folds/`` (the fold models'
+out-of-fold predictions, see `sgmft.training.crossfit`), ``conformal.json`` and
+``conformal.arrow`` (the calibration scores of the prediction sets), ``rates.json`` (held-out
+posts' probabilities: the error rates profiles correct for) and ``run.json`` (history, timings,
+split, folds and the choices made on them, feature cache, data hash, seed and package versions).
+``run.json`` is written last: a folder without it holds no finished run, whatever else it holds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -45,8 +47,9 @@ class RunExistsError(ValueError):
 
 
 RUN_FILES = ("model.safetensors", CHECKPOINT, "run.json", *SPLIT_FILES, "vocab.json", "labels.json",
-             "conformal.json", "examples.json", "novelty.safetensors", "rates.json")
-CONFORMAL = "conformal.json"
+             "conformal.json", "conformal.arrow", "examples.json", "novelty.safetensors", "rates.json")
+#: the calibration posts' record (small JSON) and their ids, labels and scores (an Arrow file)
+CONFORMAL, CONFORMAL_POSTS = "conformal.json", "conformal.arrow"
 RATES = "rates.json"
 
 
@@ -105,21 +108,47 @@ SCORE_FIELDS = {"both": "score", "text_only": "score_text_only", "image_only": "
 
 def write_conformal_scores(out: Path, posts: list[dict[str, Any]],
                            shift_like: bool | None = None) -> dict[str, Any]:
-    """``conformal.json``: the calibration posts (id, label, scores: 1 - the deployed model's
-    probability of the true label, as they are and with one modality only) and each pattern's
-    scores sorted; none for a run without them. ``shift_like``: whether the part holds out whole
-    groups of the data's grouping column (False: images stood in, and the sets may under-cover
-    posts of new groups). Returns what run.json records."""
+    """The calibration posts (id, label, scores: 1 - the deployed model's probability of the
+    true label, as they are and with one modality only) in ``conformal.arrow``, read in place
+    when a predictor asks for a threshold (its size grows with the calibration part: no JSON of
+    every post to parse at start-up), and ``conformal.json`` with their count and
+    ``shift_like``: whether the part holds out whole groups of the data's grouping column
+    (False: images stood in, and the sets may under-cover posts of new groups). None for a run
+    without them. Returns what run.json records."""
     if not posts:
-        (out / CONFORMAL).unlink(missing_ok=True)
+        for name in (CONFORMAL, CONFORMAL_POSTS):
+            (out / name).unlink(missing_ok=True)
         return {"posts": 0, "how": f"none: {NO_SETS}"}
-    sorted_scores = {"scores" if name == "both" else f"scores_{name}":
-                     sorted(p[key] for p in posts if key in p) for name, key in SCORE_FIELDS.items()}
-    posts = [{k: v for k, v in p.items() if k != "probabilities"} for p in posts]
-    atomic_write_json(out / CONFORMAL, {**sorted_scores, "shift_like": shift_like, "posts": posts})
+    columns = {"id": pa.array([p["id"] for p in posts], pa.string()),
+               "label": pa.array([p["label"] for p in posts], pa.string())}
+    columns |= {key: pa.array([p[key] for p in posts], pa.float64()) for key in SCORE_FIELDS.values()}
+    table = pa.table(columns)
+
+    def write(tmp: Path) -> None:
+        with pa.ipc.new_file(str(tmp), table.schema) as writer:
+            writer.write_table(table)
+
+    atomic_write(out / CONFORMAL_POSTS, write)
+    atomic_write_json(out / CONFORMAL, {"shift_like": shift_like, "posts": len(posts),
+                                        "file": CONFORMAL_POSTS})
     return {"posts": len(posts), "shift_like": shift_like,
             "how": "split conformal (LAC) on posts held out from training and from every choice, scored by "
                    "the deployed model as they are, text only and image only"}
+
+
+def read_conformal_posts(folder: Path, record: dict[str, Any]) -> pa.Table:
+    """The calibration posts (id, label, the scores of `SCORE_FIELDS`) of the run in ``folder``
+    whose ``conformal.json`` is ``record``: memory-mapped from ``conformal.arrow``, or, for runs
+    written before it, from the posts the record lists (a pattern they did not score takes
+    the score as they are)."""
+    if isinstance(record.get("posts"), list):
+        posts = record["posts"]
+        return pa.table({"id": pa.array([p["id"] for p in posts], pa.string()),
+                         "label": pa.array([p["label"] for p in posts], pa.string()),
+                         **{key: pa.array([p.get(key, p["score"]) for p in posts], pa.float64())
+                            for key in SCORE_FIELDS.values()}})
+    with pa.memory_map(str(folder / record.get("file", CONFORMAL_POSTS))) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def write_rates(out: Path, calibration: list[dict[str, Any]],
@@ -213,15 +242,21 @@ class LoadedRun:
         return read_split(self.folder)
 
     def conformal_posts(self) -> list[dict[str, Any]]:
-        """The calibration posts of ``conformal.json`` (id, label, score); none for older runs."""
-        path = self.folder / CONFORMAL
-        return json.loads(path.read_text(encoding="utf-8")).get("posts", []) if path.is_file() else []
+        """The calibration posts (id, label, scores) as records; none for a run without them."""
+        table = self.conformal_table
+        return [] if table is None else table.to_pylist()
 
     @functools.cached_property
     def conformal(self) -> dict[str, Any] | None:
-        """``conformal.json``, read once; None for a run without calibration posts."""
+        """``conformal.json`` (the calibration posts' count and ``shift_like``), read once; None
+        for a run without calibration posts."""
         path = self.folder / CONFORMAL
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    @functools.cached_property
+    def conformal_table(self) -> pa.Table | None:
+        """The calibration posts (`read_conformal_posts`), opened once; None without them."""
+        return None if self.conformal is None else read_conformal_posts(self.folder, self.conformal)
 
     def rates(self) -> Rates | None:
         """The run's error rates on held-out posts (``rates.json``, `write_rates`). A run without
@@ -244,17 +279,17 @@ class LoadedRun:
         runs scored both only), calibrated on the run's held-out posts; None without them."""
         from sgmft.metrics.conformal import threshold_from_scores
 
-        if self.conformal is None:
+        if self.conformal_table is None:
             return None
-        key = "scores" if pattern == "both" else f"scores_{pattern}"
-        return threshold_from_scores(self.conformal.get(key) or self.conformal["scores"], coverage)
+        return threshold_from_scores(self.conformal_scores(pattern), coverage)
 
     def conformal_scores(self, pattern: str = "both") -> np.ndarray:
         """(n,) the calibration posts' scores of a presence pattern, in the posts' order (the order
         of the novelty index's calibration features); older runs scored both only."""
-        key = SCORE_FIELDS[pattern]
-        posts = (self.conformal or {}).get("posts", [])
-        return np.asarray([p.get(key, p["score"]) for p in posts], np.float64)
+        table = self.conformal_table
+        if table is None:
+            return np.zeros(0)
+        return table.column(SCORE_FIELDS[pattern]).to_numpy()
 
     @functools.cached_property
     def novelty(self):
