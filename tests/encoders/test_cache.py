@@ -10,6 +10,7 @@ from sgmft.encoders.cache import (
     chunk_name,
     extract_features,
     load_cache,
+    rows_per_chunk,
 )
 from sgmft.io import sha256_file
 from tests.conftest import write_image
@@ -252,3 +253,33 @@ def test_auto_precision_asks_torch_for_native_bf16(monkeypatch):
     assert device.resolve_precision("auto") == "fp32" and device.resolve_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="expected one of"):
         device.resolve_precision("fp8")
+
+
+def test_rows_per_chunk_fill_the_asked_bytes():
+    assert rows_per_chunk({"text": 512, "image": 1280}, "float32") == 9362          # 64 MiB / 7,168 B
+    assert rows_per_chunk({"text": 512, "image": 1280}, "float16") == 18724         # / 3,584 B
+    # token states are float16: 6 x 4 + 3 x 3 floats per post, 2 B each, beside 9 pooled float32
+    assert rows_per_chunk({"text": 6, "image": 3}, "float32", {"text": (2, 6), "image": (3, 3)},
+                          mib=780 / 2**20) == 10                                   # 780 B / 78 B a post
+    assert rows_per_chunk({"text": 6, "image": 3}, "float32", mib=1e-9) == 1        # never empty
+
+
+@pytest.mark.parametrize(("dtype", "sequences", "rows"), [("float32", False, 3), ("float16", False, 6),
+                                                          ("float32", True, 1)])
+def test_a_new_cache_sizes_its_chunks_by_bytes(small_manifest, tmp_path, fake_encoder_factory, dtype,
+                                               sequences, rows):
+    manifest = load_manifest(small_manifest)
+    # the fake encoder's post: 6 + 3 pooled floats (36 B in float32, 18 in float16), and with
+    # sequences 2 x 6 + 3 x 3 float16 token states (42 B more): 108 B hold 3, 6 and 1 posts
+    cache = extract_features(manifest, tmp_path / "c", "fake", encoder_factory=fake_encoder_factory,
+                             progress=False, batch_size=2, dtype=dtype, sequences=sequences,
+                             chunk_mib=108 / 2**20)
+    header = json.loads((tmp_path / "c" / "cache.json").read_text())
+    assert header["chunk_size"] == rows and len(header["chunks"]) == -(-8 // rows)
+    assert len(fake_encoder_factory.built) == 1             # the encoder that sized the chunks encoded them
+    by_rows = run(manifest, tmp_path / "d", fake_encoder_factory, dtype=dtype)
+    np.testing.assert_array_equal(cache.text[np.arange(8)], by_rows.text[np.arange(8)])
+    # an existing cache keeps its chunks whatever is asked now, and no encoder is built to size them
+    again = extract_features(manifest, tmp_path / "c", "fake", encoder_factory=fake_encoder_factory,
+                             progress=False, batch_size=2, dtype=dtype, sequences=sequences, chunk_mib=64)
+    assert again.header["chunk_size"] == rows and len(fake_encoder_factory.built) == 2

@@ -50,3 +50,9 @@ def test_imported_features_can_be_stored_in_float16_from_the_cli(posts, tmp_path
     np.testing.assert_array_equal(cache.text[np.arange(30)], text.astype(np.float16).astype(np.float32))
     bad = runner.invoke(app, ["extract", str(posts), "--from", str(source), "--dtype", "float8"])
     assert bad.exit_code == 2 and "float32 or float16" in bad.output
+    for option, value, said in (("--chunk-size", "0", "at least one post"), ("--chunk-mib", "0", "above 0")):
+        bad = runner.invoke(app, ["extract", str(posts), "--from", str(source), option, value])
+        assert bad.exit_code == 2 and said in bad.output
+    rows = runner.invoke(app, ["extract", str(posts), "--from", str(source), "--out", str(tmp_path / "r"),
+                               "--chunk-size", "7"])
+    assert rows.exit_code == 0 and json.loads((tmp_path / "r" / "cache.json").read_text())["chunk_size"] == 7

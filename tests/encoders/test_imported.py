@@ -68,6 +68,17 @@ def test_an_import_in_any_order_is_the_cache_of_the_manifest(posts, tmp_path):
     assert again.header["created"] == cache.header["created"]          # the same file: reused
 
 
+@pytest.mark.parametrize(("dtype", "rows"), [("float32", 10), ("float16", 20)])
+def test_an_import_sizes_its_chunks_by_bytes(posts, tmp_path, dtype, rows):
+    ids, text, image = features()
+    source = write_parquet(tmp_path / "f.parquet", ids, text, image)
+    # 4 + 6 floats a post: 40 B in float32, 20 in float16; chunks of 400 B
+    cache = import_features(load_manifest(posts), source, tmp_path / "cache", dtype=dtype,
+                            chunk_mib=400 / 2**20)
+    assert cache.header["chunk_size"] == rows and len(cache.header["chunks"]) == -(-30 // rows)
+    np.testing.assert_allclose(np.asarray(cache.text), text, rtol=1e-3)
+
+
 def test_a_file_of_many_row_groups_is_read_a_group_at_a_time(posts, tmp_path, monkeypatch):
     monkeypatch.setattr("sgmft.encoders.imported.READ_ROWS", 4)       # batches smaller than a group
     ids, text, image = features()

@@ -17,6 +17,8 @@ from sgmft.encoders.cache import chunk_name, extract_features  # noqa: E402
 from sgmft.encoders.ray_extract import extract_with_ray  # noqa: E402
 
 SIZES = {"batch_size": 2, "chunk_size": 8}
+#: the same chunks asked in bytes: 8 posts of use+effnet's 512 + 1,280 float32 features
+BY_BYTES = {"batch_size": 2, "chunk_mib": 8 * (512 + 1280) * 4 / 2**20}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,8 @@ def manifest(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(manifest, tmp_path_factory):
     folder = tmp_path_factory.mktemp("local")
-    extract_features(manifest, folder, "use+effnet", progress=False, **SIZES)
+    extract_features(manifest, folder, "use+effnet", progress=False, **BY_BYTES)
+    assert json.loads((folder / "cache.json").read_text())["chunk_size"] == SIZES["chunk_size"]
     return folder
 
 
@@ -48,7 +51,8 @@ def same_cache(a, b):
 
 
 def test_two_workers_give_the_local_cache_byte_for_byte(cluster, manifest, local, tmp_path):
-    cache = extract_with_ray(manifest, tmp_path / "ray", "use+effnet", workers=2, progress=False, **SIZES)
+    # the chunks sized by bytes as the local path sizes them (the driver reads the encoder's widths)
+    cache = extract_with_ray(manifest, tmp_path / "ray", "use+effnet", workers=2, progress=False, **BY_BYTES)
     assert len(cache) == len(manifest)
     same_cache(local, tmp_path / "ray")
 

@@ -93,7 +93,9 @@ def extract(
     checkpoint: Checkpoint = None,
     device: Device = "cpu",
     batch_size: Annotated[int, typer.Option(help="Posts encoded at a time.")] = 32,
-    chunk_size: Annotated[int, typer.Option(help="Posts per chunk file of the cache.")] = 1024,
+    chunk_size: Annotated[int | None, typer.Option(
+        help="Posts per chunk file of a new cache (default: as many as fill --chunk-mib).")] = None,
+    chunk_mib: Annotated[float, typer.Option(help="Size of a chunk file of a new cache, in MiB.")] = 64,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache of another encoder/manifest.")] = False,
     verify: Annotated[bool, typer.Option(
         help="Check every chunk already written by its SHA-256 (a full read; opening a cache checks "
@@ -126,9 +128,14 @@ def extract(
 
     if dtype not in (None, "float32", "float16"):
         raise typer.BadParameter(f"{dtype!r}: expected float32 or float16", param_hint="--dtype")
+    if chunk_size is not None and chunk_size < 1:
+        raise typer.BadParameter(f"{chunk_size}: a chunk holds at least one post", param_hint="--chunk-size")
+    if not chunk_mib > 0:
+        raise typer.BadParameter(f"{chunk_mib}: expected a size above 0", param_hint="--chunk-mib")
+    chunks = {"chunk_size": chunk_size, "chunk_mib": chunk_mib}
     if from_file is not None:
         _import(manifest, from_file, out, overwrite, image_root, labels, skip_invalid, allow_outside_root,
-                dtype)
+                dtype, chunks)
         return
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker reserves GPUs for the encoder actors; add --device cuda, "
@@ -138,9 +145,9 @@ def extract(
                                         "gpus_per_worker": gpus_per_worker}
     with reported():
         cache, folder = ensure_features(loaded, encoder, checkpoint, out, device=device,
-                                        batch_size=batch_size, chunk_size=chunk_size,
-                                        overwrite=overwrite, sequences=sequences, precision=precision,
-                                        ray=cluster, verify=verify, dtype=dtype)
+                                        batch_size=batch_size, **chunks, overwrite=overwrite,
+                                        sequences=sequences, precision=precision, ray=cluster,
+                                        verify=verify, dtype=dtype)
     dims = cache.header["dims"]
     shapes = cache.header.get("token_shapes")
     tokens = (f"; token sequences text {shapes['text'][0]}x{shapes['text'][1]}, "
@@ -152,14 +159,15 @@ def extract(
 
 
 def _import(manifest: Path, source: Path, out: Path | None, overwrite: bool, image_root, labels,
-            skip_invalid: bool, outside_root: bool, dtype: str | None) -> None:
+            skip_invalid: bool, outside_root: bool, dtype: str | None, chunks: dict) -> None:
     from sgmft.encoders.features import default_cache_dir
     from sgmft.encoders.imported import IMPORTED, import_features
 
     loaded = load_for_command(manifest, image_root, labels, skip_invalid, outside_root=outside_root)
     folder = out or default_cache_dir(loaded, IMPORTED)
     with reported():
-        cache = import_features(loaded, source, folder, overwrite, dtype=dtype)
+        cache = import_features(loaded, source, folder, overwrite, chunks["chunk_size"], dtype,
+                                chunks["chunk_mib"])
     dims = cache.header["dims"]
     typer.echo(f"features of {len(cache)} posts imported from {source} into {folder} "
                f"(text {dims['text']}-d, image {dims['image']}-d, stored in {cache.header['dtype']})")

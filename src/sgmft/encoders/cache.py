@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from sgmft.data.images import PixelBudget, load_resized
@@ -27,6 +28,7 @@ from sgmft.encoders.base import Encoder
 from sgmft.encoders.chunks import chunk_is_valid, chunk_name, record_chunk
 from sgmft.encoders.plan import Job, Memo, Plan, encode_job, make_plan
 from sgmft.encoders.store import (
+    CHUNK_MIB,
     DIGESTS,
     FORMAT_VERSION,
     HEADER,
@@ -37,6 +39,7 @@ from sgmft.encoders.store import (
     check_dtype,
     load_cache,
     read_header,
+    rows_per_chunk,
     stored_as,
     write_ids,
 )
@@ -55,10 +58,10 @@ from sgmft.words import plural
 log = logging.getLogger(__name__)
 
 #: what the rest of the package imports from here (the store's names, for the cache as one place)
-__all__ = ["FORMAT_VERSION", "HEADER", "IDS", "IMPORTED", "CacheCorruptError", "CacheMismatchError",
-           "FeatureCache", "check_compatible", "check_dtype", "chunk_name", "encoder_identity",
-           "encoder_info", "extract_features", "extraction", "load_cache", "read_header", "stored_as",
-           "write_ids"]
+__all__ = ["CHUNK_MIB", "FORMAT_VERSION", "HEADER", "IDS", "IMPORTED", "CacheCorruptError",
+           "CacheMismatchError", "FeatureCache", "check_compatible", "check_dtype", "chunk_name",
+           "encoder_chunk_rows", "encoder_identity", "encoder_info", "extract_features", "extraction",
+           "load_cache", "read_header", "rows_per_chunk", "stored_as", "write_ids"]
 
 #: the encoder name of features imported from a file (`sgmft.encoders.imported`)
 IMPORTED = "imported"
@@ -188,13 +191,26 @@ class Extraction:
         return load_cache(self.folder)
 
 
+def encoder_chunk_rows(encoder: Encoder, sequences: bool, dtype: str, mib: float = CHUNK_MIB) -> int:
+    """Posts per chunk of ``mib`` MiB for ``encoder``'s features (`rows_per_chunk`); with
+    ``sequences`` the token states' lengths are read from encoding one probe text and image."""
+    shapes = None
+    if sequences:
+        _, text = encoder.encode_texts_with_tokens(["probe"])
+        _, image = encoder.encode_images_with_tokens([Image.new("RGB", (64, 64))])
+        shapes = {"text": text.shape[1:], "image": image.shape[1:]}
+    return rows_per_chunk({"text": encoder.dim.text, "image": encoder.dim.image}, dtype, shapes, mib)
+
+
 @contextmanager
 def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], overwrite: bool,
-               chunk_size: int, batch_size: int, text_config: dict[str, Any], verify: bool = False,
-               dtype: str | None = None) -> Iterator[Extraction]:
+               chunk_size: int | Callable[[], int], batch_size: int, text_config: dict[str, Any],
+               verify: bool = False, dtype: str | None = None) -> Iterator[Extraction]:
     """Claim the cache folder (fail early if it cannot be written, lock it, clear killed
     writers' temp files) and open or start its cache for this request; the chunks to (re)write
-    are those missing or of another size (with ``verify``: or of another SHA-256)."""
+    are those missing or of another size (with ``verify``: or of another SHA-256). A new cache's
+    posts per chunk are ``chunk_size``, or what it returns when it is a function (called only
+    then: an existing cache keeps its own)."""
     if not manifest.posts:
         raise ValueError(f"{manifest.path} has no valid posts to encode")
     folder = Path(out)
@@ -208,7 +224,8 @@ def extraction(manifest: Manifest, out: str | Path, identity: dict[str, Any], ov
         else:
             for stale in folder.glob("chunk-*.safetensors"):
                 stale.unlink()
-            header = _new_header(manifest, identity, chunk_size, batch_size, text_config, dtype or "float32")
+            rows = chunk_size() if callable(chunk_size) else chunk_size
+            header = _new_header(manifest, identity, rows, batch_size, text_config, dtype or "float32")
         plan = make_plan(manifest.posts, header["chunk_size"], header.get("batch_size", batch_size))
         todo = [i for i in range(len(plan.chunks)) if not chunk_is_valid(folder, i, header, verify)]
         if verify and header.get("complete"):
@@ -224,7 +241,7 @@ def extract_features(
     encoder_options: dict[str, Any] | None = None,
     encoder_factory: Callable[..., Encoder] | None = None,
     batch_size: int = 32,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     text_config: dict[str, Any] | None = None,
@@ -233,6 +250,7 @@ def extract_features(
     precision: str = "fp32",
     verify: bool = False,
     dtype: str | None = None,
+    chunk_mib: float = CHUNK_MIB,
 ) -> FeatureCache:
     """Encode every post of ``manifest`` into the cache folder ``out`` and return the cache.
 
@@ -245,20 +263,32 @@ def extract_features(
         rebuild those that differ.
     dtype: how the pooled features are stored: float32, or float16 (half the bytes); None:
         float32 for a new cache, as stored for an existing one.
+    chunk_size: posts per chunk file of a new cache; None: as many as fill ``chunk_mib`` MiB
+        (`encoder_chunk_rows`; the encoder is then built before the plan).
     The folder is locked while this runs: a second extraction into it waits.
     """
     from sgmft.encoders import create_encoder
 
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
-    with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {},
-                    verify, dtype) as job:
+    factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
+    built: list[Encoder] = []
+
+    def encoder_now() -> Encoder:
+        if not built:
+            built.append(factory(device=device, precision=precision, **options))
+        return built[0]
+
+    def by_bytes() -> int:
+        return encoder_chunk_rows(encoder_now(), sequences, dtype or "float32", chunk_mib)
+
+    with extraction(manifest, out, identity, overwrite, chunk_size or by_bytes, batch_size,
+                    text_config or {}, verify, dtype) as job:
         if not job.todo:
             log.info("the features of all %s were in %s already: reused, nothing encoded",
                      plural(len(manifest.posts), "post"), out)
             return job.finish(manifest)
-        factory = encoder_factory or (lambda **kw: create_encoder(encoder_name, **kw))
-        encoder = factory(device=device, precision=precision, **options)
+        encoder = encoder_now()
         memo = job.start(encoder_info(encoder) | {"precision": precision})
         budget = PixelBudget(LIMITS.batch_pixels)
         remaining = sum(len(job.plan.chunks[i]) for i in job.todo)

@@ -31,6 +31,7 @@ from safetensors.numpy import save_file
 from sgmft.data.manifest import Manifest
 from sgmft.data.posts import first_seen
 from sgmft.encoders.cache import (
+    CHUNK_MIB,
     FORMAT_VERSION,
     HEADER,
     IMPORTED,
@@ -38,16 +39,13 @@ from sgmft.encoders.cache import (
     check_dtype,
     chunk_name,
     load_cache,
+    rows_per_chunk,
     stored_as,
     write_ids,
 )
 from sgmft.io import atomic_write, atomic_write_json, check_writable, folder_lock, sha256_file
 from sgmft.provenance import now, versions
 
-#: rows per chunk of an imported cache: a chunk is copied twice while it is written, so its size
-#: (8,192 x 1,792 floats: 59 MB) bounds the import's memory; ten million posts make 1,221 chunks,
-#: memory-mapped at most `sgmft.encoders.chunks.OPEN_CHUNKS` at once
-CHUNK_ROWS = 8_192
 #: Parquet rows read at once
 READ_ROWS = 16_384
 COLUMNS = ("text", "image")
@@ -130,10 +128,13 @@ def _batches(file: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatc
 
 
 def import_features(manifest: Manifest, path: str | Path, out: str | Path, overwrite: bool = False,
-                    chunk_rows: int = CHUNK_ROWS, dtype: str | None = None) -> FeatureCache:
+                    chunk_rows: int | None = None, dtype: str | None = None,
+                    chunk_mib: float = CHUNK_MIB) -> FeatureCache:
     """The feature cache of ``manifest`` in ``out`` from the Parquet file ``path`` (see the
     module docstring), its features stored in ``dtype`` (float32, float16; None: float32, or as
-    an existing cache stores them); a complete cache of the same file and manifest is reused."""
+    an existing cache stores them), ``chunk_rows`` posts a chunk file (None: as many as fill
+    ``chunk_mib`` MiB; a chunk is copied twice while it is written, so its size bounds the import's
+    memory); a complete cache of the same file and manifest is reused."""
     path, folder = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"features file not found: {path}")
@@ -166,7 +167,9 @@ def import_features(manifest: Manifest, path: str | Path, out: str | Path, overw
                 for column in COLUMNS:
                     arrays[column][rows] = _values(batch, column, widths[column], ids, path)
                 start += len(ids)
-            _write(folder, manifest, arrays, identity, path, digest, widths, chunk_rows, dtype or "float32")
+            dtype = dtype or "float32"
+            rows = chunk_rows or rows_per_chunk(widths, dtype, mib=chunk_mib)
+            _write(folder, manifest, arrays, identity, path, digest, widths, rows, dtype)
         finally:
             arrays = {}
             for temp in temporary.values():

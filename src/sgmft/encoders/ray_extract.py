@@ -24,7 +24,14 @@ import torch
 
 from sgmft.data.images import PixelBudget, load_resized
 from sgmft.data.manifest import Manifest
-from sgmft.encoders.cache import FeatureCache, encoder_identity, encoder_info, extraction
+from sgmft.encoders.cache import (
+    CHUNK_MIB,
+    FeatureCache,
+    encoder_chunk_rows,
+    encoder_identity,
+    encoder_info,
+    extraction,
+)
 from sgmft.encoders.plan import Job, encode_job
 from sgmft.limits import LIMITS
 from sgmft.progress import progress_bar
@@ -88,19 +95,27 @@ def _connect(address: str | None, workers: int) -> bool:
 def extract_with_ray(manifest: Manifest, out: str | Path, encoder_name: str,
                      encoder_options: dict[str, Any] | None = None, address: str | None = None,
                      workers: int = 2, gpus_per_worker: float = 0.0, batch_size: int = 32,
-                     chunk_size: int = 1024, overwrite: bool = False, progress: bool = True,
+                     chunk_size: int | None = None, overwrite: bool = False, progress: bool = True,
                      text_config: dict[str, Any] | None = None, device: str = "cpu",
                      sequences: bool = False, precision: str = "fp32", verify: bool = False,
-                     dtype: str | None = None) -> FeatureCache:
-    """`sgmft.encoders.cache.extract_features` on a Ray cluster (see the module docstring)."""
+                     dtype: str | None = None, chunk_mib: float = CHUNK_MIB) -> FeatureCache:
+    """`sgmft.encoders.cache.extract_features` on a Ray cluster (see the module docstring). A
+    new cache without ``chunk_size`` has its posts per chunk set by ``chunk_mib`` from the
+    encoder's widths, as the local path sets it: the driver builds the encoder once on its CPU
+    to read them (``chunk_size`` spares it)."""
     import ray
 
-    from sgmft.encoders import image_preprocess_for
+    from sgmft.encoders import create_encoder, image_preprocess_for
 
     options = dict(encoder_options or {})
     identity = encoder_identity(encoder_name, options, sequences)
-    with extraction(manifest, out, identity, overwrite, chunk_size, batch_size, text_config or {},
-                    verify, dtype) as job:
+
+    def by_bytes() -> int:
+        encoder = create_encoder(encoder_name, device="cpu", precision="fp32", **options)
+        return encoder_chunk_rows(encoder, sequences, dtype or "float32", chunk_mib)
+
+    with extraction(manifest, out, identity, overwrite, chunk_size or by_bytes, batch_size,
+                    text_config or {}, verify, dtype) as job:
         if not job.todo:
             return job.finish(manifest)
         jobs = [work for index in job.todo for work in job.plan.jobs[index]]

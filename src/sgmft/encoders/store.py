@@ -32,6 +32,8 @@ DIGESTS = "digests.npy"   # caches before ids.arrow: the digests alone (their id
 IDS = "ids.arrow"
 #: the pooled features, stored in the cache's dtype and read as float32 (`stored_as`)
 POOLED = ("text", "image")
+#: a chunk file holds about this many bytes unless a row count is asked for (`rows_per_chunk`)
+CHUNK_MIB = 64
 
 
 class CacheMismatchError(RuntimeError):
@@ -139,6 +141,17 @@ def stored_as(tensors: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarra
     """The pooled features (text, image) of a chunk in the cache's ``dtype`` (float32 or
     float16: half the disk and page cache); token states are float16 whatever it is."""
     return {key: value.astype(dtype) if key in POOLED else value for key, value in tensors.items()}
+
+
+def rows_per_chunk(dims: dict[str, int], dtype: str, token_shapes: dict[str, Any] | None = None,
+                   mib: float = CHUNK_MIB) -> int:
+    """Posts per chunk file so that a chunk holds about ``mib`` MiB: a post's pooled features
+    (``dims`` {modality: width}, stored in ``dtype``) and its token states (``token_shapes``
+    {modality: (L, D)}, float16), at least one post. 64 MiB is 9,362 posts of 512 + 1,280 float32
+    features, 18,724 in float16."""
+    row = sum(dims.values()) * np.dtype(dtype).itemsize
+    row += sum(int(np.prod(shape)) for shape in (token_shapes or {}).values()) * 2
+    return max(1, int(mib * 2**20) // max(1, row))
 
 
 def write_ids(folder: Path, manifest: Manifest) -> dict[str, Any]:
